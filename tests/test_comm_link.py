@@ -1,0 +1,297 @@
+"""Links: batching, ordering, request/reply, handler errors, closing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import ByteStream
+
+from trioclust.comm import Comm, CommClosedError, Handler, Link, RemoteError
+from trioclust.protocol import Serialized
+from trioclust.testing import comm_pair, stream_pair
+
+ADDRESSES = {"tcp": "tcp://127.0.0.1:0", "inproc": "inproc://"}
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=sorted(ADDRESSES))
+def address(request: pytest.FixtureRequest) -> str:
+    return ADDRESSES[request.param]
+
+
+@asynccontextmanager
+async def link_pair(
+    server_handlers: Mapping[str, Handler],
+    client_handlers: Mapping[str, Handler] | None = None,
+    address: str = "inproc://",
+    **client_kwargs: Any,
+) -> AsyncIterator[tuple[Link, Link]]:
+    """``(client, server)`` links, running; closed on exit."""
+    async with comm_pair(address) as (a, b), anyio.create_task_group() as tg:
+        client = Link(a, client_handlers or {}, name="client", **client_kwargs)
+        server = Link(b, server_handlers, name="server")
+        await tg.start(client.run)
+        await tg.start(server.run)
+        try:
+            yield client, server
+        finally:
+            await client.aclose()
+            await server.aclose()
+
+
+def _boom(msg: dict[str, Any]) -> None:
+    raise ZeroDivisionError("division by zero")
+
+
+async def _async_double(msg: dict[str, Any]) -> int:
+    await anyio.lowlevel.checkpoint()
+    return int(msg["x"]) * 2
+
+
+async def _async_fail(msg: dict[str, Any]) -> None:
+    await anyio.lowlevel.checkpoint()
+    raise ValueError("async handler failed")
+
+
+HANDLERS: dict[str, Handler] = {
+    "double": lambda msg: msg["x"] * 2,
+    "async-double": _async_double,
+    "boom": _boom,
+    "async-fail": _async_fail,
+    "unpicklable": lambda msg: threading.Lock(),
+}
+
+
+@pytest.mark.anyio
+async def test_request_reply(address: str) -> None:
+    async with link_pair(HANDLERS, address=address) as (client, _server):
+        assert await client.request("double", x=21) == 42
+        assert await client.request("async-double", x=4) == 8
+
+
+@pytest.mark.anyio
+async def test_messages_arrive_in_send_order() -> None:
+    received: list[int] = []
+    handlers: dict[str, Handler] = {
+        "seq": lambda msg: received.append(msg["i"]),
+        "count": lambda msg: len(received),
+    }
+    async with link_pair(handlers) as (client, server):
+        for i in range(500):
+            client.send({"op": "seq", "i": i})
+            if i % 7 == 0:
+                await anyio.lowlevel.checkpoint()
+        assert await client.request("count") == 500
+        assert received == list(range(500))
+        stats = server.statistics()
+        assert stats.messages_received == 501
+        assert stats.batches_received < 501
+
+
+class GatedStream(ByteStream):
+    """Wraps a stream; ``send`` waits for the gate once ``hold`` is set."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self.hold = False
+        self.gate = anyio.Event()
+        self.blocked = anyio.Event()
+
+    async def send(self, item: bytes) -> None:
+        if self.hold:
+            self.blocked.set()
+            await self.gate.wait()
+        await self.stream.send(item)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.stream.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_sends_during_a_write_coalesce_into_one_batch() -> None:
+    async with stream_pair("inproc://") as (client_stream, server_stream):
+        gated = GatedStream(client_stream)
+        link = Link(Comm(gated), {})
+        peer = Comm(server_stream)
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            link.send({"op": "first"})  # idle link: goes at once
+            assert await peer.recv() == [{"op": "first"}]
+            gated.hold = True
+            link.send({"op": "stuck"})
+            await gated.blocked.wait()  # that write is now in flight
+            for i in range(100):
+                link.send({"op": "later", "i": i})
+                await anyio.lowlevel.checkpoint()
+            gated.gate.set()
+            assert await peer.recv() == [{"op": "stuck"}]
+            batch = await peer.recv()
+            assert [m["i"] for m in batch] == list(range(100)), "not one batch, in order"
+            stats = link.statistics()
+            assert (stats.messages_sent, stats.batches_sent) == (102, 3)
+            await link.aclose()
+        await peer.aclose()
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests(address: str) -> None:
+    results: dict[int, Any] = {}
+    async with link_pair(HANDLERS, address=address) as (client, _server):
+
+        async def one(i: int) -> None:
+            op = "double" if i % 2 else "async-double"
+            results[i] = await client.request(op, x=i)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(one, i)
+        assert results == {i: 2 * i for i in range(100)}
+        assert client.statistics().batches_sent < 50
+        assert client.statistics().pending_requests == 0
+
+
+@pytest.mark.anyio
+async def test_handler_exceptions_become_remote_errors() -> None:
+    async with link_pair(HANDLERS) as (client, _server):
+        with pytest.raises(RemoteError) as info:
+            await client.request("boom")
+        assert info.value.text == "ZeroDivisionError: division by zero"
+        assert isinstance(info.value.exception, Serialized)
+        original = info.value.exception.deserialize()
+        assert isinstance(original, ZeroDivisionError)
+        assert "ZeroDivisionError" in (info.value.traceback or "")
+
+        with pytest.raises(RemoteError, match="ValueError: async handler failed"):
+            await client.request("async-fail")
+        with pytest.raises(RemoteError, match="TypeError: cannot pickle"):
+            await client.request("unpicklable")
+        assert await client.request("double", x=1) == 2, "the link survived"
+
+
+@pytest.mark.anyio
+async def test_one_way_handler_errors_and_unknown_ops_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trioclust.comm")
+    async with link_pair(HANDLERS) as (client, _server):
+        client.send({"op": "boom"})
+        client.send({"op": "no-such-op"})
+        with pytest.raises(RemoteError, match="ValueError: unknown operation 'other-op'"):
+            await client.request("other-op")
+        assert await client.request("double", x=3) == 6
+    messages = [r.getMessage() for r in caplog.records if r.name == "trioclust.comm"]
+    assert "server: handler for 'boom' failed" in messages
+    assert any("unknown operation 'no-such-op'" in m for m in messages)
+
+
+@pytest.mark.anyio
+async def test_unencodable_request_raises_locally() -> None:
+    async with link_pair(HANDLERS) as (client, _server):
+        with pytest.raises(TypeError, match="cannot pickle"):
+            await client.request("double", x=threading.Lock())
+        assert await client.request("double", x=5) == 10
+
+
+@pytest.mark.anyio
+async def test_peer_close_fails_pending_requests(address: str) -> None:
+    reasons: list[str] = []
+    started = anyio.Event()
+
+    async def hang(msg: dict[str, Any]) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with link_pair({"hang": hang}, address=address, on_close=reasons.append) as (
+        client,
+        server,
+    ):
+        async with anyio.create_task_group() as tg:
+
+            async def pending() -> None:
+                with pytest.raises(CommClosedError) as info:
+                    await client.request("hang")
+                assert f"Connection to {client.comm.peer_address} closed" in str(info.value)
+                assert "the peer closed the connection" in str(info.value)
+
+            tg.start_soon(pending)
+            await started.wait()
+            await server.aclose()
+        assert client.closed
+        with pytest.raises(CommClosedError):
+            client.send({"op": "late"})
+        with pytest.raises(CommClosedError):
+            await client.request("hang")
+    assert reasons == ["the peer closed the connection"]
+
+
+@pytest.mark.anyio
+async def test_aclose_flushes_what_was_sent() -> None:
+    received: list[int] = []
+    async with comm_pair("tcp://127.0.0.1:0") as (a, b):
+        client = Link(a, {})
+        server = Link(b, {"n": lambda msg: received.append(msg["i"])})
+        async with anyio.create_task_group() as tg:
+            await tg.start(client.run)
+            await tg.start(server.run)
+            for i in range(1000):
+                client.send({"op": "n", "i": i})
+            await client.aclose()
+            with pytest.raises(CommClosedError, match="this side closed"):
+                client.send({"op": "n", "i": -1})
+        # server.run returned by itself when the client's close reached it
+        assert server.closed
+        assert server.close_reason == "the peer closed the connection"
+    assert received == list(range(1000))
+
+
+@pytest.mark.anyio
+async def test_non_batch_message_closes_the_link(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="trioclust.comm")
+    async with comm_pair("inproc://") as (a, b):
+        link = Link(b, {}, name="victim")
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            await a.send({"op": "not-in-a-list"})
+        assert link.closed
+    assert "victim: closing the connection" in caplog.text
+    assert "not a batch" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_run_twice_is_an_error() -> None:
+    async with link_pair({}) as (client, _server):
+        with pytest.raises(RuntimeError, match="already running"):
+            await client.run()
+
+
+@pytest.mark.anyio
+async def test_messages_sent_before_run_go_out_first() -> None:
+    received: list[str] = []
+    async with comm_pair("inproc://") as (a, b):
+        client = Link(a, {})
+        client.send({"op": "early"})
+        server = Link(
+            b, {"early": lambda msg: received.append("early"), "ping": lambda msg: "pong"}
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.run)
+            await tg.start(client.run)
+            assert await client.request("ping") == "pong"
+            assert received == ["early"]
+            await client.aclose()

@@ -1,0 +1,164 @@
+"""Scheduler and Worker servers: bad input, lost peers, closing, under trio."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+
+import pytest
+import trio
+
+from trioclust import Client, Scheduler, Worker, config
+from trioclust.protocol import PROTOCOL_VERSION
+from trioclust.protocol.codec import dumps
+from trioclust.protocol.framing import frame_prefix
+from trioclust.transport.addresses import parse_address, parse_host_port
+
+pytestmark = pytest.mark.trio
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+async def _open_raw(address: str) -> trio.SocketStream:
+    host, port = parse_host_port(parse_address(address)[1])
+    return await trio.open_tcp_stream(host, port)
+
+
+def _message(msg: object) -> bytes:
+    frames = dumps(msg)
+    return frame_prefix(frames) + b"".join(bytes(f) for f in frames)
+
+
+async def _expect_closed_by_peer(stream: trio.SocketStream) -> None:
+    with trio.fail_after(5):
+        while True:
+            try:
+                data = await stream.receive_some()
+            except trio.BrokenResourceError:
+                return
+            if not data:
+                return
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(os.urandom(4096), id="random-bytes"),
+        pytest.param(struct.pack("<QQ", 1, 2**50), id="petabyte-frame"),
+        pytest.param(
+            _message({"op": "handshake", "protocol": PROTOCOL_VERSION + 1, "role": "client", "name": "x"}),
+            id="wrong-protocol-version",
+        ),
+        pytest.param(
+            _message({"op": "handshake", "protocol": PROTOCOL_VERSION, "role": "client", "name": "x"})
+            + struct.pack("<QQ", 1, 1000) + b"partial",
+            id="cut-mid-message",
+        ),
+    ],
+)
+async def test_bad_input_closes_only_that_connection(
+    payload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trioclust")
+    async with Scheduler() as s, Worker(s.address) as w:
+        async with Client(s.address, asynchronous=True) as client:
+            assert await client.submit(inc, 1) == 2
+            for target in (s.address, w.address):
+                stream = await _open_raw(target)
+                await stream.send_all(payload)
+                if payload.endswith(b"partial"):
+                    await stream.aclose()  # the connection is cut mid-message
+                else:
+                    await _expect_closed_by_peer(stream)
+                    await stream.aclose()
+            # everyone already connected is still served
+            assert await client.submit(inc, 2) == 3
+            assert len(s.state.workers) == 1
+    assert any(r.levelno >= logging.WARNING and "trioclust" in r.name for r in caplog.records)
+
+
+async def test_worker_gives_up_on_a_lost_scheduler_with_a_reason() -> None:
+    with config.set(**{"comm.timeouts.connect": 0.2}):
+        s = Scheduler()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(s.serve)
+            worker = Worker(s.address, reconnect_timeout=0.3, heartbeat_interval=0.05)
+            await nursery.start(worker.serve)
+            await s.close()
+            with trio.fail_after(10):
+                await worker.wait_closed()
+    assert worker.close_reason is not None
+    assert "could not reconnect" in worker.close_reason
+    assert s.address in worker.close_reason
+
+
+async def test_worker_reconnects_to_a_scheduler_that_comes_back() -> None:
+    first = Scheduler()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.serve)
+        address = first.address
+        port = parse_host_port(parse_address(address)[1])[1]
+        worker = Worker(address, reconnect_timeout=30, heartbeat_interval=0.05)
+        await nursery.start(worker.serve)
+        await first.close()
+        second = Scheduler(port=port)
+        await nursery.start(second.serve)
+        with trio.fail_after(20):
+            await second.wait_for_workers(1)
+        async with Client(second.address, asynchronous=True) as client:
+            assert await client.submit(inc, 1) == 2
+        await worker.close()
+        await second.close()
+
+
+async def test_unreachable_and_malformed_addresses() -> None:
+    with pytest.raises(ValueError, match=r"tcp://127\.0\.0\.1:notaport"):
+        Worker("tcp://127.0.0.1:notaport")
+    with config.set(**{"comm.timeouts.connect": 0.3}):
+        with trio.fail_after(10), pytest.raises(OSError, match=r"tcp://127\.0\.0\.1:1"):
+            async with Worker("tcp://127.0.0.1:1"):
+                pass
+        with trio.fail_after(10), pytest.raises(OSError, match="Timed out"):
+            await Client("tcp://127.0.0.1:1", asynchronous=True)
+
+
+# Module-level, so tasks are pickled by reference and the in-process workers
+# share these events with the test (a closure would be pickled as a copy).
+_events: dict[str, trio.Event] = {}
+
+
+async def _forever() -> None:
+    _events["started"].set()
+    await trio.sleep_forever()
+
+
+async def _wait_for_gate(x: int) -> int:
+    _events["started"].set()
+    await _events["gate"].wait()
+    return x
+
+
+async def test_closing_cancels_running_coroutine_tasks() -> None:
+    _events["started"] = trio.Event()
+    async with Scheduler() as s, Worker(s.address) as w:
+        async with Client(s.address, asynchronous=True) as client:
+            future = client.submit(_forever)
+            await _events["started"].wait()
+            assert w.state.executing
+    assert future.cancelled()
+    assert w.status == "closed"
+
+
+async def test_worker_leaves_during_task_other_worker_finishes_it() -> None:
+    """A worker closes while its tasks run: they are rescheduled on the other."""
+    _events["started"], _events["gate"] = trio.Event(), trio.Event()
+    async with Scheduler() as s, Worker(s.address, name="a") as a, Worker(s.address, name="b"):
+        async with Client(s.address, asynchronous=True) as client:
+            futures = client.map(_wait_for_gate, range(4))
+            await _events["started"].wait()
+            await a.close()
+            _events["gate"].set()
+            assert await client.gather(futures) == [0, 1, 2, 3]

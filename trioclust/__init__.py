@@ -1,0 +1,48 @@
+"""trioclust: dask.distributed's Futures API on Trio's structured concurrency.
+
+Change ``from dask.distributed import Client`` into ``from trioclust import
+Client`` and keep working.
+"""
+
+from trioclust.client import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Client,
+    DoneAndNotDoneFutures,
+    Future,
+    FutureCancelledError,
+    SchedulerLostError,
+    as_completed,
+    wait,
+)
+from trioclust.comm import CommClosedError
+from trioclust.core.errors import KilledWorker, LostData
+from trioclust.protocol import ProtocolError
+from trioclust.runtime import Nanny, Scheduler, Worker
+
+CancelledError = FutureCancelledError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "CancelledError",
+    "Client",
+    "CommClosedError",
+    "DoneAndNotDoneFutures",
+    "Future",
+    "FutureCancelledError",
+    "KilledWorker",
+    "LostData",
+    "Nanny",
+    "ProtocolError",
+    "Scheduler",
+    "SchedulerLostError",
+    "Worker",
+    "__version__",
+    "as_completed",
+    "wait",
+]

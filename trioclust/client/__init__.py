@@ -1,0 +1,29 @@
+"""The client: futures, the synchronous and asynchronous Client, waiting helpers.
+
+Imports anyio only, never trio: it runs under any anyio backend.
+"""
+
+from trioclust.client.client import Client
+from trioclust.client.errors import FutureCancelledError, SchedulerLostError
+from trioclust.client.futures import Future
+from trioclust.client.waiting import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    DoneAndNotDoneFutures,
+    as_completed,
+    wait,
+)
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Client",
+    "DoneAndNotDoneFutures",
+    "Future",
+    "FutureCancelledError",
+    "SchedulerLostError",
+    "as_completed",
+    "wait",
+]

@@ -1,0 +1,485 @@
+"""``Client``: dask.distributed's Client API, synchronous or asynchronous.
+
+One code path: every operation is implemented once, asynchronously, in
+:class:`ClientCore`. An asynchronous client (``asynchronous=True``) runs it in
+the caller's event loop (trio or asyncio); a synchronous one runs it in a
+trio loop on a thread of its own and blocks on a portal into it, which also
+works where an asyncio loop already runs in the calling thread (Jupyter).
+Methods that wait return an awaitable with an asynchronous client and the
+value with a synchronous one, as in dask.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from trioclust import config
+from trioclust.client.core import ClientCore
+from trioclust.client.futures import Future, FutureState
+from trioclust.client.keys import funcname, make_key, pack_futures, tokenize
+from trioclust.client.loop_thread import (
+    LoopThread,
+    call_soon_from_thread,
+    register_open,
+    unregister_open,
+)
+from trioclust.protocol import serialize
+from trioclust.transport.addresses import normalize_address
+
+
+def _scheduler_address(address: Any) -> str:
+    if address is not None and hasattr(address, "scheduler_address"):
+        address = address.scheduler_address  # a cluster object
+    if address is None:
+        address = os.environ.get("TRIOCLUST_SCHEDULER_ADDRESS") or config.get(
+            "scheduler-address", None
+        )
+    if address is None:
+        raise ValueError(
+            "Client() needs the scheduler's address, e.g. Client('tcp://127.0.0.1:8786'); "
+            "or set TRIOCLUST_SCHEDULER_ADDRESS, or 'scheduler-address' in the config file."
+        )
+    if not isinstance(address, str):
+        raise ValueError(
+            f"Client expects a scheduler address string such as 'tcp://127.0.0.1:8786', "
+            f"got {address!r}"
+        )
+    return normalize_address(address)
+
+
+def _unsupported(**options: Any) -> None:
+    used = sorted(name for name, value in options.items() if value not in (None, False))
+    if used:
+        raise NotImplementedError(
+            f"trioclust does not support {', '.join(used)} yet; leave {'it' if len(used) == 1 else 'them'} "
+            f"out, or use dask.distributed for this computation."
+        )
+
+
+class Client:
+    """Connect to a scheduler and compute on its cluster.
+
+    Args:
+        address: the scheduler, e.g. ``"tcp://127.0.0.1:8786"`` (a bare
+            ``"host:port"`` means TCP), or a cluster object with a
+            ``scheduler_address``. Without one, ``TRIOCLUST_SCHEDULER_ADDRESS``
+            and then the config's ``scheduler-address`` are used.
+        asynchronous: True inside ``async`` code (trio or asyncio): use
+            ``async with Client(..., asynchronous=True) as client`` and await
+            the methods that wait.
+        timeout: seconds to keep trying to connect; default
+            ``comm.timeouts.connect``.
+        name: this client's name, shown in the scheduler's logs.
+    """
+
+    def __init__(
+        self,
+        address: Any = None,
+        *,
+        asynchronous: bool = False,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.scheduler_address = _scheduler_address(address)
+        self.asynchronous = asynchronous
+        self.name = name or f"Client-{uuid.uuid4().hex[:8]}"
+        self._loop: LoopThread | None = None
+        self._core_cm: Any = None
+        self._core = ClientCore(
+            self, self.scheduler_address, name=self.name,
+            timeout=timeout if timeout is not None else config.get_float("comm.timeouts.connect"),
+        )
+        if not asynchronous:
+            self._start_sync()
+
+    # --------------------------------------------------------- life cycle
+    def _start_sync(self) -> None:
+        self._loop = LoopThread(name=f"trioclust-{self.name}")
+        portal = self._loop.start()
+        self._core._wake_from_thread = call_soon_from_thread(portal)
+        try:
+            self._core_cm = portal.wrap_async_context_manager(self._core)
+            self._core_cm.__enter__()
+        except BaseException:
+            self._core_cm = None
+            self._loop.stop()
+            self._loop = None
+            raise
+        register_open(self)
+
+    async def _start_async(self) -> Self:
+        await self._core.__aenter__()
+        return self
+
+    def __await__(self) -> Any:
+        if not self.asynchronous:
+            raise TypeError("Only an asynchronous Client (asynchronous=True) can be awaited")
+        return self._start_async().__await__()
+
+    async def __aenter__(self) -> Self:
+        if not self.asynchronous:
+            raise TypeError(
+                "Use 'with Client(...)' for a synchronous client, or pass asynchronous=True"
+            )
+        return await self._start_async()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._core.close()
+
+    def __enter__(self) -> Self:
+        if self.asynchronous:
+            raise TypeError("Use 'async with' for an asynchronous client")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> Any:
+        """Release every future, disconnect, and stop the client's thread (if it has one).
+
+        Awaitable with an asynchronous client.
+        """
+        if self.asynchronous:
+            return self._core.close()
+        if self._core_cm is not None:
+            cm, self._core_cm = self._core_cm, None
+            try:
+                cm.__exit__(None, None, None)
+            finally:
+                unregister_open(self)
+        if self._loop is not None:
+            loop, self._loop = self._loop, None
+            loop.stop()
+        return None
+
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"closing"``, ``"closed"``, or ``"disconnected"``."""
+        return self._core.status
+
+    @property
+    def id(self) -> str:
+        """The name the scheduler knows this client by."""
+        return self._core.id
+
+    # -------------------------------------------------------- sync bridge
+    def _sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run an async method: an awaitable when asynchronous, else its result."""
+        if self.asynchronous:
+            return fn(*args)
+        if self._loop is None:
+            raise RuntimeError(f"This client is closed; create a new Client({self.scheduler_address!r})")
+        return self._loop.portal.call(fn, *args)
+
+    def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a plain function in the client's event loop thread and return its result."""
+        if self.asynchronous:
+            return fn(*args)
+        if self._loop is None:
+            raise RuntimeError(f"This client is closed; create a new Client({self.scheduler_address!r})")
+        return self._loop.portal.call(fn, *args)
+
+    # ------------------------------------------------------------- submit
+    def submit(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        key: str | None = None,
+        pure: bool = True,
+        priority: int = 0,
+        workers: Any = None,
+        resources: Any = None,
+        retries: int | None = None,
+        actor: bool = False,
+        fifo_timeout: Any = None,
+        **kwargs: Any,
+    ) -> Future:
+        """Run ``func(*args, **kwargs)`` on the cluster; returns a :class:`Future`.
+
+        Args:
+            func: the function (or coroutine function) to call.
+            *args: its arguments; futures among them (also inside lists,
+                tuples and dicts) are replaced by their results.
+            key: the task's key; default ``name-hash`` of function and
+                arguments (``pure=True``) or ``name-random`` (``pure=False``).
+            pure: whether the same call always gives the same result, so that
+                submitting it twice computes it once.
+            priority: higher runs first among waiting tasks.
+            workers, resources, retries, actor: not supported yet; passing
+                them raises ``NotImplementedError``.
+            fifo_timeout: accepted for dask compatibility and ignored.
+            **kwargs: keyword arguments for ``func``.
+        """
+        _unsupported(workers=workers, resources=resources, retries=retries, actor=actor)
+        if not callable(func):
+            raise TypeError(f"First argument to submit must be callable, got {func!r}")
+        deps: set[str] = set()
+        args = pack_futures(args, Future, deps)
+        kwargs = pack_futures(kwargs, Future, deps)
+        if key is None:
+            key = make_key(func, args, kwargs, pure)
+        task = (key, serialize((func, args, kwargs)), sorted(deps), self._core.next_priority(priority))
+        return self._call_in_loop(self._core.submit_tasks, [task], [key])[0]  # type: ignore[no-any-return]
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        *iterables: Iterable[Any],
+        key: str | list[str] | None = None,
+        pure: bool = True,
+        priority: int = 0,
+        workers: Any = None,
+        resources: Any = None,
+        retries: int | None = None,
+        batch_size: int | None = None,
+        fifo_timeout: Any = None,
+        **kwargs: Any,
+    ) -> list[Future]:
+        """``submit(func, *items)`` for each tuple of items of the iterables, in one message.
+
+        Args:
+            func: the function to call.
+            *iterables: argument sequences, zipped like the builtin ``map``.
+            key: a list of keys, one per task, or a prefix for generated keys.
+            pure, priority: as for :meth:`submit`.
+            batch_size: accepted for dask compatibility; everything goes in one batch.
+            **kwargs: keyword arguments passed to every call.
+        """
+        _unsupported(workers=workers, resources=resources, retries=retries)
+        if not callable(func):
+            raise TypeError(f"First argument to map must be callable, got {func!r}")
+        items = list(zip(*iterables, strict=False))
+        if isinstance(key, list) and len(key) != len(items):
+            raise ValueError(f"map got {len(key)} keys for {len(items)} tasks")
+        kw_deps: set[str] = set()
+        packed_kwargs = pack_futures(kwargs, Future, kw_deps)
+        prefix = key if isinstance(key, str) else funcname(func)
+        base = tokenize(func, packed_kwargs) if pure else ""
+        tasks = []
+        keys = []
+        for i, item in enumerate(items):
+            deps = set(kw_deps)
+            args = pack_futures(item, Future, deps)
+            if isinstance(key, list):
+                k = key[i]
+            elif pure:
+                k = f"{prefix}-{tokenize(base, args)[:32]}"
+            else:
+                k = f"{prefix}-{uuid.uuid4().hex}"
+            keys.append(k)
+            tasks.append(
+                (k, serialize((func, args, packed_kwargs)), sorted(deps), self._core.next_priority(priority))
+            )
+        return self._call_in_loop(self._core.submit_tasks, tasks, keys)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------- results
+    def gather(self, futures: Any, errors: str = "raise") -> Any:
+        """The results of futures, in the same structure (lists, tuples, dicts, sets).
+
+        Args:
+            futures: a future, or a (nested) list, tuple, dict or set of them.
+            errors: ``"raise"`` re-raises the first task error; ``"skip"``
+                leaves erred futures out of the result.
+        """
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+        return self._sync(self._gather, futures, errors)
+
+    async def _gather(self, futures: Any, errors: str) -> Any:
+        states: list[FutureState] = []
+        _collect_states(futures, states)
+        values = await self._core.gather_states(states, errors)
+        return _replace_futures(futures, values)
+
+    def scatter(
+        self, data: Any, workers: list[str] | str | None = None, broadcast: bool = False,
+        hash: bool = True,
+    ) -> Any:
+        """Send local data to workers; returns futures in the same shape as ``data``.
+
+        Args:
+            data: one object, or a list/tuple of objects, or a dict (its keys
+                become the futures' keys).
+            workers: addresses to send to (default: all, round-robin).
+            broadcast: send every item to every chosen worker.
+            hash: key by content (the same data scatters to the same key).
+        """
+        if isinstance(workers, str):
+            workers = [workers]
+        return self._sync(self._scatter, data, workers, broadcast, hash)
+
+    async def _scatter(self, data: Any, workers: list[str] | None, broadcast: bool, hash: bool) -> Any:
+        if isinstance(data, dict):
+            keys = [str(k) for k in data]
+            items = list(data.values())
+        else:
+            items = list(data) if isinstance(data, list | tuple | set | frozenset) else [data]
+            keys = [
+                f"{type(v).__name__}-{tokenize(v)[:32] if hash else uuid.uuid4().hex}" for v in items
+            ]
+        named = dict(zip(keys, items, strict=True))
+        futures = await self._core.scatter(named, workers, broadcast)
+        by_key = {f.key: f for f in futures}
+        if isinstance(data, dict):
+            return by_key
+        if isinstance(data, list | tuple | set | frozenset):
+            out = [by_key[k] for k in keys]
+            return type(data)(out) if isinstance(data, tuple) else out
+        return futures[0]
+
+    def cancel(self, futures: Any) -> Any:
+        """Stop computing these futures and release their results on the cluster.
+
+        Their ``result()`` then raises :class:`CancelledError`. Awaitable with an
+        asynchronous client.
+        """
+        found: list[Future] = []
+        _collect_futures(futures, found)
+        if self.asynchronous:
+            self._core.cancel(found)
+            return _done()
+        self._call_in_loop(self._core.cancel, found)
+        return None
+
+    # --------------------------------------------------------------- admin
+    def run(self, function: Callable[..., Any], *args: Any, workers: list[str] | None = None, **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` on every worker (or ``workers``).
+
+        Returns ``{worker address: result}``. A function with a ``dask_worker``
+        parameter receives the Worker object there. Runs in the worker's event
+        loop, outside the task threads.
+        """
+        return self._sync(self._run, function, args, kwargs, workers)
+
+    async def _run(self, function: Any, args: Any, kwargs: Any, workers: Any) -> dict[str, Any]:
+        from trioclust.client.errors import rebuild_exception
+
+        reply = await self._core.request(
+            "broadcast", function=serialize(function), args=serialize(tuple(args)),
+            kwargs=serialize(dict(kwargs)), workers=workers,
+        )
+        for address, error in sorted(reply["errors"].items()):
+            exc = rebuild_exception(error.get("exception"), None, error.get("text") or "")
+            if error.get("exception") is None:
+                raise RuntimeError(f"client.run failed on {address}: {error.get('text')}")
+            raise exc
+        return {address: _load(value) for address, value in reply["results"].items()}
+
+    def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``function(*args, **kwargs)`` in the scheduler's process.
+
+        A function with a ``dask_scheduler`` parameter receives the Scheduler.
+        """
+        return self._sync(self._run_on_scheduler, function, args, kwargs)
+
+    async def _run_on_scheduler(self, function: Any, args: Any, kwargs: Any) -> Any:
+        result = await self._core.request(
+            "run-on-scheduler", function=serialize(function), args=serialize(tuple(args)),
+            kwargs=serialize(dict(kwargs)),
+        )
+        return _load(result)
+
+    def scheduler_info(self) -> Any:
+        """The scheduler's address, id, workers (threads, memory, tasks) and task counts."""
+        return self._sync(self._core.request, "scheduler-info")
+
+    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> Any:
+        """Wait until the cluster has at least ``n_workers`` workers."""
+        return self._sync(self._wait_for_workers, n_workers, timeout)
+
+    async def _wait_for_workers(self, n_workers: int, timeout: float | None) -> None:
+        import anyio
+
+        try:
+            with anyio.fail_after(timeout):
+                await self._core.request("wait-for-workers", n=n_workers)
+        except TimeoutError:
+            raise TimeoutError(
+                f"The scheduler at {self.scheduler_address} did not get {n_workers} workers "
+                f"within {timeout} s"
+            ) from None
+
+    # --------------------------------------------------------------- repr
+    def __repr__(self) -> str:
+        if self.status != "running" or self.asynchronous:
+            return f"<Client: {self.scheduler_address!r} status={self.status}>"
+        try:
+            info = self.scheduler_info()
+        except Exception:
+            return f"<Client: {self.scheduler_address!r} status={self.status}>"
+        workers = info["workers"].values()
+        threads = sum(w["nthreads"] for w in workers)
+        memory = sum(w["memory_limit"] for w in workers)
+        return (
+            f"<Client: {self.scheduler_address!r} workers={len(info['workers'])} "
+            f"threads={threads}, memory={_format_bytes(memory)}>"
+        )
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+
+async def _done() -> None:
+    return None
+
+
+def _load(value: Any) -> Any:
+    from trioclust.protocol import Serialized
+
+    return value.deserialize() if isinstance(value, Serialized) else value
+
+
+def _collect_states(obj: Any, out: list[FutureState]) -> None:
+    if isinstance(obj, Future):
+        out.append(obj._state)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for item in obj:
+            _collect_states(item, out)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _collect_states(item, out)
+
+
+def _collect_futures(obj: Any, out: list[Future]) -> None:
+    if isinstance(obj, Future):
+        out.append(obj)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for item in obj:
+            _collect_futures(item, out)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _collect_futures(item, out)
+
+
+def _replace_futures(obj: Any, values: dict[str, Any]) -> Any:
+    if isinstance(obj, Future):
+        return values[obj.key]
+    if isinstance(obj, list | tuple | set | frozenset):
+        return type(obj)(
+            _replace_futures(item, values)
+            for item in obj
+            if not isinstance(item, Future) or item.key in values
+        )
+    if isinstance(obj, dict):
+        return {
+            k: _replace_futures(v, values)
+            for k, v in obj.items()
+            if not isinstance(v, Future) or v.key in values
+        }
+    return obj
+
+
+def _format_bytes(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"

@@ -1,0 +1,202 @@
+"""Futures: the user's handle on one remote result.
+
+Several ``Future`` objects may point at the same key; they share one
+``FutureState``, which the client updates from the scheduler's messages in its
+event loop thread. A state counts the Futures that refer to it; when the last
+one is dropped the client releases the key on the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from trioclust.client.errors import FutureCancelledError, raise_remote
+from trioclust.protocol import Serialized
+
+if TYPE_CHECKING:
+    from trioclust.client.client import Client
+
+logger = logging.getLogger("trioclust.client")
+
+_NO_VALUE = object()
+
+
+class FutureState:
+    """What the client knows of one key: status, inline value, error, waiters."""
+
+    __slots__ = (
+        "callbacks", "event", "exception", "key", "refs", "status", "text", "traceback",
+        "type_name", "value",
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.status = "pending"
+        self.value: Any = _NO_VALUE
+        self.type_name = ""
+        self.exception: Any = None
+        self.traceback: Any = None
+        self.text = ""
+        self.refs = 0
+        self.event: anyio.Event | None = None
+        self.callbacks: list[Callable[[], None]] = []
+
+    def done(self) -> bool:
+        return self.status in ("finished", "error", "cancelled")
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not _NO_VALUE
+
+    async def wait(self) -> None:
+        while not self.done():
+            if self.event is None:
+                self.event = anyio.Event()
+            await self.event.wait()
+
+    def _changed(self) -> None:
+        if self.event is not None:
+            self.event.set()
+            self.event = None
+        if self.done():
+            callbacks, self.callbacks = self.callbacks, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("Error in a done-callback of future %r", self.key)
+
+    def finish(self, type_name: str, value: Any = _NO_VALUE) -> None:
+        self.status = "finished"
+        self.type_name = type_name
+        if isinstance(value, Serialized):
+            value = value.deserialize()
+        self.value = value
+        self._changed()
+
+    def fail(self, exception: Any, traceback: Any, text: str) -> None:
+        self.status = "error"
+        self.exception, self.traceback, self.text = exception, traceback, text
+        self._changed()
+
+    def lose(self) -> None:
+        """The data was lost; the scheduler recomputes it."""
+        self.status = "pending"
+        self.value = _NO_VALUE
+        self._changed()
+
+    def cancel(self, reason: str = "") -> None:
+        self.status = "cancelled"
+        self.text = reason
+        self.value = _NO_VALUE
+        self._changed()
+
+    def reraise(self) -> None:
+        """Raise the remote exception of an erred key, or CancelledError."""
+        if self.status == "cancelled":
+            raise FutureCancelledError(self.key, self.text)
+        raise_remote(self.exception, self.traceback, self.text)
+
+
+class Future:
+    """A remote result, computing or done (``dask.distributed.Future``'s API).
+
+    Await it (``await future``) with an asynchronous client, or call
+    :meth:`result` with a synchronous one. Dropping every reference to a key's
+    futures releases the key on the cluster.
+    """
+
+    __slots__ = ("__weakref__", "_client", "_state", "key")
+
+    def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
+        self.key = key
+        self._client = client
+        self._state = state if state is not None else client._core.state_for(key)
+        self._state.refs += 1
+
+    @property
+    def client(self) -> Client:
+        """The client this future belongs to."""
+        return self._client
+
+    @property
+    def status(self) -> str:
+        """``"pending"``, ``"finished"``, ``"error"`` or ``"cancelled"``."""
+        return self._state.status
+
+    def done(self) -> bool:
+        """Whether the computation finished, failed or was cancelled."""
+        return self._state.done()
+
+    def cancelled(self) -> bool:
+        """Whether this future was cancelled."""
+        return self._state.status == "cancelled"
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The result; raises the task's exception (with its remote traceback) if it failed.
+
+        Args:
+            timeout: seconds to wait before raising ``TimeoutError``.
+
+        With an asynchronous client this returns an awaitable.
+        """
+        state = self._state
+        if state.status == "finished" and state.has_value and not self._client.asynchronous:
+            return state.value  # no trip through the event loop thread
+        return self._client._sync(self._client._core.result_of, self, timeout)
+
+    def exception(self, timeout: float | None = None) -> Any:
+        """The task's exception once it failed, None if it succeeded."""
+        return self._client._sync(self._client._core.exception_of, self, timeout)
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        """The remote traceback (a traceback object) once it failed, else None."""
+        return self._client._sync(self._client._core.traceback_of, self, timeout)
+
+    def cancel(self) -> Any:
+        """Cancel this future (see :meth:`Client.cancel`)."""
+        return self._client.cancel([self])
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(future)`` once the future is done (at once if it already is).
+
+        Callbacks run in the client's event loop thread: keep them quick, and
+        do not block there waiting for other futures.
+        """
+        self._client._call_in_loop(self._client._core.add_done_callback, self, fn)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._client._core.result_of(self, None).__await__()
+
+    def __del__(self) -> None:
+        try:
+            client, state = self._client, self._state
+        except AttributeError:  # __init__ failed before setting them
+            return
+        client._core.release_ref(state)
+
+    def __repr__(self) -> str:
+        state = self._state
+        if state.status == "finished" and state.type_name:
+            return f"<Future: finished, type: {state.type_name}, key: {self.key}>"
+        if state.status == "error":
+            return f"<Future: error, key: {self.key}, {state.text}>"
+        return f"<Future: {state.status}, key: {self.key}>"
+
+    def _repr_html_(self) -> str:
+        colour = {"finished": "green", "error": "red", "cancelled": "gray"}.get(self.status, "orange")
+        kind = f", type: {self._state.type_name}" if self._state.type_name else ""
+        return (
+            f"<strong>Future: {self.key}</strong> "
+            f'<span style="color: {colour}">status: {self.status}</span>{kind}'
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "A Future cannot be pickled on its own. Pass futures as arguments to submit or map "
+            "(directly or inside lists, tuples and dicts) and the worker receives their values."
+        )

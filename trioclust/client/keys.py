@@ -1,0 +1,63 @@
+"""Task keys and argument packing for submit and map.
+
+A pure task's key is ``<function name>-<hash of function and arguments>``, so
+submitting the same call twice yields the same key (and one computation); an
+impure one gets a random suffix. Futures inside the arguments (also nested in
+lists, tuples and dicts) become :class:`TaskRef` placeholders plus dependency
+keys; the worker puts their values back in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import cloudpickle
+
+from trioclust.protocol.task_spec import TaskRef
+
+
+def funcname(fn: Any) -> str:
+    """A short, readable name for a function, used as the key's prefix."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    if name == "<lambda>":
+        return "lambda"
+    return str(name)
+
+
+def tokenize(*parts: Any) -> str:
+    """A deterministic hash of picklable objects (futures already replaced by refs)."""
+    try:
+        blob = cloudpickle.dumps(parts, protocol=5)
+    except Exception:
+        return uuid.uuid4().hex  # unpicklable: submit will fail with a clear error anyway
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
+
+
+def make_key(fn: Any, args: Any, kwargs: Any, pure: bool) -> str:
+    """``name-hash`` for pure tasks, ``name-uuid`` otherwise."""
+    suffix = tokenize(fn, args, kwargs) if pure else uuid.uuid4().hex
+    return f"{funcname(fn)}-{suffix[:32]}"
+
+
+def pack_futures(obj: Any, future_type: type[Any], deps: set[str]) -> Any:
+    """Replace futures in ``obj`` (and lists, tuples, dicts inside it) by TaskRefs.
+
+    Dependency keys are added to ``deps``. Containers without futures are
+    returned as they are, uncopied.
+    """
+    if isinstance(obj, future_type):
+        deps.add(obj.key)
+        return TaskRef(obj.key)
+    if type(obj) in (list, tuple):
+        packed = [pack_futures(item, future_type, deps) for item in obj]
+        if all(a is b for a, b in zip(packed, obj, strict=True)):
+            return obj
+        return packed if type(obj) is list else tuple(packed)
+    if type(obj) is dict:
+        packed_dict = {k: pack_futures(v, future_type, deps) for k, v in obj.items()}
+        if all(packed_dict[k] is v for k, v in obj.items()):
+            return obj
+        return packed_dict
+    return obj

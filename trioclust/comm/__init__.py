@@ -1,0 +1,25 @@
+"""Connections that carry whole messages: :class:`Comm`, :class:`Link`, connect, serve.
+
+Built on :mod:`trioclust.protocol` (encoding, framing) and
+:mod:`trioclust.transport` (byte streams by scheme); uses anyio only, so it
+runs under trio and asyncio alike.
+"""
+
+from __future__ import annotations
+
+from trioclust.comm.comm import Comm, CommHandler, connect, serve
+from trioclust.comm.errors import CommClosedError, HandshakeTimeout, RemoteError
+from trioclust.comm.link import Handler, Link, LinkStatistics
+
+__all__ = [
+    "Comm",
+    "CommClosedError",
+    "CommHandler",
+    "Handler",
+    "HandshakeTimeout",
+    "Link",
+    "LinkStatistics",
+    "RemoteError",
+    "connect",
+    "serve",
+]

@@ -1,0 +1,413 @@
+"""A :class:`Comm` sends and receives whole messages over a transport byte stream.
+
+Theory of operation
+-------------------
+``send`` encodes a message (:func:`~trioclust.protocol.dumps`) and writes the
+frame prefix and the frames. A small message goes out as one write of the
+joined bytes; a large one writes the prefix, then each large frame in
+slices of the caller's own memory (no concatenated copy of a 200 MB array).
+A send interrupted after its first byte left (cancelled, or failed) leaves the
+stream mid-message, so the comm closes itself: no later message could be
+parsed anyway.
+
+``recv`` feeds whatever the stream returns to a sans-IO
+:class:`~trioclust.protocol.FrameReader`, which keeps the bytes that belong to
+the next message, so a burst of small messages costs one read, and a large
+frame is copied once into a buffer of its declared size. ``recv`` is safe to
+cancel: bytes already read stay in the reader.
+
+Every way a connection ends surfaces as :class:`CommClosedError` naming the
+peer and the reason; bytes that are not the protocol surface as
+:class:`~trioclust.protocol.ProtocolError`, after which the comm is closed.
+
+:func:`connect` and :func:`serve` add the handshake (protocol version, role,
+name) on top of :mod:`trioclust.transport`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from trioclust import config, transport
+from trioclust.comm.errors import CommClosedError, HandshakeTimeout
+from trioclust.protocol import PROTOCOL_VERSION
+from trioclust.protocol.codec import dumps, loads
+from trioclust.protocol.errors import ProtocolError
+from trioclust.protocol.framing import FrameReader, frame_prefix, frames_nbytes
+from trioclust.transport import TransportAttribute
+
+__all__ = ["LOCAL_CLOSE", "PEER_CLOSE", "Comm", "CommHandler", "connect", "serve"]
+
+logger = logging.getLogger("trioclust.comm")
+
+#: What :func:`serve` calls for each connection that passed the handshake.
+CommHandler = Callable[["Comm"], Awaitable[None]]
+
+# Messages up to this size are joined into one write; bigger frames are
+# written from the caller's memory, in slices of _WRITE_CHUNK bytes (bounded
+# so a transport that buffers, like asyncio's, never holds a whole copy).
+_JOIN_LIMIT = 64 * 1024
+_WRITE_CHUNK = 4 * 2**20
+_TRANSPORT_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+#: :attr:`Comm.close_reason` of the two orderly ends of a connection
+PEER_CLOSE = "the peer closed the connection"
+LOCAL_CLOSE = "this side closed the connection"
+
+
+class Comm:
+    """One connection that carries whole messages.
+
+    Args:
+        stream: a connected transport stream (from :func:`trioclust.transport.connect`
+            or a listener); the comm owns it and closes it.
+        max_frames, max_frame_bytes, max_message_bytes: limits on what the peer
+            may send; default to the ``comm.*`` settings.
+
+    Attributes:
+        local_address: this end's address (``tcp://127.0.0.1:41234``).
+        peer_address: the other end's address.
+        peer_info: the peer's handshake (``role``, ``name``, ``protocol``);
+            empty until :meth:`handshake` completes.
+    """
+
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        *,
+        max_frames: int | None = None,
+        max_frame_bytes: int | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
+        self._stream = stream
+        self.local_address: str = stream.extra(TransportAttribute.local_address, "")
+        self.peer_address: str = stream.extra(TransportAttribute.peer_address, "<unknown peer>")
+        self.peer_info: dict[str, Any] = {}
+        self._reader = FrameReader(
+            max_frames=max_frames,
+            max_frame_bytes=max_frame_bytes,
+            max_message_bytes=max_message_bytes,
+        )
+        self._oob_threshold = config.get_int("comm.out-of-band-threshold")
+        self._send_lock = anyio.Lock(fast_acquire=True)
+        self._receiving = False
+        self._closed = False
+        self._close_reason = ""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the comm is closed (by either side, or after an error)."""
+        return self._closed
+
+    @property
+    def close_reason(self) -> str:
+        """Why the comm closed; empty while it is open."""
+        return self._close_reason
+
+    @property
+    def closed_cleanly(self) -> bool:
+        """Whether the comm closed in an orderly way: by either side, between messages."""
+        return self._close_reason in (PEER_CLOSE, LOCAL_CLOSE)
+
+    def __repr__(self) -> str:
+        state = f"closed: {self._close_reason}" if self._closed else "open"
+        return f"<Comm {self.local_address} -> {self.peer_address} ({state})>"
+
+    def _closed_error(self) -> CommClosedError:
+        return CommClosedError(f"Connection to {self.peer_address} closed: {self._close_reason}")
+
+    async def _abort(self, reason: str) -> None:
+        """Close because of ``reason``; keeps the first reason if already closed."""
+        if not self._closed:
+            self._closed = True
+            self._close_reason = reason
+        await anyio.aclose_forcefully(self._stream)
+
+    async def aclose(self) -> None:
+        """Close the connection. Idempotent; never blocks for long."""
+        await self._abort(LOCAL_CLOSE)
+
+    # ------------------------------------------------------------------ send
+    async def send(self, msg: Any) -> None:
+        """Encode ``msg`` and write it.
+
+        Raises:
+            CommClosedError: the comm is closed, or the connection broke
+                during the write (the comm is closed afterwards).
+            TypeError, pickle.PicklingError: ``msg`` cannot be encoded;
+                nothing was written and the comm stays usable.
+        """
+        if self._closed:
+            raise self._closed_error()
+        await self.send_frames(dumps(msg, oob_threshold=self._oob_threshold))
+
+    async def send_frames(self, frames: list[Any]) -> None:
+        """Write already-encoded frames as one message (see :meth:`send`)."""
+        lengths = frames_nbytes(frames)
+        total = sum(lengths)
+        async with self._send_lock:
+            if self._closed:
+                raise self._closed_error()
+            # Cancelled here, nothing is written and the comm stays usable.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            finished = False
+            try:
+                if total <= _JOIN_LIMIT:
+                    await self._stream.send(b"".join([frame_prefix(frames), *frames]))
+                else:
+                    await self._send_large(frames, lengths)
+                finished = True
+            except _TRANSPORT_ERRORS as exc:
+                await self._abort(_describe_loss(exc))
+                raise self._closed_error() from exc
+            finally:
+                if not finished and not self._closed:
+                    await self._abort("a send was interrupted in the middle of a message")
+
+    async def _send_large(self, frames: list[Any], lengths: list[int]) -> None:
+        pending: list[Any] = [frame_prefix(frames)]
+        for frame, length in zip(frames, lengths, strict=True):
+            if length < _JOIN_LIMIT:
+                pending.append(frame)
+                continue
+            if pending:
+                await self._stream.send(b"".join(pending))
+                pending = []
+            view = memoryview(frame)
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast("B")
+            for start in range(0, length, _WRITE_CHUNK):
+                await self._stream.send(view[start : start + _WRITE_CHUNK])  # type: ignore[arg-type]
+        if pending:
+            await self._stream.send(b"".join(pending))
+
+    # ------------------------------------------------------------------ recv
+    async def recv(self) -> Any:
+        """Read the next message.
+
+        Returns:
+            The decoded message; pickled values inside it stay
+            :class:`~trioclust.protocol.Serialized`.
+
+        Raises:
+            CommClosedError: the connection closed or broke (naming the peer
+                and whether it happened in the middle of a message).
+            ProtocolError: the peer sent bytes that are not the protocol; the
+                comm is closed.
+            anyio.BusyResourceError: another task is already receiving.
+        """
+        if self._receiving:
+            raise anyio.BusyResourceError("receiving from")
+        self._receiving = True
+        try:
+            return await self._recv()
+        finally:
+            self._receiving = False
+
+    async def _recv(self) -> Any:
+        reader = self._reader
+        while True:
+            if self._closed:
+                raise self._closed_error()
+            try:
+                frames = reader.next_message()
+                if frames is not None:
+                    return loads(frames)
+            except ProtocolError as exc:
+                await self._abort(f"it sent invalid data ({exc})")
+                raise ProtocolError(
+                    f"{self.peer_address} sent data that is not trioclust's protocol: {exc}"
+                ) from None
+            try:
+                data = await self._stream.receive(reader.read_size)
+            except anyio.EndOfStream:
+                if reader.in_message:
+                    reason = "the peer closed the connection in the middle of a message"
+                else:
+                    reason = PEER_CLOSE
+                await self._abort(reason)
+                raise self._closed_error() from None
+            except anyio.ClosedResourceError:
+                await self._abort(LOCAL_CLOSE)
+                raise self._closed_error() from None
+            except _TRANSPORT_ERRORS as exc:
+                await self._abort(_describe_loss(exc))
+                raise self._closed_error() from exc
+            reader.feed(data)
+
+    # ------------------------------------------------------------- handshake
+    async def handshake(self, *, role: str, name: str, timeout: float) -> dict[str, Any]:
+        """Exchange versions, roles and names with the peer (both send first).
+
+        Args:
+            role: what this side is (``"scheduler"``, ``"worker"``, ``"client"``...).
+            name: this side's name, for the peer's logs.
+            timeout: seconds the peer has to send its handshake.
+
+        Returns:
+            :attr:`peer_info`: the peer's ``role``, ``name`` and ``protocol``.
+
+        Raises:
+            ProtocolError: the peer is not a trioclust peer, or speaks another
+                protocol version (the message says which).
+            HandshakeTimeout: no handshake from the peer within ``timeout``.
+            CommClosedError: the connection closed during the handshake.
+        """
+        hello = {"op": "handshake", "protocol": PROTOCOL_VERSION, "role": role, "name": name}
+        try:
+            with anyio.fail_after(timeout):
+                await self.send(hello)
+                msg = await self.recv()
+        except TimeoutError:
+            await self._abort("handshake timed out")
+            raise HandshakeTimeout(
+                f"{self.peer_address} did not complete the trioclust handshake "
+                f"within {timeout:g} s (comm.timeouts.handshake)"
+            ) from None
+        try:
+            self.peer_info = self._check_hello(msg)
+        except ProtocolError:
+            await self._abort("handshake failed")
+            raise
+        return self.peer_info
+
+    def _check_hello(self, msg: Any) -> dict[str, Any]:
+        if (
+            not isinstance(msg, dict)
+            or msg.get("op") != "handshake"
+            or not isinstance(msg.get("role"), str)
+            or "protocol" not in msg
+        ):
+            shown = repr(msg)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise ProtocolError(
+                f"{self.peer_address} is not a trioclust peer: its first message was "
+                f"{shown}, not a handshake"
+            )
+        if msg["protocol"] != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version mismatch: this side speaks {PROTOCOL_VERSION}, the peer "
+                f"({msg['role']}, {self.peer_address}) speaks {msg['protocol']!r}; "
+                f"install the same trioclust version on both"
+            )
+        info = {k: v for k, v in msg.items() if k != "op"}
+        info.setdefault("name", "")
+        return info
+
+
+def _describe_loss(exc: BaseException) -> str:
+    if isinstance(exc, anyio.ClosedResourceError):
+        return LOCAL_CLOSE
+    return f"connection lost: {exc or type(exc).__name__}"
+
+
+async def connect(
+    address: str,
+    *,
+    role: str,
+    name: str = "",
+    timeout: float | None = None,
+) -> Comm:
+    """Connect to ``address`` and complete the handshake.
+
+    Args:
+        address: ``tcp://host:port``, ``inproc://name``, ...
+        role: this side's role, sent in the handshake.
+        name: this side's name, sent in the handshake.
+        timeout: seconds to keep retrying a refused connection; defaults to
+            ``comm.timeouts.connect``. The handshake has
+            ``comm.timeouts.handshake`` on top.
+
+    Raises:
+        ValueError: the address is malformed.
+        trioclust.transport.ConnectTimeout: no connection within ``timeout``.
+        ProtocolError: the peer is not a trioclust peer or speaks another version.
+        HandshakeTimeout: the peer accepted but never completed the handshake.
+        CommClosedError: the peer hung up during the handshake.
+    """
+    stream = await transport.connect(address, timeout=timeout)
+    comm = Comm(stream)
+    try:
+        await comm.handshake(
+            role=role, name=name, timeout=config.get_float("comm.timeouts.handshake")
+        )
+    except BaseException:
+        await comm.aclose()
+        raise
+    return comm
+
+
+async def serve(
+    address: str,
+    handler: CommHandler,
+    *,
+    role: str,
+    name: str = "",
+    task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``address`` and run ``handler(comm)`` for each handshaken connection.
+
+    Start it with ``listener = await task_group.start(serve, address, handler, role=...)``;
+    ``listener.contact_address`` is the address peers should use. Runs until
+    cancelled; the listener is closed on the way out.
+
+    A connection that fails the handshake, sends bytes that are not the
+    protocol, or drops mid-message gets one log line on ``trioclust.comm``
+    naming the peer and what was wrong, and is closed; other connections are
+    not affected. The comm is closed when ``handler`` returns.
+
+    Args:
+        address: where to listen (``tcp://127.0.0.1:0``, ``inproc://``...).
+        handler: called with each :class:`Comm`, ``peer_info`` filled in.
+        role: this side's role, sent in the handshake.
+        name: this side's name, sent in the handshake.
+        task_status: receives the :class:`~trioclust.transport.Listener`.
+    """
+    listener = await transport.listen(address)
+    handshake_timeout = config.get_float("comm.timeouts.handshake")
+
+    async def on_connection(stream: anyio.abc.ByteStream) -> None:
+        comm = Comm(stream)
+        try:
+            try:
+                await comm.handshake(role=role, name=name, timeout=handshake_timeout)
+            except (ProtocolError, CommClosedError) as exc:
+                logger.warning("Refused connection from %s: %s", comm.peer_address, exc)
+                return
+            try:
+                await handler(comm)
+            except Exception as exc:
+                _log_handler_failure(comm, exc)
+        finally:
+            await comm.aclose()
+
+    try:
+        task_status.started(listener)
+        await listener.serve(on_connection)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await listener.aclose()
+
+
+def _log_handler_failure(comm: Comm, exc: Exception) -> None:
+    """One warning for a peer's fault, info for an orderly close, a traceback for a bug."""
+    expected = (ProtocolError, CommClosedError)
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(expected)
+        if rest is None and matched is not None:
+            inner: BaseException = matched
+            while isinstance(inner, BaseExceptionGroup):
+                inner = inner.exceptions[0]
+            exc = inner  # type: ignore[assignment]
+    peer = f"{comm.peer_info.get('role', 'peer')} {comm.peer_address}"
+    if isinstance(exc, CommClosedError) and comm.closed_cleanly:
+        logger.info("Connection from %s ended: %s", peer, exc)
+    elif isinstance(exc, expected):
+        logger.warning("Closed connection from %s: %s", peer, exc)
+    else:
+        logger.error("Handler for connection from %s failed", peer, exc_info=exc)

@@ -1,0 +1,413 @@
+"""A :class:`Link`: one peer connection for one-way messages and requests, batched.
+
+Theory of operation
+-------------------
+Every wire message on a link's comm is a *batch*: a list of op dicts
+(``{"op": "task-finished", ...}``). :meth:`Link.send` only appends to an
+outgoing list and, if the writer task is idle, wakes it. The writer takes the
+whole list as one batch and writes it; whatever is sent while that write is in
+flight accumulates and becomes the next batch. So an idle link sends at once
+(no timer, no 10 ms floor) and a busy one coalesces many small messages into
+few writes.
+
+The reader task receives batches and dispatches each op inline:
+
+* ``{"op": "reply", "id": n, ...}`` completes the pending :meth:`Link.request` ``n``;
+* anything else calls ``handlers[op](msg)`` synchronously (no task per message:
+  this is the hot path). A handler that returns an awaitable (an ``async def``
+  handler) is awaited in a child task instead;
+* if the message has an ``"id"``, the handler's return value is sent back as
+  ``{"op": "reply", "id": n, "status": "OK", "result": value}``, or its
+  exception as ``{"op": "reply", "id": n, "status": "error", "exception":
+  <pickled exception>, "text": "TypeName: message", "traceback": "..."}``.
+
+The link ends when its comm closes (either side), when the peer sends bytes
+that are not the protocol (logged once), or on :meth:`Link.aclose`, which
+first flushes what was already sent (bounded by ``runtime.close-timeout``).
+:meth:`Link.run` then returns normally; pending requests raise
+:class:`CommClosedError`; ``on_close(reason)`` is called once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from trioclust import config
+from trioclust.comm.comm import Comm
+from trioclust.comm.errors import CommClosedError, RemoteError
+from trioclust.protocol.codec import dumps
+from trioclust.protocol.errors import ProtocolError
+from trioclust.protocol.serialize import Serialized, serialize
+
+__all__ = ["Handler", "Link", "LinkStatistics"]
+
+logger = logging.getLogger("trioclust.comm")
+
+#: A message handler: called with the op dict; may return a value or an awaitable.
+Handler = Callable[[dict[str, Any]], object]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    """Counters of a :class:`Link`, from :meth:`Link.statistics`."""
+
+    messages_sent: int
+    batches_sent: int
+    messages_received: int
+    batches_received: int
+    pending_requests: int
+    queued: int
+
+
+class _Pending:
+    __slots__ = ("error", "event", "reply")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.reply: dict[str, Any] | None = None
+        self.error: Exception | None = None  # the request itself could not be encoded
+
+
+def _error_reply(rid: Any, exc: BaseException) -> dict[str, Any]:
+    text = f"{type(exc).__name__}: {exc}"
+    try:
+        pickled = serialize(exc.with_traceback(None))
+    except Exception:
+        pickled = serialize(RuntimeError(f"{text} (the exception could not be pickled)"))
+    return {
+        "op": "reply",
+        "id": rid,
+        "status": "error",
+        "exception": pickled,
+        "text": text,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+class Link:
+    """Batched messaging and request/reply over one :class:`Comm`.
+
+    Args:
+        comm: a handshaken comm; the link owns it and closes it.
+        handlers: op name to handler; looked up per message, so the mapping
+            may gain entries later. ``"reply"`` is reserved.
+        name: for log messages (default: the peer's address).
+        on_close: called once, with the reason, when the link ends.
+    """
+
+    def __init__(
+        self,
+        comm: Comm,
+        handlers: Mapping[str, Handler],
+        *,
+        name: str = "",
+        on_close: Callable[[str], object] | None = None,
+    ) -> None:
+        self.comm = comm
+        self.handlers = handlers
+        self.name = name or f"link to {comm.peer_address}"
+        self._on_close = on_close
+        self._outbox: list[dict[str, Any]] = []
+        self._wakeup: anyio.Event | None = None  # set by send() to wake an idle writer
+        self._drained: anyio.Event | None = None  # set by the writer when the outbox empties
+        self._writing = False
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._started = False
+        self._closing = False
+        self._closed = False
+        self._close_reason = ""
+        self._sent = [0, 0]  # messages, batches
+        self._received = [0, 0]
+
+    def __repr__(self) -> str:
+        state = f"closed: {self._close_reason}" if self._closed else "open"
+        return f"<Link {self.name} ({state})>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether the link has ended or is closing (sends would fail)."""
+        return self._closed or self._closing
+
+    @property
+    def close_reason(self) -> str:
+        """Why the link ended; empty while it runs."""
+        return self._close_reason
+
+    def statistics(self) -> LinkStatistics:
+        """Message and batch counters, for tests and dashboards."""
+        return LinkStatistics(
+            messages_sent=self._sent[0],
+            batches_sent=self._sent[1],
+            messages_received=self._received[0],
+            batches_received=self._received[1],
+            pending_requests=len(self._pending),
+            queued=len(self._outbox),
+        )
+
+    # ---------------------------------------------------------------- sending
+    def send(self, msg: dict[str, Any]) -> None:
+        """Queue a one-way message; it leaves with the next batch.
+
+        Not thread-safe: call it from the event loop that runs the link.
+
+        Raises:
+            CommClosedError: the link has ended or is closing.
+        """
+        if self._closed or self._closing:
+            raise self._closed_error()
+        self._outbox.append(msg)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    async def request(self, op: str, **kwargs: Any) -> Any:
+        """Send ``{"op": op, **kwargs}`` with a fresh id and wait for the reply.
+
+        Returns:
+            The peer handler's return value.
+
+        Raises:
+            RemoteError: the peer's handler raised (``.exception`` is the
+                pickled original, ``.text`` its ``"TypeName: message"``).
+            CommClosedError: the link ended before the reply came.
+        """
+        rid = next(self._ids)
+        pending = self._pending[rid] = _Pending()
+        try:
+            self.send({"op": op, **kwargs, "id": rid})
+            await pending.event.wait()
+        finally:
+            self._pending.pop(rid, None)
+        reply = pending.reply
+        if reply is None:
+            if pending.error is not None:
+                raise pending.error
+            raise self._closed_error()
+        if reply.get("status") == "OK":
+            return reply.get("result")
+        exception = reply.get("exception")
+        raise RemoteError(
+            str(reply.get("text") or "remote error"),
+            exception if isinstance(exception, Serialized) else None,
+            reply.get("traceback") if isinstance(reply.get("traceback"), str) else None,
+        )
+
+    def _closed_error(self) -> CommClosedError:
+        reason = self._close_reason or "this side closed the link"
+        return CommClosedError(f"Connection to {self.comm.peer_address} closed: {reason}")
+
+    # ---------------------------------------------------------------- running
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Read and write until the link ends; returns normally when it does.
+
+        Start it with ``await task_group.start(link.run)``; messages sent
+        before that are queued and go out first.
+        """
+        if self._started:
+            raise RuntimeError(f"{self!r} is already running (run() is called once)")
+        self._started = True
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                tg.start_soon(self._writer)
+                task_status.started()
+                await self._reader()
+                tg.cancel_scope.cancel()
+        finally:
+            self._finish(self.comm.close_reason or "this side closed the link")
+            await self.comm.aclose()
+
+    async def aclose(self) -> None:
+        """Flush queued messages (bounded by ``runtime.close-timeout``), then close."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._started and (self._outbox or self._writing):
+            if self._drained is None:  # a concurrent aclose() may be waiting already
+                self._drained = anyio.Event()
+            drained = self._drained
+            if self._wakeup is not None:
+                self._wakeup.set()
+            with anyio.move_on_after(config.get_float("runtime.close-timeout"), shield=True):
+                await drained.wait()
+        self._finish("this side closed the link")
+        await self.comm.aclose()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _finish(self, reason: str) -> None:
+        """Mark the link ended: fail pending requests, call on_close once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        self._outbox.clear()
+        for pending in self._pending.values():
+            pending.event.set()  # reply stays None: the request raises CommClosedError
+        if self._drained is not None:
+            self._drained.set()
+        if self._on_close is not None:
+            try:
+                self._on_close(reason)
+            except Exception:
+                logger.exception("%s: on_close callback failed", self.name)
+
+    async def _writer(self) -> None:
+        comm = self.comm
+        while True:
+            while not self._outbox:
+                if self._drained is not None:
+                    self._drained.set()
+                    self._drained = None
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+            batch, self._outbox = self._outbox, []
+            self._writing = True
+            try:
+                try:
+                    await comm.send(batch)
+                except CommClosedError:
+                    break
+                except Exception:  # an unencodable message: send the rest without it
+                    batch = self._salvage(batch)
+                    await comm.send(batch)
+            except CommClosedError:
+                break
+            except Exception:
+                logger.exception("%s: cannot send a batch; closing the link", self.name)
+                await comm.aclose()
+                break
+            finally:
+                self._writing = False
+            self._sent[0] += len(batch)
+            self._sent[1] += 1
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _salvage(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = []
+        for msg in batch:
+            try:
+                dumps(msg)
+            except Exception as exc:
+                if msg.get("op") == "reply":
+                    msg = _error_reply(msg.get("id"), exc)
+                else:
+                    pending = self._pending.get(msg.get("id"))  # type: ignore[arg-type]
+                    if pending is not None:  # our own request: raise there
+                        pending.error = exc
+                        pending.event.set()
+                    else:
+                        logger.error(
+                            "%s: dropped a %r message that cannot be encoded: %r",
+                            self.name,
+                            msg.get("op"),
+                            exc,
+                        )
+                    continue
+            kept.append(msg)
+        return kept
+
+    # ---------------------------------------------------------------- reading
+    async def _reader(self) -> None:
+        comm = self.comm
+        while True:
+            try:
+                batch = await comm.recv()
+            except CommClosedError as exc:
+                if not comm.closed_cleanly:  # cut mid-message, reset, ...: worth a line
+                    logger.warning("%s: %s", self.name, exc)
+                return
+            except ProtocolError as exc:
+                logger.error("%s: closing the connection: %s", self.name, exc)
+                return
+            if type(batch) is not list:
+                logger.error(
+                    "%s: closing the connection: %s sent a %s, not a batch (list) of messages",
+                    self.name,
+                    comm.peer_address,
+                    type(batch).__name__,
+                )
+                await comm.aclose()
+                return
+            self._received[0] += len(batch)
+            self._received[1] += 1
+            for msg in batch:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: Any) -> None:
+        if type(msg) is not dict:
+            logger.warning(
+                "%s: ignored a %s from %s; messages are dicts",
+                self.name,
+                type(msg).__name__,
+                self.comm.peer_address,
+            )
+            return
+        op = msg.get("op")
+        if op == "reply":
+            rid = msg.get("id")
+            pending = self._pending.get(rid) if type(rid) is int else None
+            if pending is not None:
+                pending.reply = msg
+                pending.event.set()
+            return
+        rid = msg.get("id")
+        handler = self.handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            logger.warning(
+                "%s: unknown operation %r from %s", self.name, op, self.comm.peer_address
+            )
+            if rid is not None:
+                self._reply(
+                    _error_reply(
+                        rid,
+                        ValueError(
+                            f"unknown operation {op!r}; {self.name} handles {sorted(self.handlers)}"
+                        ),
+                    )
+                )
+            return
+        try:
+            result = handler(msg)
+        except Exception as exc:
+            self._handler_failed(op, rid, exc)
+            return
+        if result is not None and inspect.isawaitable(result):
+            assert self._task_group is not None
+            self._task_group.start_soon(self._await_handler, op, rid, result)
+        elif rid is not None:
+            self._reply({"op": "reply", "id": rid, "status": "OK", "result": result})
+
+    async def _await_handler(self, op: Any, rid: Any, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._handler_failed(op, rid, exc)
+            return
+        if rid is not None:
+            self._reply({"op": "reply", "id": rid, "status": "OK", "result": result})
+
+    def _handler_failed(self, op: Any, rid: Any, exc: Exception) -> None:
+        if rid is not None:
+            self._reply(_error_reply(rid, exc))
+        else:
+            logger.error("%s: handler for %r failed", self.name, op, exc_info=exc)
+
+    def _reply(self, msg: dict[str, Any]) -> None:
+        if not (self._closed or self._closing):
+            self.send(msg)

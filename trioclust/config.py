@@ -1,0 +1,169 @@
+"""Every default in one place, overridable from a TOML file and the environment.
+
+Precedence, highest first:
+
+1. values set in code with :func:`set` (a context manager, for tests and tools);
+2. ``TRIOCLUST_*`` environment variables: the key upper-cased, ``.`` written
+   ``__`` and ``-`` written ``_`` (``comm.timeouts.connect`` is
+   ``TRIOCLUST_COMM__TIMEOUTS__CONNECT``); the value is read as TOML when it
+   parses (``5``, ``2.5``, ``true``) and as a plain string otherwise;
+3. the TOML file named by ``TRIOCLUST_CONFIG``, else
+   ``~/.config/trioclust/config.toml``; nested tables map onto dotted keys;
+4. :data:`DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # how long to keep trying to reach a peer before giving up, seconds
+    "comm.timeouts.connect": 10.0,
+    # how long a new connection has to complete the handshake, seconds
+    "comm.timeouts.handshake": 5.0,
+    # largest single frame and largest whole message accepted, bytes
+    "comm.max-frame-bytes": 4 * 2**30,
+    "comm.max-message-bytes": 8 * 2**30,
+    # most frames one message may declare
+    "comm.max-frames": 1_000_000,
+    # bytes objects at least this large travel as their own frame, uncopied
+    "comm.out-of-band-threshold": 4096,
+    # a task whose workers died more than this many times errs with KilledWorker
+    "scheduler.allowed-failures": 3,
+    # a worker silent (no heartbeat) this long is removed, seconds
+    "scheduler.worker-ttl": 30.0,
+    # tasks without dependencies are sent to a worker while it runs fewer than
+    # nthreads * saturation of them; the rest wait on the scheduler ("queued").
+    # "inf" sends everything at once.
+    "scheduler.worker-saturation": 4.0,
+    "worker.heartbeat-interval": 1.0,
+    # a worker that lost its scheduler keeps trying to reconnect this long, seconds
+    "worker.reconnect-timeout": 60.0,
+    # results that pickle to at most this many bytes travel with the
+    # task-finished message, so the client needs no second round trip
+    "worker.inline-result-limit": 64 * 1024,
+    # parallel gathers of dependencies one worker runs at once
+    "worker.max-concurrent-gathers": 16,
+    # the nanny's escalation on close: ask, then SIGTERM, then SIGKILL, seconds each
+    "nanny.close-timeout": 5.0,
+    "nanny.terminate-timeout": 3.0,
+    # how long a new worker process may take to start and register, seconds
+    "nanny.start-timeout": 60.0,
+    # deaths in quick succession after which the nanny waits before restarting
+    "nanny.restart-backoff": 0.5,
+    # bounded cleanup when closing servers, seconds
+    "runtime.close-timeout": 5.0,
+}
+
+_lock = threading.Lock()
+_overrides: dict[str, Any] = {}
+_file_cache: dict[str, Any] | None = None
+_file_cache_path: str | None = None
+
+
+def _env_name(key: str) -> str:
+    return "TRIOCLUST_" + key.upper().replace(".", "__").replace("-", "_")
+
+
+def _parse_env(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def config_path() -> Path:
+    """The TOML file consulted: ``$TRIOCLUST_CONFIG`` or ``~/.config/trioclust/config.toml``."""
+    named = os.environ.get("TRIOCLUST_CONFIG")
+    if named:
+        return Path(named).expanduser()
+    return Path.home() / ".config" / "trioclust" / "config.toml"
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _file_values() -> dict[str, Any]:
+    global _file_cache, _file_cache_path
+    path = config_path()
+    with _lock:
+        if _file_cache is not None and _file_cache_path == str(path):
+            return _file_cache
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            values = _flatten(tomllib.loads(path.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"Could not read the trioclust config file {path}: {exc}") from exc
+    with _lock:
+        _file_cache, _file_cache_path = values, str(path)
+    return values
+
+
+def get(key: str, default: Any = ...) -> Any:
+    """The value of a setting, by dotted key (``"comm.timeouts.connect"``).
+
+    Args:
+        key: the setting's dotted name.
+        default: returned when nothing sets the key; without it an unknown key
+            raises ``KeyError``.
+    """
+    with _lock:
+        if key in _overrides:
+            return _overrides[key]
+    env = os.environ.get(_env_name(key))
+    if env is not None:
+        return _parse_env(env)
+    file_values = _file_values()
+    if key in file_values:
+        return file_values[key]
+    if key in DEFAULTS:
+        return DEFAULTS[key]
+    if default is not ...:
+        return default
+    raise KeyError(f"Unknown trioclust setting {key!r}; known settings: {sorted(DEFAULTS)}")
+
+
+def get_float(key: str) -> float:
+    """:func:`get`, converted to ``float`` (``"inf"`` is accepted)."""
+    return float(get(key))
+
+
+def get_int(key: str) -> int:
+    """:func:`get`, converted to ``int``."""
+    return int(get(key))
+
+
+@contextlib.contextmanager
+def set(**values: Any) -> Iterator[None]:
+    """Override settings for the duration of a ``with`` block.
+
+    Keyword names use ``__`` for ``.`` and ``_`` for ``-``:
+    ``config.set(comm__timeouts__connect=1)``. A mapping can be passed with
+    dotted keys instead: ``config.set(**{"comm.timeouts.connect": 1})``.
+    """
+    keys = {k if "." in k else k.replace("__", ".").replace("_", "-"): v for k, v in values.items()}
+    with _lock:
+        saved = {k: _overrides[k] for k in keys if k in _overrides}
+        _overrides.update(keys)
+    try:
+        yield
+    finally:
+        with _lock:
+            for k in keys:
+                _overrides.pop(k, None)
+            _overrides.update(saved)

@@ -1,0 +1,215 @@
+"""Events: what the runtime tells the sans-IO state machines happened.
+
+Every event is a frozen, slotted dataclass with a ``stimulus_id`` naming the
+outside happening that caused it, so a log of events can be replayed. Values
+the core never looks inside (a task's ``run_spec``, a pickled exception, an
+inline result) are typed ``object``: the core passes them through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# --------------------------------------------------------------- scheduler side
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTask:
+    """One task of a graph a client submits (not an event by itself)."""
+
+    key: str
+    run_spec: object
+    dependencies: tuple[str, ...] = ()
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddWorker:
+    address: str
+    nthreads: int
+    name: str = ""
+    memory_limit: int = 0
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveWorker:
+    """A worker left. ``expected`` is True for a requested, graceful close;
+    only unexpected departures count against a task's ``allowed_failures``."""
+
+    address: str
+    reason: str = ""
+    expected: bool = False
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddClient:
+    client: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveClient:
+    client: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateGraph:
+    """A client submits tasks and says which keys it wants (holds futures to)."""
+
+    client: str
+    tasks: tuple[NewTask, ...]
+    wanted: tuple[str, ...]
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseKeys:
+    """A client no longer holds futures to these keys."""
+
+    client: str
+    keys: tuple[str, ...]
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WantKeys:
+    """A client takes a new hold on keys the scheduler already knows."""
+
+    client: str
+    keys: tuple[str, ...]
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateData:
+    """A client scattered data straight to workers: ``who_has`` maps each key
+    to the workers now holding it, ``nbytes`` gives its size."""
+
+    client: str
+    who_has: Mapping[str, tuple[str, ...]]
+    nbytes: Mapping[str, int] = field(default_factory=dict)
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFinished:
+    worker: str
+    key: str
+    nbytes: int = 0
+    type_name: str = ""
+    value: object = None  # a small result carried inline, or None
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskErred:
+    worker: str
+    key: str
+    exception: object
+    traceback: object = None
+    exception_text: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissingData:
+    """``worker`` could not get ``key`` from ``errant_worker``."""
+
+    worker: str
+    key: str
+    errant_worker: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RescheduleTask:
+    """``worker`` gives ``key`` back: it could not gather its dependencies."""
+
+    worker: str
+    key: str
+    stimulus_id: str = ""
+
+
+# ------------------------------------------------------------------ worker side
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComputeRequested:
+    """The scheduler asks this worker to compute ``key``. ``who_has`` maps each
+    dependency to the workers holding it (possibly this worker itself)."""
+
+    key: str
+    run_spec: object
+    who_has: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    nbytes: Mapping[str, int] = field(default_factory=dict)
+    priority: int = 0
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FreeRequested:
+    """The scheduler no longer needs these keys here: drop data, cancel work."""
+
+    keys: tuple[str, ...]
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecuteSucceeded:
+    key: str
+    value: object
+    nbytes: int = 0
+    type_name: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecuteFailed:
+    key: str
+    exception: object
+    traceback: object = None
+    exception_text: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatherSucceeded:
+    """Data arrived from ``peer``; ``missing`` are keys the peer did not have."""
+
+    peer: str
+    data: Mapping[str, object]
+    missing: tuple[str, ...] = ()
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatherFailed:
+    """``peer`` could not be reached or broke off while sending ``keys``."""
+
+    peer: str
+    keys: tuple[str, ...]
+    reason: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataUpdated:
+    """A client scattered data to this worker."""
+
+    data: Mapping[str, object]
+    nbytes: Mapping[str, int] = field(default_factory=dict)
+    stimulus_id: str = ""
+
+
+SchedulerEvent = (
+    AddWorker | RemoveWorker | AddClient | RemoveClient | UpdateGraph | ReleaseKeys
+    | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
+)
+WorkerEvent = (
+    ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded
+    | GatherFailed | DataUpdated
+)

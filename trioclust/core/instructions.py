@@ -1,0 +1,132 @@
+"""Instructions: what the state machines ask the runtime to do.
+
+Each is a frozen, slotted dataclass; the runtime turns it into a message on a
+link or a child task in its nursery. Comparing lists of instructions is how
+``tests/core`` checks decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# --------------------------------------------------------------- scheduler side
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComputeTask:
+    """Ask ``worker`` to compute ``key``; ``who_has`` locates its dependencies."""
+
+    worker: str
+    key: str
+    run_spec: object
+    who_has: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    nbytes: Mapping[str, int] = field(default_factory=dict)
+    priority: int = 0
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FreeKeys:
+    """Tell ``worker`` to drop these keys: their data, or their running work."""
+
+    worker: str
+    keys: tuple[str, ...]
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyInMemory:
+    """Tell ``client`` its key is done. ``value`` is the inline result or None."""
+
+    client: str
+    key: str
+    type_name: str = ""
+    value: object = None
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyErred:
+    """Tell ``client`` its key failed (or depends on a key that failed)."""
+
+    client: str
+    key: str
+    exception: object
+    traceback: object = None
+    exception_text: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyLost:
+    """Tell ``client`` that its key's data was lost and is being recomputed."""
+
+    client: str
+    key: str
+    stimulus_id: str = ""
+
+
+# ------------------------------------------------------------------ worker side
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execute:
+    """Run the task ``key``: its run_spec and dependencies are in the state."""
+
+    key: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelExecute:
+    """Cancel the running task ``key`` where that is possible (coroutines)."""
+
+    key: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gather:
+    """Fetch ``keys`` from the worker at ``peer``, in one request."""
+
+    peer: str
+    keys: tuple[str, ...]
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendTaskFinished:
+    key: str
+    nbytes: int = 0
+    type_name: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendTaskErred:
+    key: str
+    exception: object
+    traceback: object = None
+    exception_text: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendMissingData:
+    key: str
+    errant_worker: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendReschedule:
+    key: str
+    stimulus_id: str = ""
+
+
+SchedulerInstruction = ComputeTask | FreeKeys | KeyInMemory | KeyErred | KeyLost
+WorkerInstruction = (
+    Execute | CancelExecute | Gather | SendTaskFinished | SendTaskErred | SendMissingData
+    | SendReschedule
+)

@@ -1,0 +1,109 @@
+"""Where the scheduler runs a ready task: by data locality, else on the least busy worker."""
+
+# Theory of operation
+# ===================
+#
+# A task with dependencies runs where most of its dependencies' bytes already
+# are, whatever that worker's load: moving data costs more than waiting for a
+# thread. Among equal holders, and for a task without dependencies, the least
+# occupied worker wins (tasks in flight per thread), and among equally
+# occupied workers the one given work least recently, so that a stream of
+# tasks spreads evenly instead of piling onto the first worker.
+#
+# Finding the least occupied worker must not cost a scan of every worker per
+# task. A heap holds (occupancy, stamp, address) entries; each change to a
+# worker's ``processing`` set bumps a global stamp, records it on the worker
+# and pushes a fresh entry. An entry whose stamp is no longer its worker's (or
+# whose worker left) is stale and is discarded when it reaches the top. The
+# heap is rebuilt from the live workers when stale entries pile up, so it
+# stays O(workers) in size and each operation O(log workers) amortized.
+#
+# A task without dependencies is placed only while that worker runs fewer
+# than its ``capacity``; otherwise the caller queues it. Room is monotone in
+# occupancy (``n < ceil(t * s)`` iff ``n / t < s`` for whole ``n``), so if the
+# least occupied worker has no room, none has.
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from trioclust.core.scheduler_tasks import TaskState, WorkerInfo
+
+__all__ = ["Placement"]
+
+
+class Placement:
+    """Chooses workers for ready tasks.
+
+    Args:
+        workers: The scheduler's live ``{address: WorkerInfo}`` mapping; it is
+            read, never changed, here.
+    """
+
+    def __init__(self, workers: dict[str, WorkerInfo]) -> None:
+        self._workers = workers
+        self._heap: list[tuple[float, int, str]] = []
+        self._stamp = 0
+
+    def touch(self, ws: WorkerInfo) -> None:
+        """Record that ``ws`` joined or that its ``processing`` set changed."""
+        self._stamp = stamp = self._stamp + 1
+        ws.stamp = stamp
+        heap = self._heap
+        heapq.heappush(heap, (len(ws.processing) / max(ws.nthreads, 1), stamp, ws.address))
+        if len(heap) > 4 * len(self._workers) + 64:
+            heap[:] = [(w.occupancy, w.stamp, w.address) for w in self._workers.values()]
+            heapq.heapify(heap)
+
+    def least_occupied(self) -> WorkerInfo | None:
+        """The least occupied worker (least recently touched among equals), if any."""
+        heap = self._heap
+        workers = self._workers
+        while heap:
+            _, stamp, address = heap[0]
+            ws = workers.get(address)
+            if ws is not None and ws.stamp == stamp:
+                return ws
+            heapq.heappop(heap)
+        return None
+
+    def has_room(self) -> bool:
+        """Whether some worker can take one more task without dependencies."""
+        ws = self.least_occupied()
+        return ws is not None and len(ws.processing) < ws.capacity
+
+    def choose(self, ts: TaskState) -> WorkerInfo | None:
+        """Where ``ts`` should run now.
+
+        Args:
+            ts: A task whose dependencies are all in memory.
+
+        Returns:
+            The worker, or None when there is no worker, or when ``ts`` has no
+            dependencies and no worker has room for it.
+        """
+        if not ts.dependencies:
+            ws = self.least_occupied()
+            if ws is not None and len(ws.processing) < ws.capacity:
+                return ws
+            return None
+        candidates: Iterable[str]
+        if len(ts.dependencies) == 1:
+            candidates = next(iter(ts.dependencies)).who_has
+        else:
+            held: dict[str, int] = {}
+            for dep in ts.dependencies:
+                nbytes = dep.nbytes
+                for address in dep.who_has:
+                    held[address] = held.get(address, 0) + nbytes
+            most = max(held.values(), default=0)
+            candidates = [address for address, n in held.items() if n == most]
+        best: WorkerInfo | None = None
+        for address in candidates:
+            ws = self._workers.get(address)
+            if ws is not None and (
+                best is None or (ws.occupancy, ws.stamp) < (best.occupancy, best.stamp)
+            ):
+                best = ws
+        return best if best is not None else self.least_occupied()

@@ -1,0 +1,407 @@
+"""The scheduler's sans-IO state machine: graph and worker events in, instructions out."""
+
+# Theory of operation
+# ===================
+#
+# ``SchedulerState.handle(*events)`` applies each event and returns what the
+# runtime must do: ``ComputeTask`` / ``FreeKeys`` to workers, ``KeyInMemory`` /
+# ``KeyErred`` / ``KeyLost`` to clients. Nothing here blocks, reads a clock or
+# touches a socket, so a recorded list of events replays to the same
+# instructions (every walk over a set is ordered; see scheduler_tasks.py).
+#
+# States of a key
+# ---------------
+#   released    known but idle: new, cancelled, or kept for lineage
+#   waiting     needed; some dependency is not in memory yet
+#   queued      ready, has no dependencies, but every worker is saturated
+#   no-worker   ready, but no worker is connected
+#   processing  sent to ``processing_on``
+#   memory      the result sits on the workers in ``who_has``
+#   erred       it failed, or a dependency did (``exception_blame`` says which)
+#   forgotten   dropped from ``tasks``; seen only in ``transition_log``
+#
+# Needed or not
+# -------------
+# A task is *needed* while a client wants it (``who_wants``) or an active
+# dependent (waiting/queued/no-worker/processing) still needs its data
+# (``waiters``). Everything follows from that one rule:
+#   - a needed released task goes to waiting, and pulls its released
+#     dependencies to waiting with it (so unwanted dependencies get computed);
+#   - an active or in-memory task that stops being needed is released: its
+#     worker is told to cancel it, its holders to drop the data (FreeKeys);
+#   - a released or erred task that is not needed and has no dependents is
+#     forgotten. A released task that still has dependents stays, for
+#     *lineage*: if a dependent's result is lost, the dependent is recomputed
+#     and pulls this task back to waiting.
+#
+# Lost data
+# ---------
+# A key whose last holder leaves (RemoveWorker, MissingData) goes memory ->
+# released. Wanting clients get KeyLost; dependents that were processing
+# elsewhere are cancelled there (FreeKeys) and wait again; and, because the
+# key is still needed, it is recomputed from its dependencies, recursively.
+# Scattered data has nothing to recompute from: it errs with ``LostData``.
+# Tasks running on a worker that dies unexpectedly count a death
+# (``suspicious``); past ``allowed_failures`` they err with ``KilledWorker``.
+#
+# Placement
+# ---------
+# A task with dependencies runs where most of its dependencies' bytes are.
+# A task without dependencies runs on the least occupied worker, but only
+# while that worker runs fewer than ``ceil(nthreads * worker_saturation)``;
+# otherwise it is queued, by priority, until a worker frees up.
+#
+# Mechanics
+# ---------
+# The transition table, its driver and the placement of ready tasks live in
+# scheduler_transitions.py; this module turns each event into
+# recommendations for it. Placement rules: scheduler_placement.py.
+#
+# Who is told what
+# ----------------
+#   clients   KeyInMemory when a wanted key reaches memory (or again when a
+#             client asks for a finished key), KeyErred when it errs, KeyLost
+#             when its result is lost and is being recomputed.
+#   workers   ComputeTask with the holders and sizes of every dependency;
+#             FreeKeys to cancel a task or to drop data nobody needs, and to
+#             drop the record of a task that erred there.
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from trioclust.core.errors import KilledWorker, LostData
+from trioclust.core.events import (
+    AddClient,
+    AddWorker,
+    MissingData,
+    ReleaseKeys,
+    RemoveClient,
+    RemoveWorker,
+    RescheduleTask,
+    SchedulerEvent,
+    TaskErred,
+    TaskFinished,
+    UpdateData,
+    UpdateGraph,
+    WantKeys,
+)
+from trioclust.core.instructions import FreeKeys, KeyErred, KeyInMemory, SchedulerInstruction
+from trioclust.core.scheduler_graph import link_new_tasks
+from trioclust.core.scheduler_tasks import (
+    ERRED,
+    FORGOTTEN,
+    MEMORY,
+    PROCESSING,
+    RELEASED,
+    WAITING,
+    TaskState,
+    WorkerInfo,
+)
+from trioclust.core.scheduler_transitions import Recs, SchedulerTransitions
+
+__all__ = ["SchedulerState"]
+
+
+def _by_seq(ts: TaskState) -> int:
+    return ts.seq
+
+
+class SchedulerState(SchedulerTransitions):
+    """All of the scheduler's decisions, as a state machine with no I/O.
+
+    Args:
+        allowed_failures: How many unexpected worker deaths a task may witness
+            while running; one more and it errs with ``KilledWorker``.
+        worker_saturation: Tasks without dependencies are sent to a worker
+            while it runs fewer than ``ceil(nthreads * worker_saturation)`` of
+            them; the rest are queued here. ``float("inf")`` never queues.
+        transition_log_length: How many transitions ``transition_log`` keeps.
+
+    Attributes:
+        tasks: Every key not forgotten, by key (read-only for the runtime).
+        workers: Connected workers, by address (read-only for the runtime).
+        clients: Connected clients (read-only for the runtime).
+        transition_log: The latest ``(stimulus_id, key, start, finish)``
+            transitions, for debugging.
+        allowed_failures: As given.
+        worker_saturation: As given.
+    """
+
+    # ------------------------------------------------------------- public API
+
+    def handle(self, *events: SchedulerEvent) -> list[SchedulerInstruction]:
+        """Apply events in order and return the instructions they lead to.
+
+        Args:
+            *events: Scheduler events, as decoded by the runtime.
+
+        Returns:
+            The instructions, in the order the runtime should carry them out.
+        """
+        out: list[SchedulerInstruction] = []
+        self._out = out
+        for event in events:
+            self._dispatch(event)
+            self._fill_queue(event.stimulus_id)
+        self._out = []
+        return out
+
+    def tasks_by_state(self) -> dict[str, int]:
+        """How many tasks are in each state (states with none are left out)."""
+        return {state: n for state, n in self._counts.items() if n}
+
+    # ------------------------------------------------------------- dispatching
+
+    def _dispatch(self, event: SchedulerEvent) -> None:
+        match event:
+            case TaskFinished():
+                self._task_finished(event)
+            case UpdateGraph():
+                self._update_graph(event)
+            case TaskErred():
+                self._task_erred(event)
+            case ReleaseKeys():
+                self._release_keys(event.client, event.keys, event.stimulus_id)
+            case WantKeys():
+                self._want_keys(event)
+            case AddWorker():
+                self._add_worker(event)
+            case RemoveWorker():
+                self._remove_worker(event.address, event.expected, event.stimulus_id)
+            case AddClient():
+                self._add_client(event.client)
+            case RemoveClient():
+                keys = tuple(self._client_wants.get(event.client, ()))
+                self._release_keys(event.client, keys, event.stimulus_id)
+                self._client_wants.pop(event.client, None)
+                self.clients.discard(event.client)
+            case UpdateData():
+                self._update_data(event)
+            case MissingData():
+                self._missing_data(event)
+            case RescheduleTask():
+                ts = self.tasks.get(event.key)
+                if ts is not None and self._is_processing_on(ts, event.worker):
+                    self._transitions({ts.key: WAITING}, event.stimulus_id)
+            case _:  # pragma: no cover - the union is exhaustive
+                raise TypeError(f"not a scheduler event: {event!r}")
+
+    # ------------------------------------------------------------ event handlers
+
+    def _add_client(self, client: str) -> None:
+        self.clients.add(client)
+        self._client_wants.setdefault(client, {})
+
+    def _want(self, ts: TaskState, client: str) -> None:
+        ts.who_wants.add(client)
+        self._client_wants[client][ts.key] = None
+
+    def _unknown_key(self, client: str, key: str, stimulus_id: str) -> None:
+        exc = ValueError(f"{key!r} is not known to the scheduler (was its future released?)")
+        self._out.append(
+            KeyErred(
+                client=client,
+                key=key,
+                exception=exc,
+                exception_text=str(exc),
+                stimulus_id=stimulus_id,
+            )
+        )
+
+    def _resend(self, ts: TaskState, client: str, stimulus_id: str) -> None:
+        """Tell ``client`` again about a key that is already done."""
+        if ts.state == MEMORY:
+            self._out.append(
+                KeyInMemory(
+                    client=client, key=ts.key, type_name=ts.type_name, stimulus_id=stimulus_id
+                )
+            )
+        elif ts.state == ERRED:
+            self._out.append(self._key_erred(ts, client, stimulus_id))
+
+    def _update_graph(self, event: UpdateGraph) -> None:
+        stim = event.stimulus_id
+        client = event.client
+        self._add_client(client)
+        specs = {nt.key: nt for nt in event.tasks}
+        new: list[TaskState] = []
+        for key, nt in specs.items():
+            if key not in self.tasks:
+                new.append(self._new_task(key, nt.run_spec, nt.priority))
+        bad = link_new_tasks(self.tasks, new, specs)
+        is_new = set(new)
+        recs: Recs = {}
+        for key in event.wanted:
+            wts = self.tasks.get(key)
+            if wts is None:
+                self._unknown_key(client, key, stim)
+                continue
+            self._want(wts, client)
+            if wts not in is_new:
+                self._resend(wts, client, stim)
+            if wts.state == RELEASED and wts not in bad:
+                recs[key] = WAITING
+        if bad:
+            self._transitions({ts.key: ERRED for ts in bad}, stim)
+        self._transitions(recs, stim)
+        # Tasks of this graph that nothing wants and nothing needs.
+        unused = {
+            ts.key: FORGOTTEN
+            for ts in new
+            if ts.state in (RELEASED, ERRED)
+            and not ts.who_wants
+            and not ts.waiters
+            and not ts.dependents
+        }
+        self._transitions(unused, stim)
+
+    def _want_keys(self, event: WantKeys) -> None:
+        self._add_client(event.client)
+        recs: Recs = {}
+        for key in event.keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                self._unknown_key(event.client, key, event.stimulus_id)
+                continue
+            self._want(ts, event.client)
+            self._resend(ts, event.client, event.stimulus_id)
+            if ts.state == RELEASED:
+                recs[key] = WAITING
+        self._transitions(recs, event.stimulus_id)
+
+    def _release_keys(self, client: str, keys: Iterable[str], stimulus_id: str) -> None:
+        wants = self._client_wants.get(client, {})
+        recs: Recs = {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or client not in ts.who_wants:
+                continue
+            ts.who_wants.discard(client)
+            wants.pop(key, None)
+            if not ts.who_wants and not ts.waiters:
+                rec = self._unneeded(ts)
+                if rec:
+                    recs[key] = rec
+        self._transitions(recs, stimulus_id)
+
+    def _update_data(self, event: UpdateData) -> None:
+        stim = event.stimulus_id
+        client = event.client
+        self._add_client(client)
+        for key, holders in event.who_has.items():
+            known = tuple(sorted(addr for addr in set(holders) if addr in self.workers))
+            ts = self.tasks.get(key)
+            if not known:
+                exc = LostData(key)
+                self._out.append(
+                    KeyErred(
+                        client=client,
+                        key=key,
+                        exception=exc,
+                        exception_text=str(exc),
+                        stimulus_id=stim,
+                    )
+                )
+                continue
+            if ts is None:
+                ts = self._new_task(key, None, 0, has_run_spec=False)
+            self._want(ts, client)
+            if ts.state == RELEASED:
+                ts.nbytes = event.nbytes.get(key, 0)
+                self._scattered_to[key] = known
+                self._transitions({key: MEMORY}, stim)
+            elif ts.state == MEMORY:
+                for addr in known:
+                    if addr not in ts.who_has:
+                        self._add_holder(ts, self.workers[addr])
+                self._resend(ts, client, stim)
+            else:
+                # The key is being computed (or erred): that outcome stands and
+                # reaches this client like any other; drop the scattered copies.
+                for addr in known:
+                    self._out.append(FreeKeys(worker=addr, keys=(key,), stimulus_id=stim))
+                self._resend(ts, client, stim)
+
+    def _task_finished(self, event: TaskFinished) -> None:
+        ws = self.workers.get(event.worker)
+        if ws is None:
+            return  # from a worker that was removed: its data went with it
+        ts = self.tasks.get(event.key)
+        if ts is not None and ts.processing_on is ws:
+            ts.nbytes = event.nbytes
+            ts.type_name = event.type_name
+            if event.value is not None:
+                self._values[ts.key] = event.value
+            self._transitions({ts.key: MEMORY}, event.stimulus_id)
+            self._values.pop(ts.key, None)
+        elif ts is not None and ts.state == MEMORY:
+            if event.worker not in ts.who_has:
+                self._add_holder(ts, ws)  # a second, valid copy
+        else:
+            # Stale: cancelled, rescheduled or forgotten meanwhile.
+            self._out.append(
+                FreeKeys(worker=event.worker, keys=(event.key,), stimulus_id=event.stimulus_id)
+            )
+
+    def _task_erred(self, event: TaskErred) -> None:
+        ts = self.tasks.get(event.key)
+        if ts is None or not self._is_processing_on(ts, event.worker):
+            return
+        ts.set_exception(event.exception, event.traceback, event.exception_text, ts.key)
+        # The worker keeps an error record until told to drop it.
+        self._out.append(
+            FreeKeys(worker=event.worker, keys=(ts.key,), stimulus_id=event.stimulus_id)
+        )
+        self._transitions({ts.key: ERRED}, event.stimulus_id)
+
+    def _missing_data(self, event: MissingData) -> None:
+        ts = self.tasks.get(event.key)
+        if ts is None or event.errant_worker not in ts.who_has:
+            return
+        self._remove_holder(ts, event.errant_worker)
+        if not ts.who_has:
+            self._transitions({ts.key: RELEASED}, event.stimulus_id)
+
+    def _add_worker(self, event: AddWorker) -> None:
+        stim = event.stimulus_id
+        if event.address in self.workers:
+            self._remove_worker(event.address, False, stim)
+        ws = WorkerInfo(
+            event.address,
+            event.nthreads,
+            name=event.name,
+            memory_limit=event.memory_limit,
+            worker_saturation=self.worker_saturation,
+        )
+        self.workers[ws.address] = ws
+        self._placement.touch(ws)
+        if self._unrunnable:
+            self._transitions(dict.fromkeys(self._unrunnable, PROCESSING), stim)
+
+    def _remove_worker(self, address: str, expected: bool, stimulus_id: str) -> None:
+        ws = self.workers.pop(address, None)
+        if ws is None:
+            return
+        # Strip its copies first, so nothing rescheduled below counts on them.
+        lost: list[TaskState] = []
+        for key in ws.has_what:
+            ts = self.tasks[key]
+            ts.who_has.discard(address)
+            if not ts.who_has:
+                lost.append(ts)
+        ws.has_what.clear()
+        ws.nbytes_stored = 0
+        recs: Recs = {}
+        for ts in sorted((self.tasks[key] for key in ws.processing), key=_by_seq):
+            if not expected:
+                ts.suspicious += 1
+                if ts.suspicious > self.allowed_failures:
+                    exc = KilledWorker(ts.key, address, self.allowed_failures)
+                    ts.set_exception(exc, None, str(exc), ts.key)
+                    recs[ts.key] = ERRED
+                    continue
+            recs[ts.key] = WAITING
+        self._transitions(recs, stimulus_id)
+        lost.sort(key=_by_seq)
+        self._transitions({ts.key: RELEASED for ts in lost}, stimulus_id)

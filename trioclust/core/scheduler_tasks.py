@@ -1,0 +1,197 @@
+"""The records the scheduler keeps: one ``TaskState`` per key, one ``WorkerInfo`` per worker."""
+
+# Theory of operation
+# ===================
+#
+# These are plain mutable records with ``__slots__``: ``SchedulerState`` owns
+# them and is the only code that writes to them; the runtime and the dashboard
+# read them. They hold no logic beyond a few derived values.
+#
+# Links between tasks point at the ``TaskState`` objects themselves, not at
+# keys, so following the graph costs no dictionary look-ups. ``dependencies``
+# and ``dependents`` are *ordered* sets (dicts whose values are ``None``):
+# every decision that walks them then comes out the same on every run,
+# whatever the hash seed, so a recorded log of events replays exactly. The
+# sets of strings (``who_has``, ``who_wants``, ``processing``, ``has_what``)
+# are only tested for membership or sorted before they are walked.
+#
+# Two back-links make the "is this task still needed?" question O(1):
+# ``waiters`` is the set of dependents that are active (waiting, queued,
+# no-worker or processing) and so still need this task's data;
+# ``waiting_on`` is, for a waiting task, the set of dependencies not yet in
+# memory.
+
+from __future__ import annotations
+
+import math
+
+RELEASED = "released"
+WAITING = "waiting"
+QUEUED = "queued"
+NO_WORKER = "no-worker"
+PROCESSING = "processing"
+MEMORY = "memory"
+ERRED = "erred"
+FORGOTTEN = "forgotten"
+
+#: The states a task held in ``SchedulerState.tasks`` can be in.
+TASK_STATES = (RELEASED, WAITING, QUEUED, NO_WORKER, PROCESSING, MEMORY, ERRED)
+
+#: States of a task that will still run: its dependencies must stay available.
+ACTIVE_STATES = frozenset({WAITING, QUEUED, NO_WORKER, PROCESSING})
+
+
+class TaskState:
+    """What the scheduler knows about one key.
+
+    Attributes:
+        key: The task's key.
+        run_spec: The opaque description of the work, passed through untouched
+            (``None`` for scattered data, see ``has_run_spec``).
+        has_run_spec: False for data a client scattered: it cannot be recomputed.
+        priority: Lower runs first.
+        seq: Creation order; breaks ties between equal priorities.
+        state: One of ``TASK_STATES`` (``"forgotten"`` once removed).
+        dependencies: The tasks whose results this one needs (ordered set).
+        dependents: The tasks that need this one's result (ordered set).
+        waiters: The active dependents that still need this task's data.
+        waiting_on: For a waiting task, the dependencies not yet in memory.
+        who_wants: The clients that hold a future to this key.
+        who_has: The addresses of the workers holding the result (state memory).
+        processing_on: The worker running the task (state processing), or None.
+        nbytes: The size of the result, as the worker reported it.
+        type_name: The type of the result, as the worker reported it.
+        exception: The opaque exception object (state erred).
+        traceback: The opaque traceback object (state erred).
+        exception_text: A printable form of the exception.
+        exception_blame: The key whose failure made this task err (itself, or
+            a dependency).
+        suspicious: How many workers died while running this task.
+    """
+
+    __slots__ = (
+        "dependencies",
+        "dependents",
+        "exception",
+        "exception_blame",
+        "exception_text",
+        "has_run_spec",
+        "key",
+        "nbytes",
+        "priority",
+        "processing_on",
+        "run_spec",
+        "seq",
+        "state",
+        "suspicious",
+        "traceback",
+        "type_name",
+        "waiters",
+        "waiting_on",
+        "who_has",
+        "who_wants",
+    )
+
+    def __init__(
+        self, key: str, run_spec: object, *, priority: int, seq: int, has_run_spec: bool = True
+    ) -> None:
+        self.key = key
+        self.run_spec = run_spec
+        self.has_run_spec = has_run_spec
+        self.priority = priority
+        self.seq = seq
+        self.state = RELEASED
+        self.dependencies: dict[TaskState, None] = {}
+        self.dependents: dict[TaskState, None] = {}
+        self.waiters: set[TaskState] = set()
+        self.waiting_on: set[TaskState] = set()
+        self.who_wants: set[str] = set()
+        self.who_has: set[str] = set()
+        self.processing_on: WorkerInfo | None = None
+        self.nbytes = 0
+        self.type_name = ""
+        self.exception: object = None
+        self.traceback: object = None
+        self.exception_text = ""
+        self.exception_blame: str | None = None
+        self.suspicious = 0
+
+    def set_exception(
+        self, exception: object, traceback: object, text: str, blame: str | None
+    ) -> None:
+        """Record why this task failed (or which dependency's failure it inherits).
+
+        Args:
+            exception: The opaque exception object.
+            traceback: The opaque traceback, or None.
+            text: A printable form of the exception.
+            blame: The key whose failure this is.
+        """
+        self.exception = exception
+        self.traceback = traceback
+        self.exception_text = text
+        self.exception_blame = blame
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
+
+
+class WorkerInfo:
+    """What the scheduler knows about one worker.
+
+    Attributes:
+        address: Where the worker listens; its identity.
+        nthreads: How many tasks it runs at once.
+        name: A human-friendly name, possibly empty.
+        memory_limit: Bytes, 0 for no limit.
+        processing: Keys of the tasks sent to it and not yet finished.
+        has_what: Keys of the results it holds.
+        nbytes_stored: Total size of ``has_what``.
+        capacity: How many tasks without dependencies it may run before more
+            wait on the scheduler (``inf`` when saturation is off).
+        stamp: Bumped whenever ``processing`` changes; the lowest stamp wins a
+            tie between equally occupied workers, which spreads work evenly.
+    """
+
+    __slots__ = (
+        "address",
+        "capacity",
+        "has_what",
+        "memory_limit",
+        "name",
+        "nbytes_stored",
+        "nthreads",
+        "processing",
+        "stamp",
+    )
+
+    def __init__(
+        self,
+        address: str,
+        nthreads: int,
+        *,
+        name: str = "",
+        memory_limit: int = 0,
+        worker_saturation: float = math.inf,
+    ) -> None:
+        self.address = address
+        self.nthreads = nthreads
+        self.name = name
+        self.memory_limit = memory_limit
+        self.processing: set[str] = set()
+        self.has_what: set[str] = set()
+        self.nbytes_stored = 0
+        self.capacity: float = (
+            math.inf
+            if math.isinf(worker_saturation)
+            else max(1, math.ceil(max(nthreads, 1) * worker_saturation))
+        )
+        self.stamp = 0
+
+    @property
+    def occupancy(self) -> float:
+        """Tasks in flight per thread: the measure of how busy the worker is."""
+        return len(self.processing) / max(self.nthreads, 1)
+
+    def __repr__(self) -> str:
+        return f"<WorkerInfo {self.address!r} processing={len(self.processing)}>"

@@ -1,0 +1,485 @@
+"""The scheduler's transition table, the driver that follows it, and task placement."""
+
+# Theory of operation
+# ===================
+#
+# This is the half of the scheduler that moves tasks between states; the
+# states, the rules and the events that set them off are described in
+# scheduler_state.py, whose ``SchedulerState`` builds on this class.
+#
+# Mechanics
+# ---------
+# ``_TRANSITIONS`` maps (start, finish) to one method. A method changes the
+# task, appends instructions, and returns *recommendations* {key: finish};
+# ``_transitions`` follows them until none is left. A recommendation that no
+# longer applies (no table entry for the task's current state) is dropped.
+# A task that becomes ready to run (all dependencies in memory) is not
+# placed at once: it goes into a heap of (priority, creation) that the driver
+# empties only when no other recommendation is pending. So a batch of ready
+# tasks is placed best-priority first, and never before the bookkeeping of
+# the same event (lost data, released workers) is done. A "processing"
+# recommendation for a waiting or no-worker task takes the same path.
+#
+# Placement of ready tasks (``_assign``) goes through scheduler_placement.py.
+# Queued tasks wait in a heap of (priority, creation, key); a task that leaves
+# the queue another way leaves its entry behind, skipped when it surfaces.
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from trioclust.core.errors import LostData
+from trioclust.core.instructions import (
+    ComputeTask,
+    FreeKeys,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    SchedulerInstruction,
+)
+from trioclust.core.scheduler_placement import Placement
+from trioclust.core.scheduler_tasks import (
+    ACTIVE_STATES,
+    ERRED,
+    FORGOTTEN,
+    MEMORY,
+    NO_WORKER,
+    PROCESSING,
+    QUEUED,
+    RELEASED,
+    TASK_STATES,
+    WAITING,
+    TaskState,
+    WorkerInfo,
+)
+
+__all__ = ["Recs", "SchedulerTransitions"]
+
+#: Recommendations: the state each key should move to next.
+Recs = dict[str, str]
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+class SchedulerTransitions:
+    """The scheduler's state and the transitions between task states.
+
+    Not used on its own: ``SchedulerState`` adds the event handlers. See that
+    class for the arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed_failures: int = 3,
+        worker_saturation: float = 4.0,
+        transition_log_length: int = 10_000,
+    ) -> None:
+        if allowed_failures < 0:
+            raise ValueError(f"allowed_failures must be >= 0, got {allowed_failures!r}")
+        if not worker_saturation > 0:
+            raise ValueError(f"worker_saturation must be > 0, got {worker_saturation!r}")
+        self.allowed_failures = allowed_failures
+        self.worker_saturation = worker_saturation
+        self.tasks: dict[str, TaskState] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self.clients: set[str] = set()
+        self.transition_log: deque[tuple[str, str, str, str]] = deque(maxlen=transition_log_length)
+        self._counts: dict[str, int] = dict.fromkeys(TASK_STATES, 0)
+        self._client_wants: dict[str, dict[str, None]] = {}
+        self._out: list[SchedulerInstruction] = []
+        # (priority, seq, key) of tasks ready to run, placed once the
+        # bookkeeping of the current step is done
+        self._ready: list[tuple[int, int, str]] = []
+        # (priority, seq, key) of queued tasks; entries of tasks that left the
+        # queue are skipped when they surface
+        self._queue: list[tuple[int, int, str]] = []
+        self._unrunnable: dict[str, None] = {}
+        self._placement = Placement(self.workers)
+        self._seq = 0
+        # inline results on their way from TaskFinished to KeyInMemory
+        self._values: dict[str, object] = {}
+        # holders of scattered keys on their way from UpdateData to memory
+        self._scattered_to: dict[str, tuple[str, ...]] = {}
+
+    # --------------------------------------------------------------- the driver
+
+    def _transitions(self, recs: Recs, stimulus_id: str) -> None:
+        """Carry out recommendations, and those they lead to, until none is left."""
+        tasks = self.tasks
+        ready = self._ready
+        table = self._TRANSITIONS
+        log = self.transition_log
+        counts = self._counts
+        while True:
+            if recs:
+                key, finish = recs.popitem()
+                ts = tasks.get(key)
+                if ts is None:
+                    continue
+                start = ts.state
+                if finish == PROCESSING and (start == WAITING or start == NO_WORKER):
+                    heapq.heappush(ready, (ts.priority, ts.seq, key))
+                    continue
+            elif ready:
+                key = heapq.heappop(ready)[2]
+                ts = tasks.get(key)
+                if ts is None:
+                    continue
+                start = ts.state
+                finish = PROCESSING
+            else:
+                return
+            method = table.get((start, finish))
+            if method is None:
+                continue  # the recommendation no longer applies
+            new = method(self, ts, stimulus_id)
+            if ts.state != start:
+                log.append((stimulus_id, key, start, ts.state))
+                counts[start] -= 1
+                if ts.state != FORGOTTEN:
+                    counts[ts.state] += 1
+            if new:
+                recs.update(new)
+
+    def _transition(self, key: str, finish: str, stimulus_id: str) -> None:
+        """Move one task towards ``finish`` and follow what that leads to."""
+        self._transitions({key: finish}, stimulus_id)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _new_task(
+        self, key: str, run_spec: object, priority: int, *, has_run_spec: bool = True
+    ) -> TaskState:
+        self._seq += 1
+        ts = TaskState(key, run_spec, priority=priority, seq=self._seq, has_run_spec=has_run_spec)
+        self.tasks[key] = ts
+        self._counts[RELEASED] += 1
+        return ts
+
+    @staticmethod
+    def _key_erred(ts: TaskState, client: str, stimulus_id: str) -> KeyErred:
+        return KeyErred(
+            client=client,
+            key=ts.key,
+            exception=ts.exception,
+            traceback=ts.traceback,
+            exception_text=ts.exception_text,
+            stimulus_id=stimulus_id,
+        )
+
+    def _is_processing_on(self, ts: TaskState, address: str) -> bool:
+        ws = ts.processing_on
+        return ws is not None and ws.address == address and self.workers.get(address) is ws
+
+    @staticmethod
+    def _unneeded(ts: TaskState) -> str | None:
+        """The recommendation for a task nobody needs any more."""
+        state = ts.state
+        if state in ACTIVE_STATES or state == MEMORY:
+            return RELEASED
+        if (state == RELEASED or state == ERRED) and not ts.dependents:
+            return FORGOTTEN
+        return None
+
+    def _drop_needs(self, ts: TaskState) -> Recs:
+        """``ts`` will not run (any more): its dependencies may be unneeded now."""
+        recs: Recs = {}
+        for dep in ts.dependencies:
+            waiters = dep.waiters
+            if ts in waiters:
+                waiters.discard(ts)
+                if not waiters and not dep.who_wants:
+                    rec = self._unneeded(dep)
+                    if rec:
+                        recs[dep.key] = rec
+        return recs
+
+    def _add_holder(self, ts: TaskState, ws: WorkerInfo) -> None:
+        ts.who_has.add(ws.address)
+        ws.has_what.add(ts.key)
+        ws.nbytes_stored += ts.nbytes
+
+    def _remove_holder(self, ts: TaskState, address: str) -> None:
+        ts.who_has.discard(address)
+        ws = self.workers.get(address)
+        if ws is not None and ts.key in ws.has_what:
+            ws.has_what.discard(ts.key)
+            ws.nbytes_stored -= ts.nbytes
+
+    # -------------------------------------------------------------- placement
+
+    def _assign(self, ts: TaskState, ws: WorkerInfo, stimulus_id: str) -> None:
+        ts.state = PROCESSING
+        ts.processing_on = ws
+        ws.processing.add(ts.key)
+        self._placement.touch(ws)
+        deps = ts.dependencies
+        self._out.append(
+            ComputeTask(
+                worker=ws.address,
+                key=ts.key,
+                run_spec=ts.run_spec,
+                who_has={d.key: tuple(sorted(d.who_has)) for d in deps} if deps else _NOTHING,
+                nbytes={d.key: d.nbytes for d in deps} if deps else _NOTHING,
+                priority=ts.priority,
+                stimulus_id=stimulus_id,
+            )
+        )
+
+    def _unassign(self, ts: TaskState) -> None:
+        ws = ts.processing_on
+        if ws is None:
+            return
+        ts.processing_on = None
+        ws.processing.discard(ts.key)
+        if self.workers.get(ws.address) is ws:
+            self._placement.touch(ws)
+
+    def _fill_queue(self, stimulus_id: str) -> None:
+        """Hand queued tasks, best priority first, to workers with room."""
+        queue = self._queue
+        while queue:
+            key = queue[0][2]
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != QUEUED:
+                heapq.heappop(queue)
+                continue
+            if not self._placement.has_room():
+                return
+            heapq.heappop(queue)
+            self._transitions({key: PROCESSING}, stimulus_id)
+
+    # ------------------------------------------------------------ transitions
+
+    def _t_released_waiting(self, ts: TaskState, stimulus_id: str) -> Recs:
+        if not ts.has_run_spec:
+            exc = LostData(ts.key)
+            ts.set_exception(exc, None, str(exc), ts.key)
+            return {ts.key: ERRED}
+        for dep in ts.dependencies:
+            if dep.state == ERRED:
+                ts.set_exception(
+                    dep.exception, dep.traceback, dep.exception_text, dep.exception_blame
+                )
+                return {ts.key: ERRED}
+        ts.state = WAITING
+        return self._wait_for_dependencies(ts)
+
+    def _wait_for_dependencies(self, ts: TaskState) -> Recs:
+        recs: Recs = {}
+        waiting_on = ts.waiting_on
+        waiting_on.clear()
+        for dep in ts.dependencies:
+            dep.waiters.add(ts)
+            if dep.state == MEMORY and dep.who_has:
+                continue
+            waiting_on.add(dep)
+            if dep.state == RELEASED:
+                recs[dep.key] = WAITING
+        if not waiting_on:
+            heapq.heappush(self._ready, (ts.priority, ts.seq, ts.key))
+        return recs
+
+    def _t_waiting_processing(self, ts: TaskState, stimulus_id: str) -> Recs:
+        if ts.waiting_on:
+            return {}
+        ws = self._placement.choose(ts)
+        if ws is None:
+            return {ts.key: QUEUED if self.workers else NO_WORKER}
+        self._assign(ts, ws, stimulus_id)
+        return {}
+
+    def _t_waiting_queued(self, ts: TaskState, stimulus_id: str) -> Recs:
+        ts.state = QUEUED
+        queue = self._queue
+        heapq.heappush(queue, (ts.priority, ts.seq, ts.key))
+        if len(queue) > 2 * self._counts[QUEUED] + 1024:
+            queue[:] = sorted(
+                {e for e in queue if (t := self.tasks.get(e[2])) is not None and t.state == QUEUED}
+            )
+        return {}
+
+    def _t_waiting_no_worker(self, ts: TaskState, stimulus_id: str) -> Recs:
+        ts.state = NO_WORKER
+        self._unrunnable[ts.key] = None
+        return {}
+
+    def _t_no_worker_processing(self, ts: TaskState, stimulus_id: str) -> Recs:
+        if not self.workers:
+            return {}
+        ws = self._placement.choose(ts)
+        if ws is None:
+            return {ts.key: QUEUED}
+        del self._unrunnable[ts.key]
+        self._assign(ts, ws, stimulus_id)
+        return {}
+
+    def _t_no_worker_queued(self, ts: TaskState, stimulus_id: str) -> Recs:
+        del self._unrunnable[ts.key]
+        return self._t_waiting_queued(ts, stimulus_id)
+
+    def _t_queued_processing(self, ts: TaskState, stimulus_id: str) -> Recs:
+        ws = self._placement.choose(ts)
+        if ws is None:  # only _fill_queue asks, after checking for room
+            heapq.heappush(self._queue, (ts.priority, ts.seq, ts.key))
+            return {}
+        self._assign(ts, ws, stimulus_id)
+        return {}
+
+    def _t_processing_memory(self, ts: TaskState, stimulus_id: str) -> Recs:
+        ws = ts.processing_on
+        assert ws is not None
+        self._unassign(ts)
+        ts.state = MEMORY
+        self._add_holder(ts, ws)
+        return self._on_memory(ts, stimulus_id)
+
+    def _t_released_memory(self, ts: TaskState, stimulus_id: str) -> Recs:
+        ts.state = MEMORY
+        for address in self._scattered_to.pop(ts.key, ()):
+            self._add_holder(ts, self.workers[address])
+        return self._on_memory(ts, stimulus_id)
+
+    def _on_memory(self, ts: TaskState, stimulus_id: str) -> Recs:
+        value = self._values.pop(ts.key, None)
+        for client in sorted(ts.who_wants):
+            self._out.append(
+                KeyInMemory(
+                    client=client,
+                    key=ts.key,
+                    type_name=ts.type_name,
+                    value=value,
+                    stimulus_id=stimulus_id,
+                )
+            )
+        recs = self._drop_needs(ts)
+        for dts in ts.dependents:
+            waiting_on = dts.waiting_on
+            if ts in waiting_on:
+                waiting_on.discard(ts)
+                if not waiting_on and dts.state == WAITING:
+                    heapq.heappush(self._ready, (dts.priority, dts.seq, dts.key))
+        if not ts.who_wants and not ts.waiters:
+            recs[ts.key] = RELEASED
+        return recs
+
+    def _t_to_erred(self, ts: TaskState, stimulus_id: str) -> Recs:
+        state = ts.state
+        if state == PROCESSING:
+            self._unassign(ts)
+        elif state == NO_WORKER:
+            del self._unrunnable[ts.key]
+        ts.state = ERRED
+        ts.waiting_on.clear()
+        for client in sorted(ts.who_wants):
+            self._out.append(self._key_erred(ts, client, stimulus_id))
+        recs = self._drop_needs(ts)
+        for dts in ts.dependents:
+            if dts.state in ACTIVE_STATES:
+                dts.set_exception(ts.exception, ts.traceback, ts.exception_text, ts.exception_blame)
+                if dts.state == PROCESSING:
+                    self._cancel(dts, stimulus_id)
+                recs[dts.key] = ERRED
+        if not ts.who_wants and not ts.waiters and not ts.dependents:
+            recs[ts.key] = FORGOTTEN
+        return recs
+
+    def _cancel(self, ts: TaskState, stimulus_id: str) -> None:
+        ws = ts.processing_on
+        if ws is not None and self.workers.get(ws.address) is ws:
+            self._out.append(FreeKeys(worker=ws.address, keys=(ts.key,), stimulus_id=stimulus_id))
+
+    def _t_processing_waiting(self, ts: TaskState, stimulus_id: str) -> Recs:
+        self._unassign(ts)
+        ts.state = WAITING
+        return self._wait_for_dependencies(ts)
+
+    def _t_to_released(self, ts: TaskState, stimulus_id: str) -> Recs:
+        state = ts.state
+        if state == PROCESSING:
+            self._cancel(ts, stimulus_id)
+            self._unassign(ts)
+        elif state == NO_WORKER:
+            del self._unrunnable[ts.key]
+        ts.state = RELEASED
+        ts.waiting_on.clear()
+        recs = self._drop_needs(ts)
+        if ts.who_wants or ts.waiters:
+            recs[ts.key] = WAITING
+        elif not ts.dependents:
+            recs[ts.key] = FORGOTTEN
+        return recs
+
+    def _t_memory_released(self, ts: TaskState, stimulus_id: str) -> Recs:
+        key = ts.key
+        for address in sorted(ts.who_has):
+            self._remove_holder(ts, address)
+            self._out.append(FreeKeys(worker=address, keys=(key,), stimulus_id=stimulus_id))
+        recs: Recs = {}
+        if ts.has_run_spec:
+            for client in sorted(ts.who_wants):
+                self._out.append(KeyLost(client=client, key=key, stimulus_id=stimulus_id))
+        waiters = ts.waiters
+        if waiters:
+            # Its data is gone while dependents still need it.
+            for dts in ts.dependents:
+                if dts not in waiters:
+                    continue
+                dts.waiting_on.add(ts)
+                if dts.state == PROCESSING:
+                    self._cancel(dts, stimulus_id)
+                    recs[dts.key] = WAITING
+        ts.state = RELEASED
+        if ts.who_wants or waiters:
+            recs[key] = WAITING
+        elif not ts.dependents:
+            recs[key] = FORGOTTEN
+        return recs
+
+    def _t_to_forgotten(self, ts: TaskState, stimulus_id: str) -> Recs:
+        if ts.who_wants or ts.waiters or ts.dependents:
+            return {}
+        ts.state = FORGOTTEN
+        del self.tasks[ts.key]
+        recs: Recs = {}
+        for dep in ts.dependencies:
+            dep.dependents.pop(ts, None)
+            dep.waiters.discard(ts)
+            if (
+                not dep.dependents
+                and not dep.who_wants
+                and not dep.waiters
+                and (dep.state == RELEASED or dep.state == ERRED)
+            ):
+                recs[dep.key] = FORGOTTEN
+        return recs
+
+    _TRANSITIONS: dict[tuple[str, str], Callable[[SchedulerTransitions, TaskState, str], Recs]] = {
+        (RELEASED, WAITING): _t_released_waiting,
+        (RELEASED, MEMORY): _t_released_memory,
+        (RELEASED, ERRED): _t_to_erred,
+        (RELEASED, FORGOTTEN): _t_to_forgotten,
+        (WAITING, PROCESSING): _t_waiting_processing,
+        (WAITING, QUEUED): _t_waiting_queued,
+        (WAITING, NO_WORKER): _t_waiting_no_worker,
+        (WAITING, ERRED): _t_to_erred,
+        (WAITING, RELEASED): _t_to_released,
+        (QUEUED, PROCESSING): _t_queued_processing,
+        (QUEUED, ERRED): _t_to_erred,
+        (QUEUED, RELEASED): _t_to_released,
+        (NO_WORKER, PROCESSING): _t_no_worker_processing,
+        (NO_WORKER, QUEUED): _t_no_worker_queued,
+        (NO_WORKER, ERRED): _t_to_erred,
+        (NO_WORKER, RELEASED): _t_to_released,
+        (PROCESSING, MEMORY): _t_processing_memory,
+        (PROCESSING, ERRED): _t_to_erred,
+        (PROCESSING, WAITING): _t_processing_waiting,
+        (PROCESSING, RELEASED): _t_to_released,
+        (MEMORY, RELEASED): _t_memory_released,
+        (ERRED, FORGOTTEN): _t_to_forgotten,
+    }

@@ -1,0 +1,247 @@
+"""Messages to frames and back: a msgpack header plus out-of-band frames.
+
+Theory of operation
+-------------------
+:func:`dumps` turns a message (usually a dict, or a list of dicts) into a list
+of frames. Frame 0 is a msgpack header (``use_bin_type=True``). Everything
+msgpack encodes natively stays in the header, except:
+
+* a :class:`~trioclust.protocol.serialize.Serialized` becomes an ExtType
+  (code ``1``, payload ``<first frame index, frame count>``) and its frames are
+  appended after the header, uncopied;
+* ``bytes``, ``bytearray`` and ``memoryview`` values of at least the
+  out-of-band threshold (``comm.out-of-band-threshold``) become an ExtType
+  (code ``2``, payload ``<frame index>``) and travel as their own frame, uncopied;
+* sets and frozensets are sent as lists;
+* any other object msgpack cannot encode is pickled with
+  :func:`~trioclust.protocol.serialize.serialize` and sent like a ``Serialized``.
+
+:func:`loads` reverses this, except that pickled values come back as
+``Serialized`` objects and are never unpickled here: unpickling runs code, so
+only the layer that owns a value decides to do it. Other lossy round trips,
+all inherited from msgpack: tuples (and namedtuples) come back as lists,
+subclasses of ``dict``/``list``/``str``/``int`` come back as the base type,
+out-of-band bytes come back as whatever buffer object the frame is
+(``bytes``, ``bytearray`` or ``memoryview``). Dict keys must be ``str``,
+``int``, ``float``, ``bool``, ``None`` or ``bytes``.
+
+Both directions are hot paths (every scheduler message crosses them), so the
+common case is kept to one walk over the message and one C-level
+``packb``/``unpackb`` call; the walk copies a container only when something in
+it must be replaced.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgpack
+
+from trioclust import config
+from trioclust.protocol.errors import ProtocolError
+from trioclust.protocol.serialize import Frame, Serialized, serialize
+
+__all__ = ["dumps", "loads"]
+
+_EXT_SERIALIZED = 1
+_EXT_BUFFER = 2
+_SERIALIZED_REF = struct.Struct("<II")
+_BUFFER_REF = struct.Struct("<I")
+
+_BUFFER_TYPES = frozenset({bytes, bytearray, memoryview})
+# types the out-of-band walk must look inside or at
+_WALKED = frozenset({dict, list, tuple, bytes, bytearray, memoryview})
+_KEY_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+
+_unpackb = msgpack.unpackb
+_ExtType = msgpack.ExtType
+
+
+def _buffer_frame(buf: memoryview) -> Frame:
+    """A flat byte view of ``buf``; copies only when it is not contiguous."""
+    if buf.ndim == 1 and buf.format == "B":
+        return buf
+    if buf.c_contiguous:
+        return buf.cast("B")
+    return buf.tobytes(order="A")
+
+
+def _extract(obj: Any, frames: list[Frame], threshold: int) -> Any:
+    """Replace large buffers inside ``obj`` by frame references, copy-on-write."""
+    typ = type(obj)
+    if typ is dict:
+        replaced: dict[Any, Any] | None = None
+        for key, value in obj.items():
+            if type(key) is not str and type(key) not in _KEY_TYPES:
+                raise TypeError(
+                    f"message dict keys must be str, int, float, bool, None or bytes, "
+                    f"not {type(key).__name__} ({key!r})"
+                )
+            if type(value) in _WALKED:
+                new = _extract(value, frames, threshold)
+                if new is not value:
+                    if replaced is None:
+                        replaced = dict(obj)
+                    replaced[key] = new
+        return obj if replaced is None else replaced
+    if typ is list or typ is tuple:
+        items: list[Any] | None = None
+        for i, value in enumerate(obj):
+            if type(value) in _WALKED:
+                new = _extract(value, frames, threshold)
+                if new is not value:
+                    if items is None:
+                        items = list(obj)
+                    items[i] = new
+        return obj if items is None else items
+    if typ is memoryview:
+        if obj.nbytes < threshold:
+            return obj
+        frames.append(_buffer_frame(obj))
+        return _ExtType(_EXT_BUFFER, _BUFFER_REF.pack(len(frames) - 1))
+    if typ in _BUFFER_TYPES and len(obj) >= threshold:
+        frames.append(obj)
+        return _ExtType(_EXT_BUFFER, _BUFFER_REF.pack(len(frames) - 1))
+    return obj
+
+
+class _Encoder(threading.local):
+    """One reusable msgpack ``Packer`` per thread (cheaper than ``packb``)."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] | None = None  # of the dumps() call in progress
+        self.memo: dict[int, tuple[Any, Serialized]] = {}
+        self.packer = msgpack.Packer(use_bin_type=True, default=self.default)
+
+    def default(self, obj: Any) -> Any:
+        frames = self.frames
+        assert frames is not None
+        if type(obj) is not Serialized:
+            if isinstance(obj, set | frozenset):
+                return list(obj)
+            if not isinstance(obj, Serialized):
+                # pickle each object once, even when the header is packed twice
+                seen = self.memo.get(id(obj))
+                if seen is None:
+                    seen = self.memo[id(obj)] = (obj, serialize(obj))
+                obj = seen[1]
+        start = len(frames)
+        frames.extend(obj.frames)
+        return _ExtType(_EXT_SERIALIZED, _SERIALIZED_REF.pack(start, len(obj.frames)))
+
+
+_encoder = _Encoder()
+
+
+def dumps(msg: Any, *, oob_threshold: int | None = None) -> list[Frame]:
+    """Encode a message as frames: a msgpack header, then out-of-band frames.
+
+    Args:
+        msg: the message; msgpack-native values, ``Serialized`` objects,
+            buffers, and anything picklable (which is pickled).
+        oob_threshold: buffers of at least this many bytes travel as their own
+            frame; defaults to ``comm.out-of-band-threshold``. Hot callers
+            (a :class:`~trioclust.comm.Comm`) pass it, because reading the
+            config costs more than encoding a small message.
+
+    Returns:
+        The frames; out-of-band frames are the caller's objects, not copies.
+
+    Raises:
+        TypeError: a dict key is not a msgpack scalar (checked only for
+            messages whose header would reach ``oob_threshold`` bytes; smaller
+            ones with such keys are refused by the receiver).
+        pickle.PicklingError: an object is neither msgpack-encodable nor picklable.
+    """
+    if oob_threshold is None:
+        oob_threshold = config.get_int("comm.out-of-band-threshold")
+    enc = _encoder
+    if enc.frames is not None:  # re-entered from a __reduce__: use a fresh encoder
+        enc = _Encoder()
+    frames: list[Frame] = [b""]
+    enc.frames = frames
+    try:
+        header = enc.packer.pack(msg)
+        # A header smaller than the threshold cannot hold a buffer that should
+        # have gone out of band, so most messages are packed once, unwalked.
+        if len(header) >= oob_threshold and type(msg) in _WALKED:
+            buffers: list[Frame] = [b""]
+            body = _extract(msg, buffers, oob_threshold)
+            if body is not msg:
+                frames[1:] = buffers[1:]
+                header = enc.packer.pack(body)
+    finally:
+        enc.frames = None
+        if enc.memo:
+            enc.memo.clear()
+    frames[0] = header
+    return frames
+
+
+def _no_ext_hook(code: int, data: bytes) -> Any:
+    raise ProtocolError(
+        f"message header references out-of-band frames (ext type {code}) "
+        f"but the message carries none"
+    )
+
+
+def _make_ext_hook(frames: Sequence[Frame], used: list[int]) -> Callable[[int, bytes], Any]:
+    nframes = len(frames)
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        if code == _EXT_BUFFER and len(data) == _BUFFER_REF.size:
+            (index,) = _BUFFER_REF.unpack(data)
+            if 1 <= index < nframes:
+                used[0] += 1
+                return frames[index]
+            raise ProtocolError(
+                f"message header references frame {index}, but the message has {nframes} frames"
+            )
+        if code == _EXT_SERIALIZED and len(data) == _SERIALIZED_REF.size:
+            start, count = _SERIALIZED_REF.unpack(data)
+            if start >= 1 and count >= 1 and start + count <= nframes:
+                used[0] += count
+                return Serialized(list(frames[start : start + count]))
+            raise ProtocolError(
+                f"message header references frames {start}..{start + count - 1}, "
+                f"but the message has {nframes} frames"
+            )
+        raise ProtocolError(f"message header holds an unknown extension (type {code})")
+
+    return ext_hook
+
+
+def loads(frames: Sequence[Frame]) -> Any:
+    """Decode frames made by :func:`dumps`; pickled values stay ``Serialized``.
+
+    Args:
+        frames: the frames of one message, header first.
+
+    Returns:
+        The message. Tuples come back as lists; out-of-band buffers come back
+        as the frame objects themselves.
+
+    Raises:
+        ProtocolError: the header is not msgpack, is truncated or has trailing
+            bytes, or its frame references do not match the frames given.
+    """
+    nframes = len(frames)
+    if nframes == 0:
+        raise ProtocolError("empty message: no header frame")
+    used = [0]
+    hook = _no_ext_hook if nframes == 1 else _make_ext_hook(frames, used)
+    try:
+        msg = _unpackb(frames[0], ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises many types for garbage
+        reason = str(exc) or type(exc).__name__
+        raise ProtocolError(f"malformed message header: {reason}") from exc
+    if used[0] != nframes - 1:
+        raise ProtocolError(
+            f"message carries {nframes - 1} out-of-band frames, but its header references {used[0]}"
+        )
+    return msg

@@ -1,0 +1,92 @@
+"""Pickle protocol 5 with out-of-band buffers, wrapped in an opaque :class:`Serialized`.
+
+:func:`serialize` cloudpickles an object with ``protocol=5`` and a
+``buffer_callback``, so large contiguous buffers (numpy arrays, ``PickleBuffer``
+exporters) are *not* copied into the pickle: they stay as memoryviews of the
+original memory and travel as their own frames on the wire.
+
+A :class:`Serialized` is opaque on purpose. The scheduler relays functions,
+arguments and results between clients and workers without unpickling them,
+because unpickling runs arbitrary code; only the process that needs the value
+calls :meth:`Serialized.deserialize`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+
+__all__ = ["Frame", "Serialized", "deserialize", "serialize"]
+
+#: A frame of a message: any bytes-like object that exports a contiguous buffer.
+Frame = bytes | bytearray | memoryview
+
+
+def _frame_nbytes(frame: Frame) -> int:
+    return frame.nbytes if type(frame) is memoryview else len(frame)
+
+
+class Serialized:
+    """A pickled value, kept opaque until someone calls :meth:`deserialize`.
+
+    Attributes:
+        frames: frame 0 is the pickle stream; the rest are its pickle-5
+            out-of-band buffers, in the order the pickle refers to them.
+    """
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: list[Frame]) -> None:
+        if not frames:
+            raise ValueError("a Serialized value needs at least the pickle frame")
+        self.frames = frames
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of all frames, in bytes."""
+        return sum(_frame_nbytes(f) for f in self.frames)
+
+    def deserialize(self) -> Any:
+        """Unpickle the value. This runs code chosen by whoever pickled it."""
+        return pickle.loads(self.frames[0], buffers=self.frames[1:])
+
+    def __repr__(self) -> str:
+        return f"<Serialized: {len(self.frames)} frame(s), {self.nbytes} bytes>"
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # Nested inside another pickle, keep the frames out of band again
+        # (protocol 5) instead of failing on memoryviews, which cannot pickle.
+        if isinstance(protocol, int) and protocol >= 5:
+            return (Serialized, ([pickle.PickleBuffer(f) for f in self.frames],))
+        return (Serialized, ([bytes(f) for f in self.frames],))
+
+
+def serialize(obj: Any) -> Serialized:
+    """Cloudpickle ``obj`` with protocol 5, keeping large buffers out of band.
+
+    Contiguous buffers (numpy arrays and other ``PickleBuffer`` exporters) are
+    not copied: their frames are memoryviews of the original memory, so the
+    object must not be mutated until the frames have been sent.
+
+    Args:
+        obj: any picklable object, including lambdas and local functions.
+
+    Returns:
+        The pickle stream and its out-of-band buffers.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    header = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    frames: list[Frame] = [header]
+    for buffer in buffers:
+        try:
+            frames.append(buffer.raw())
+        except BufferError:  # not contiguous: the one case that must copy
+            frames.append(memoryview(buffer).tobytes(order="A"))
+    return Serialized(frames)
+
+
+def deserialize(s: Serialized) -> Any:
+    """Unpickle a :class:`Serialized`; the same as ``s.deserialize()``."""
+    return s.deserialize()

@@ -1,0 +1,104 @@
+"""Running one task's user code and packing its outcome for the wire.
+
+Everything here runs on a worker thread (or, for coroutine functions, in the
+worker's event loop) and never touches the worker's state: the outcome goes
+back to the event loop as a plain value.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import tblib
+
+from trioclust.protocol import Serialized, serialize
+
+
+@dataclass(slots=True)
+class Success:
+    value: Any
+    nbytes: int
+    type_name: str
+    inline: Serialized | None
+
+
+@dataclass(slots=True)
+class Failure:
+    exception: Any  # Serialized exception
+    traceback: Any  # tblib dict, plain msgpack data
+    text: str
+
+
+def load_spec(spec: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """Unpack a task's run_spec: a Serialized ``(function, args, kwargs)``."""
+    obj = spec.deserialize() if isinstance(spec, Serialized) else spec
+    fn, args, kwargs = obj
+    return fn, tuple(args), dict(kwargs or {})
+
+
+def pack_success(value: Any, inline_limit: int) -> Success:
+    """Measure (by pickling, which is free of copies for large buffers) and maybe inline."""
+    type_name = type(value).__qualname__
+    try:
+        s = serialize(value)
+    except Exception:
+        return Success(value, 0, type_name, None)
+    return Success(value, s.nbytes, type_name, s if s.nbytes <= inline_limit else None)
+
+
+def pack_failure(exc: BaseException, skip_frames: int = 1) -> Failure:
+    """The exception, pickled (or a stand-in if it will not pickle), and its traceback."""
+    text = f"{type(exc).__name__}: {exc}"
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    try:
+        s = serialize(exc.with_traceback(None))
+        pickle.loads(s.frames[0], buffers=s.frames[1:])  # it must also come back
+    except Exception:
+        s = serialize(RuntimeError(f"{text} (the original exception could not be pickled)"))
+    try:
+        tb_data = tblib.Traceback(tb).as_dict() if tb is not None else None
+    except Exception:
+        tb_data = None
+    return Failure(s, tb_data, text)
+
+
+def run_sync(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], inline_limit: int) -> Success | Failure:
+    """Call a plain function; never raises."""
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:
+        return pack_failure(exc)
+    return pack_success(value, inline_limit)
+
+
+async def call_function(msg: dict[str, Any], server: object, names: tuple[str, ...]) -> Any:
+    """Call ``msg["function"](*args, **kwargs)`` for ``client.run`` and ``run_on_scheduler``.
+
+    A function with a parameter named in ``names`` (``dask_worker``,
+    ``worker``, ...) gets ``server`` there, as in dask. Coroutines are awaited.
+    """
+    fn, args, kwargs = (
+        value.deserialize() if isinstance(value, Serialized) else value
+        for value in (msg["function"], msg.get("args"), msg.get("kwargs"))
+    )
+    if not callable(fn):
+        raise TypeError(f"expected a function to call, got {fn!r}")
+    kwargs = dict(kwargs or {})
+    try:
+        params: Any = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for name in names:
+        if name in params:
+            kwargs[name] = server
+            break
+    result = fn(*(args or ()), **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result

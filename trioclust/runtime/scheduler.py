@@ -1,0 +1,427 @@
+"""The Scheduler server: a thin trio shell around :class:`SchedulerState`.
+
+Theory of operation
+-------------------
+The scheduler listens on one address. Every connection starts with the comm
+handshake, whose ``role`` says who is calling:
+
+* ``worker``: a worker's long-lived link. Its first request registers the
+  worker; after that the link carries task results one way and
+  ``compute-task`` / ``free-keys`` the other. When the link ends the worker is
+  removed (unexpectedly, unless it said ``unregister`` first).
+* ``client``: a client's long-lived link: graph updates and releases in,
+  ``key-in-memory`` / ``task-erred`` / ``lost-data`` out, plus requests
+  (``scheduler-info``, ``who-has``, ``run-on-scheduler``, ``broadcast``).
+
+Every message becomes one or more core events; ``_handle`` feeds them to
+``SchedulerState.handle`` and turns each instruction into a non-blocking
+``Link.send`` to the worker or client it names. Nothing on that path awaits or
+starts a task: the links' writers coalesce whatever piles up behind a write in
+flight into one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import trio
+
+from trioclust import config
+from trioclust.comm import CommClosedError, Link, RemoteError
+from trioclust.comm import serve as comm_serve
+from trioclust.core import events as ev
+from trioclust.core import instructions as ins
+from trioclust.core.scheduler_state import SchedulerState
+from trioclust.runtime.execution import call_function
+from trioclust.runtime.server import Server
+from trioclust.transport.addresses import unparse_host_port
+
+logger = logging.getLogger("trioclust.scheduler")
+
+
+class Scheduler(Server):
+    """The scheduler: owns the task graph and tells workers what to run.
+
+    Args:
+        host: interface to listen on (default ``127.0.0.1``: nothing listens on
+            outside interfaces unless asked).
+        port: port to listen on; 0 (the default) picks a free one.
+        protocol: transport scheme, ``"tcp"`` by default.
+        address: a full listen address instead of host/port/protocol.
+        allowed_failures: worker deaths during one task before it errs with
+            ``KilledWorker``; default from ``scheduler.allowed-failures``.
+        worker_ttl: seconds without a heartbeat after which a worker is
+            removed; default from ``scheduler.worker-ttl``.
+
+    Use ``async with Scheduler() as s:`` (under trio or asyncio) or
+    ``await nursery.start(s.serve)``; ``s.address`` is the contact address.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        protocol: str = "tcp",
+        address: str | None = None,
+        allowed_failures: int | None = None,
+        worker_ttl: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.id = f"Scheduler-{uuid.uuid4()}"
+        self._listen_address = address or f"{protocol}://{unparse_host_port(host, port)}"
+        self.address = ""
+        self.state = SchedulerState(
+            allowed_failures=(
+                allowed_failures
+                if allowed_failures is not None
+                else config.get_int("scheduler.allowed-failures")
+            ),
+            worker_saturation=config.get_float("scheduler.worker-saturation"),
+        )
+        self.worker_ttl = (
+            worker_ttl if worker_ttl is not None else config.get_float("scheduler.worker-ttl")
+        )
+        self.worker_links: dict[str, Link] = {}
+        self.client_links: dict[str, Link] = {}
+        self.worker_metrics: dict[str, dict[str, Any]] = {}
+        self._last_seen: dict[str, float] = {}
+        self._leaving: set[str] = set()
+        self._workers_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._started = time.time()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Scheduler {self.address or self._listen_address!r} status={self.status} "
+            f"workers={len(self.state.workers)} tasks={len(self.state.tasks)}>"
+        )
+
+    # ------------------------------------------------------------- serving
+    async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until :meth:`close` is called (or cancelled)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                listener = await nursery.start(
+                    partial(comm_serve, role="scheduler", name=self.id),
+                    self._listen_address, self._handle_comm,
+                )
+                self.address = listener.contact_address
+                nursery.start_soon(self._check_worker_ttl)
+                self.status = "running"
+                logger.info("Scheduler at: %s", self.address)
+                task_status.started(self)
+                await self._close_requested.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.status = "closed"
+            self._closed.set()
+            logger.info("Scheduler %s closed", self.address or self._listen_address)
+
+    async def _handle_comm(self, comm: Any) -> None:
+        role = comm.peer_info.get("role")
+        if role == "worker":
+            await self._serve_worker(comm)
+        elif role == "client":
+            await self._serve_client(comm)
+        else:
+            logger.warning("Refusing connection from %s with unknown role %r", comm.peer_address, role)
+            await comm.aclose()
+
+    # ------------------------------------------------------------- workers
+    async def _serve_worker(self, comm: Any) -> None:
+        address: str | None = None
+
+        def register(msg: dict[str, Any]) -> dict[str, Any]:
+            nonlocal address
+            address = str(msg["address"])
+            if address in self.worker_links and self.worker_links[address] is not link:
+                # a stale link for a re-registering worker: close it quietly
+                self._leaving.discard(address)
+                self.worker_links.pop(address)
+            self.worker_links[address] = link
+            self._last_seen[address] = time.monotonic()
+            self.worker_metrics[address] = dict(msg.get("metrics") or {})
+            self._handle(
+                ev.AddWorker(
+                    address=address,
+                    nthreads=int(msg.get("nthreads", 1)),
+                    name=str(msg.get("name") or address),
+                    memory_limit=int(msg.get("memory_limit") or 0),
+                    stimulus_id=f"register-worker-{time.time()}",
+                )
+            )
+            self._notify_workers_changed()
+            logger.info("Register worker %s (name %s, %s threads)", address, msg.get("name"), msg.get("nthreads"))
+            return {"scheduler": self.id, "address": self.address}
+
+        def seen() -> str:
+            assert address is not None, "worker sent a message before registering"
+            self._last_seen[address] = time.monotonic()
+            return address
+
+        def task_finished(msg: dict[str, Any]) -> None:
+            self._handle(
+                ev.TaskFinished(
+                    worker=seen(), key=msg["key"], nbytes=int(msg.get("nbytes") or 0),
+                    type_name=msg.get("type") or "", value=msg.get("value"),
+                    stimulus_id=msg.get("stimulus_id", ""),
+                )
+            )
+
+        def task_erred(msg: dict[str, Any]) -> None:
+            self._handle(
+                ev.TaskErred(
+                    worker=seen(), key=msg["key"], exception=msg.get("exception"),
+                    traceback=msg.get("traceback"), exception_text=msg.get("text") or "",
+                    stimulus_id=msg.get("stimulus_id", ""),
+                )
+            )
+
+        def missing_data(msg: dict[str, Any]) -> None:
+            self._handle(
+                ev.MissingData(
+                    worker=seen(), key=msg["key"], errant_worker=msg["errant_worker"],
+                    stimulus_id=msg.get("stimulus_id", ""),
+                )
+            )
+
+        def reschedule(msg: dict[str, Any]) -> None:
+            self._handle(
+                ev.RescheduleTask(worker=seen(), key=msg["key"], stimulus_id=msg.get("stimulus_id", ""))
+            )
+
+        def heartbeat(msg: dict[str, Any]) -> None:
+            self.worker_metrics[seen()] = dict(msg.get("metrics") or {})
+
+        def unregister(msg: dict[str, Any]) -> None:
+            self._leaving.add(seen())
+
+        link = Link(
+            comm,
+            {
+                "register-worker": register,
+                "task-finished": task_finished,
+                "task-erred": task_erred,
+                "missing-data": missing_data,
+                "reschedule": reschedule,
+                "heartbeat": heartbeat,
+                "unregister": unregister,
+            },
+            name=f"scheduler->worker {comm.peer_address}",
+        )
+        try:
+            await link.run()
+        finally:
+            if address is not None and self.worker_links.get(address) is link:
+                expected = address in self._leaving or self.status != "running"
+                self._remove_worker(address, "worker closed" if expected else "connection lost", expected)
+
+    def _remove_worker(self, address: str, reason: str, expected: bool) -> None:
+        self.worker_links.pop(address, None)
+        self._leaving.discard(address)
+        self._last_seen.pop(address, None)
+        self.worker_metrics.pop(address, None)
+        log = logger.info if expected else logger.warning
+        log("Remove worker %s: %s", address, reason)
+        self._handle(
+            ev.RemoveWorker(
+                address=address, reason=reason, expected=expected,
+                stimulus_id=f"remove-worker-{time.time()}",
+            )
+        )
+        self._notify_workers_changed()
+
+    async def _check_worker_ttl(self) -> None:
+        if not math.isfinite(self.worker_ttl):
+            return
+        while True:
+            await trio.sleep(self.worker_ttl / 4)
+            now = time.monotonic()
+            for address, seen in list(self._last_seen.items()):
+                if now - seen > self.worker_ttl and address in self.worker_links:
+                    logger.warning(
+                        "Worker %s sent no heartbeat for %.1f s (worker-ttl %.1f s): removing it",
+                        address, now - seen, self.worker_ttl,
+                    )
+                    link = self.worker_links[address]
+                    self._remove_worker(address, "heartbeat timeout", expected=False)
+                    await link.aclose()
+
+    def _notify_workers_changed(self) -> None:
+        self._workers_changed.set()
+        self._workers_changed = trio.Event()
+
+    async def wait_for_workers(self, n: int) -> None:
+        """Wait until at least ``n`` workers are registered."""
+        while len(self.state.workers) < n:
+            await self._workers_changed.wait()
+
+    # ------------------------------------------------------------- clients
+    async def _serve_client(self, comm: Any) -> None:
+        client = f"{comm.peer_info.get('name') or 'client'}-{uuid.uuid4().hex[:8]}"
+        stim = f"{client}-{time.time()}"
+
+        def update_graph(msg: dict[str, Any]) -> None:
+            tasks = tuple(
+                ev.NewTask(key=t[0], run_spec=t[1], dependencies=tuple(t[2]), priority=int(t[3]))
+                for t in msg.get("tasks", ())
+            )
+            self._handle(
+                ev.UpdateGraph(
+                    client=client, tasks=tasks, wanted=tuple(msg.get("wanted", ())),
+                    stimulus_id=msg.get("stimulus_id", stim),
+                )
+            )
+
+        def release_keys(msg: dict[str, Any]) -> None:
+            self._handle(ev.ReleaseKeys(client=client, keys=tuple(msg["keys"]), stimulus_id=stim))
+
+        def want_keys(msg: dict[str, Any]) -> None:
+            self._handle(ev.WantKeys(client=client, keys=tuple(msg["keys"]), stimulus_id=stim))
+
+        def update_data(msg: dict[str, Any]) -> None:
+            who_has = {k: tuple(v) for k, v in msg["who_has"].items()}
+            self._handle(
+                ev.UpdateData(
+                    client=client, who_has=who_has, nbytes=dict(msg.get("nbytes") or {}),
+                    stimulus_id=stim,
+                )
+            )
+
+        def who_has(msg: dict[str, Any]) -> dict[str, list[str]]:
+            tasks = self.state.tasks
+            return {k: sorted(tasks[k].who_has) if k in tasks else [] for k in msg["keys"]}
+
+        async def run_on_scheduler(msg: dict[str, Any]) -> Any:
+            return await call_function(msg, self, ("dask_scheduler", "scheduler"))
+
+        link = Link(
+            comm,
+            {
+                "update-graph": update_graph,
+                "release-keys": release_keys,
+                "want-keys": want_keys,
+                "update-data": update_data,
+                "who-has": who_has,
+                "scheduler-info": lambda msg: self.identity(),
+                "run-on-scheduler": run_on_scheduler,
+                "broadcast": self._broadcast,
+                "client-id": lambda msg: client,
+                "wait-for-workers": lambda msg: self.wait_for_workers(int(msg["n"])),
+            },
+            name=f"scheduler->client {comm.peer_address}",
+        )
+        self.client_links[client] = link
+        self._handle(ev.AddClient(client=client, stimulus_id=stim))
+        try:
+            await link.run()
+        finally:
+            self.client_links.pop(client, None)
+            self._handle(ev.RemoveClient(client=client, stimulus_id=f"{client}-gone"))
+
+    async def _broadcast(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Run a function on workers (``client.run``), concurrently."""
+        targets = msg.get("workers") or list(self.worker_links)
+        results: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+
+        async def one(address: str) -> None:
+            link = self.worker_links.get(address)
+            if link is None:
+                errors[address] = {"exception": None, "text": f"no worker at {address}"}
+                return
+            try:
+                results[address] = await link.request(
+                    "run", function=msg["function"], args=msg.get("args"), kwargs=msg.get("kwargs")
+                )
+            except RemoteError as exc:
+                errors[address] = {"exception": exc.exception, "text": exc.text}
+            except CommClosedError as exc:
+                errors[address] = {"exception": None, "text": f"worker {address} left: {exc}"}
+
+        async with trio.open_nursery() as nursery:
+            for address in targets:
+                nursery.start_soon(one, address)
+        return {"results": results, "errors": errors}
+
+    # ------------------------------------------------------------ the core
+    def _handle(self, *events: Any) -> None:
+        for instruction in self.state.handle(*events):
+            try:
+                self._dispatch(instruction)
+            except CommClosedError:
+                # the peer is going away; its link's end removes it properly
+                pass
+
+    def _dispatch(self, i: Any) -> None:
+        if isinstance(i, ins.ComputeTask):
+            link = self.worker_links.get(i.worker)
+            if link is not None:
+                link.send(
+                    {
+                        "op": "compute-task", "key": i.key, "run_spec": i.run_spec,
+                        "who_has": {k: list(v) for k, v in i.who_has.items()},
+                        "nbytes": dict(i.nbytes), "priority": i.priority,
+                        "stimulus_id": i.stimulus_id,
+                    }
+                )
+        elif isinstance(i, ins.FreeKeys):
+            link = self.worker_links.get(i.worker)
+            if link is not None:
+                link.send({"op": "free-keys", "keys": list(i.keys), "stimulus_id": i.stimulus_id})
+        elif isinstance(i, ins.KeyInMemory):
+            client_link = self.client_links.get(i.client)
+            if client_link is not None:
+                msg: dict[str, Any] = {"op": "key-in-memory", "key": i.key, "type": i.type_name}
+                if i.value is not None:
+                    msg["value"] = i.value
+                client_link.send(msg)
+        elif isinstance(i, ins.KeyErred):
+            client_link = self.client_links.get(i.client)
+            if client_link is not None:
+                client_link.send(
+                    {
+                        "op": "task-erred", "key": i.key, "exception": i.exception,
+                        "traceback": i.traceback, "text": i.exception_text,
+                    }
+                )
+        elif isinstance(i, ins.KeyLost):
+            client_link = self.client_links.get(i.client)
+            if client_link is not None:
+                client_link.send({"op": "lost-data", "key": i.key})
+        else:  # pragma: no cover - a new instruction type without a dispatcher
+            raise TypeError(f"Scheduler cannot dispatch {i!r}")
+
+    # ---------------------------------------------------------- inspection
+    def identity(self) -> dict[str, Any]:
+        """What ``client.scheduler_info()`` returns."""
+        workers = {}
+        for address, w in self.state.workers.items():
+            workers[address] = {
+                "name": w.name,
+                "nthreads": w.nthreads,
+                "memory_limit": w.memory_limit,
+                "processing": len(w.processing),
+                "stored": len(w.has_what),
+                "nbytes": w.nbytes_stored,
+                "metrics": self.worker_metrics.get(address, {}),
+            }
+        return {
+            "type": "Scheduler",
+            "id": self.id,
+            "address": self.address,
+            "pid": os.getpid(),
+            "started": self._started,
+            "workers": workers,
+            "tasks": self.state.tasks_by_state(),
+            "clients": len(self.client_links),
+        }
+

@@ -1,0 +1,97 @@
+"""The worker's own threads for user functions.
+
+Why not ``trio.to_thread``: its threads are process-wide and linger after the
+worker has closed, and each call costs a trio task. A worker owns exactly
+``nthreads`` threads, started with it and joined when it closes; a finished
+job reports back with ``TrioToken.run_sync_soon``, which calls the callback in
+the event loop thread without any task of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+logger = logging.getLogger("trioclust.worker")
+
+_STOP = object()
+
+
+class ThreadPool:
+    """``nthreads`` threads running jobs; results come back through ``run_sync_soon``."""
+
+    def __init__(self, nthreads: int, *, name: str = "trioclust-worker") -> None:
+        self.nthreads = nthreads
+        self._name = name
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._exited = 0
+        self._all_exited = trio.Event()
+
+    def start(self) -> None:
+        """Start the threads; call from within the trio run that receives results."""
+        self._token = trio.lowlevel.current_trio_token()
+        for i in range(self.nthreads):
+            thread = threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        """Run ``job()`` on a thread; then ``done(job's return value)`` on the trio thread.
+
+        ``job`` must not raise: wrap user code so that it returns its outcome.
+        """
+        self._jobs.put((job, done))
+
+    def _loop(self) -> None:
+        token = self._token
+        assert token is not None
+        try:
+            while True:
+                item = self._jobs.get()
+                if item is _STOP:
+                    return
+                job, done = item
+                outcome = job()
+                try:
+                    token.run_sync_soon(done, outcome)
+                except trio.RunFinishedError:
+                    return
+        finally:
+            try:
+                token.run_sync_soon(self._thread_exited)
+            except trio.RunFinishedError:
+                pass
+
+    def _thread_exited(self) -> None:
+        self._exited += 1
+        if self._exited >= len(self._threads):
+            self._all_exited.set()
+
+    async def aclose(self, timeout: float) -> None:
+        """Stop the threads: idle ones at once, busy ones when their job ends.
+
+        A thread still running user code after ``timeout`` seconds is left to
+        finish on its own (Python cannot stop a thread) and is logged.
+        """
+        if not self._threads:
+            return
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+        with trio.move_on_after(timeout) as scope:
+            scope.shield = True
+            await self._all_exited.wait()
+        if scope.cancelled_caught:
+            busy = [t.name for t in self._threads if t.is_alive()]
+            logger.warning(
+                "Threads %s are still running a task after %.1f s; leaving them to finish", busy, timeout
+            )
+        for thread in self._threads:
+            if not thread.is_alive():
+                thread.join()

@@ -1,0 +1,448 @@
+"""The Worker server: a thin trio shell around :class:`WorkerState`.
+
+Theory of operation
+-------------------
+A worker connects to its scheduler first, so that it can listen and advertise
+itself on the interface that reaches the scheduler; then it registers over
+that link and keeps it for its life. Messages from the scheduler become core
+events; the instructions that come back are carried out without blocking:
+
+* ``Execute``: plain functions go to the worker's own :class:`ThreadPool`
+  (``nthreads`` threads); coroutine functions run in the worker's nursery under
+  a cancel scope, so ``CancelExecute`` really cancels them. Outcomes come back
+  as ``ExecuteSucceeded`` / ``ExecuteFailed`` events.
+* ``Gather``: a child task asks the peer for the keys over a pooled link.
+* ``Send*``: one ``Link.send`` to the scheduler.
+
+Peers and clients connect to the worker's own listener for ``get-data`` and
+``update-data`` (scatter). If the scheduler link breaks, the worker drops all
+its state (the scheduler has already rescheduled its work) and keeps trying
+to reconnect for ``reconnect_timeout`` seconds; then it stops, with
+``close_reason`` saying why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import psutil
+import trio
+
+from trioclust import config
+from trioclust.comm import CommClosedError, Link, RemoteError
+from trioclust.comm import connect as comm_connect
+from trioclust.comm import serve as comm_serve
+from trioclust.comm.pool import ConnectionPool
+from trioclust.core import events as ev
+from trioclust.core import instructions as ins
+from trioclust.core.worker_state import WorkerState
+from trioclust.protocol import ProtocolError, Serialized
+from trioclust.protocol.task_spec import substitute
+from trioclust.runtime.execution import (
+    Failure,
+    Success,
+    call_function,
+    load_spec,
+    pack_failure,
+    pack_success,
+    run_sync,
+)
+from trioclust.runtime.server import Server
+from trioclust.runtime.thread_pool import ThreadPool
+from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
+
+logger = logging.getLogger("trioclust.worker")
+
+
+class Worker(Server):
+    """A worker: runs tasks in its threads and keeps their results in memory.
+
+    Args:
+        scheduler_address: where the scheduler listens, e.g. ``tcp://127.0.0.1:8786``.
+        nthreads: threads running plain-function tasks (at most this many at once).
+        name: a name shown in logs and ``scheduler_info()``; defaults to the address.
+        memory_limit: bytes, reported to the scheduler (0: no limit).
+        host: interface to listen on; default: the one that reaches the scheduler.
+        port: port to listen on; 0 (the default) picks a free one.
+        reconnect_timeout: seconds to keep trying to reach a lost scheduler
+            before stopping; default ``worker.reconnect-timeout``.
+        heartbeat_interval: seconds between heartbeats; default
+            ``worker.heartbeat-interval``.
+    """
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int = 1,
+        name: str | None = None,
+        memory_limit: int = 0,
+        host: str | None = None,
+        port: int = 0,
+        reconnect_timeout: float | None = None,
+        heartbeat_interval: float | None = None,
+    ) -> None:
+        super().__init__()
+        if nthreads < 1:
+            raise ValueError(f"nthreads must be at least 1, got {nthreads}")
+        self.scheduler_address = scheduler_address
+        parse_address(scheduler_address)  # a malformed address fails here, clearly
+        self.nthreads = nthreads
+        self.name = name
+        self.memory_limit = int(memory_limit or 0)
+        self._host = host
+        self._port = port
+        self.reconnect_timeout = (
+            reconnect_timeout
+            if reconnect_timeout is not None
+            else config.get_float("worker.reconnect-timeout")
+        )
+        self.heartbeat_interval = (
+            heartbeat_interval
+            if heartbeat_interval is not None
+            else config.get_float("worker.heartbeat-interval")
+        )
+        self.inline_limit = config.get_int("worker.inline-result-limit")
+        self.id = f"Worker-{uuid.uuid4()}"
+        self.address = ""
+        self.close_reason: str | None = None
+        self.state = WorkerState(address="", nthreads=nthreads)
+        self._generation = 0
+        self._inline: dict[str, Serialized] = {}
+        self._cancel_scopes: dict[str, trio.CancelScope] = {}
+        self._scheduler_link: Link | None = None
+        self._nursery: trio.Nursery | None = None
+        self._pool: ConnectionPool | None = None
+        self._threads = ThreadPool(nthreads, name=f"trioclust-worker-{name or 'worker'}")
+        self._process = psutil.Process()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker {self.address or '(not started)'!r} name={self.name!r} status={self.status} "
+            f"threads={self.nthreads} stored={len(self.state.data)}>"
+        )
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The results this worker holds, by key."""
+        return self.state.data
+
+    # ------------------------------------------------------------- serving
+    async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, register, and serve until closed or the scheduler is lost for good."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                comm = await comm_connect(self.scheduler_address, role="worker", name=self.name or "")
+                try:
+                    listener = await nursery.start(
+                        partial(comm_serve, role="worker", name=self.name or ""),
+                        self._listen_address(comm.local_address), self._handle_peer,
+                    )
+                except BaseException:
+                    await comm.aclose()
+                    raise
+                self.address = listener.contact_address
+                self.state = WorkerState(address=self.address, nthreads=self.nthreads)
+                if self.name is None:
+                    self.name = self.address
+                self._threads.start()
+                self._pool = ConnectionPool(nursery, role="worker", name=self.name)
+                await nursery.start(self._scheduler_sessions, comm)
+                nursery.start_soon(self._heartbeat)
+                self.status = "running"
+                logger.info(
+                    "Worker %s at %s registered with %s", self.name, self.address, self.scheduler_address
+                )
+                task_status.started(self)
+                await self._close_requested.wait()
+                await self._leave_scheduler()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._shutdown()
+
+    def _listen_address(self, local_address: str) -> str:
+        scheme, location = parse_address(local_address)
+        if scheme != "tcp":
+            return f"{scheme}://"
+        host = self._host or parse_host_port(location)[0]
+        return f"tcp://{unparse_host_port(host, self._port)}"
+
+    async def _scheduler_sessions(self, comm: Any, *, task_status: trio.TaskStatus[None]) -> None:
+        """One scheduler link after another: register, serve, reconnect when it breaks."""
+        first = True
+        while True:
+            link = Link(
+                comm,
+                {
+                    "compute-task": self._on_compute_task,
+                    "free-keys": self._on_free_keys,
+                    "run": self._on_run,
+                    "close": lambda msg: self._request_close(),
+                },
+                name=f"worker {self.address} -> scheduler",
+            )
+            self._scheduler_link = link
+            async with trio.open_nursery() as nursery:
+                await nursery.start(link.run)
+                await link.request(
+                    "register-worker", address=self.address, nthreads=self.nthreads,
+                    name=self.name, memory_limit=self.memory_limit, metrics=self._metrics(),
+                    pid=os.getpid(),
+                )
+                if first:
+                    task_status.started()
+                    first = False
+            if self._close_requested.is_set():
+                return
+            logger.warning(
+                "Worker %s lost its scheduler at %s; trying to reconnect for %g s",
+                self.name, self.scheduler_address, self.reconnect_timeout,
+            )
+            self._reset_state()
+            try:
+                comm = await comm_connect(
+                    self.scheduler_address, role="worker", name=self.name or "",
+                    timeout=self.reconnect_timeout,
+                )
+            except (OSError, ProtocolError) as exc:
+                self.close_reason = (
+                    f"lost the scheduler at {self.scheduler_address} and could not reconnect "
+                    f"within {self.reconnect_timeout:g} s (worker.reconnect-timeout): {exc}"
+                )
+                logger.error("Worker %s stops: %s", self.name, self.close_reason)
+                self._request_close()
+                return
+            logger.info("Worker %s reconnected to %s", self.name, self.scheduler_address)
+
+    async def _leave_scheduler(self) -> None:
+        link = self._scheduler_link
+        if link is None or link.closed:
+            return
+        try:
+            link.send({"op": "unregister"})
+        except CommClosedError:
+            return
+        with trio.move_on_after(config.get_float("runtime.close-timeout")) as scope:
+            scope.shield = True
+            await link.aclose()
+
+    def _reset_state(self) -> None:
+        """Forget everything: the scheduler already rescheduled this worker's work."""
+        self._generation += 1
+        for scope in self._cancel_scopes.values():
+            scope.cancel()
+        self._cancel_scopes.clear()
+        self._inline.clear()
+        self.state = WorkerState(address=self.address, nthreads=self.nthreads)
+
+    async def _shutdown(self) -> None:
+        self.status = "closing"
+        await self._threads.aclose(config.get_float("runtime.close-timeout"))
+        self.state.data.clear()
+        self.status = "closed"
+        self._closed.set()
+        logger.info("Worker %s closed", self.name or self.address)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await trio.sleep(self.heartbeat_interval)
+            link = self._scheduler_link
+            if link is not None and not link.closed:
+                try:
+                    link.send({"op": "heartbeat", "metrics": self._metrics()})
+                except CommClosedError:
+                    pass
+
+    def _metrics(self) -> dict[str, Any]:
+        try:
+            rss = self._process.memory_info().rss
+        except psutil.Error:
+            rss = 0
+        return {
+            "memory": rss,
+            "executing": len(self.state.executing),
+            "stored": len(self.state.data),
+            "time": time.time(),
+        }
+
+    # -------------------------------------------------- scheduler messages
+    def _on_compute_task(self, msg: dict[str, Any]) -> None:
+        self._handle(
+            ev.ComputeRequested(
+                key=msg["key"], run_spec=msg["run_spec"],
+                who_has={k: tuple(v) for k, v in (msg.get("who_has") or {}).items()},
+                nbytes=msg.get("nbytes") or {}, priority=int(msg.get("priority") or 0),
+                stimulus_id=msg.get("stimulus_id", ""),
+            )
+        )
+
+    def _on_free_keys(self, msg: dict[str, Any]) -> None:
+        self._handle(ev.FreeRequested(keys=tuple(msg["keys"]), stimulus_id=msg.get("stimulus_id", "")))
+
+    async def _on_run(self, msg: dict[str, Any]) -> Any:
+        """``client.run``: call a function here, in the event loop (like dask)."""
+        return await call_function(msg, self, ("dask_worker", "worker"))
+
+    # ------------------------------------------------- peer/client messages
+    async def _handle_peer(self, comm: Any) -> None:
+        link = Link(
+            comm,
+            {"get-data": self._on_get_data, "update-data": self._on_update_data},
+            name=f"worker {self.address} <- {comm.peer_address}",
+        )
+        await link.run()
+
+    def _on_get_data(self, msg: dict[str, Any]) -> dict[str, Any]:
+        data = self.state.data
+        found = {k: data[k] for k in msg["keys"] if k in data}
+        missing = [k for k in msg["keys"] if k not in data]
+        return {"data": found, "missing": missing}
+
+    def _on_update_data(self, msg: dict[str, Any]) -> dict[str, Any]:
+        values = {
+            k: (v.deserialize() if isinstance(v, Serialized) else v) for k, v in msg["data"].items()
+        }
+        nbytes = {
+            k: (v.nbytes if isinstance(v, Serialized) else len(v) if isinstance(v, bytes) else 0)
+            for k, v in msg["data"].items()
+        }
+        self._handle(ev.DataUpdated(data=values, nbytes=nbytes, stimulus_id="update-data"))
+        return {"nbytes": nbytes}
+
+    # ------------------------------------------------------------ the core
+    def _handle(self, *events: Any) -> None:
+        for instruction in self.state.handle(*events):
+            self._dispatch(instruction)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        link = self._scheduler_link
+        if link is None or link.closed:
+            return  # the scheduler is gone; it reschedules whatever this was about
+        try:
+            link.send(msg)
+        except CommClosedError:
+            pass
+
+    def _dispatch(self, i: Any) -> None:
+        if isinstance(i, ins.Execute):
+            self._execute(i.key)
+        elif isinstance(i, ins.SendTaskFinished):
+            msg: dict[str, Any] = {
+                "op": "task-finished", "key": i.key, "nbytes": i.nbytes, "type": i.type_name,
+                "stimulus_id": i.stimulus_id,
+            }
+            inline = self._inline.pop(i.key, None)
+            if inline is not None:
+                msg["value"] = inline
+            self._send(msg)
+        elif isinstance(i, ins.SendTaskErred):
+            self._send(
+                {
+                    "op": "task-erred", "key": i.key, "exception": i.exception,
+                    "traceback": i.traceback, "text": i.exception_text,
+                    "stimulus_id": i.stimulus_id,
+                }
+            )
+        elif isinstance(i, ins.Gather):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._gather, i.peer, i.keys, self._generation)
+        elif isinstance(i, ins.CancelExecute):
+            scope = self._cancel_scopes.get(i.key)
+            if scope is not None:
+                scope.cancel()
+        elif isinstance(i, ins.SendMissingData):
+            self._send({"op": "missing-data", "key": i.key, "errant_worker": i.errant_worker})
+        elif isinstance(i, ins.SendReschedule):
+            self._send({"op": "reschedule", "key": i.key})
+        else:  # pragma: no cover - a new instruction type without a dispatcher
+            raise TypeError(f"Worker cannot dispatch {i!r}")
+
+    # ----------------------------------------------------------- execution
+    def _execute(self, key: str) -> None:
+        ts = self.state.tasks[key]
+        generation = self._generation
+        try:
+            fn, args, kwargs = load_spec(ts.run_spec)
+            if ts.dependencies:
+                args = substitute(args, self.state.data)
+                kwargs = substitute(kwargs, self.state.data)
+        except BaseException as exc:
+            self._finish(key, generation, pack_failure(exc, skip_frames=0))
+            return
+        if inspect.iscoroutinefunction(fn):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_coroutine, key, generation, fn, args, kwargs)
+        else:
+            limit = self.inline_limit
+            self._threads.submit(
+                lambda: run_sync(fn, args, kwargs, limit),
+                lambda outcome: self._finish(key, generation, outcome),
+            )
+
+    async def _run_coroutine(
+        self, key: str, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._cancel_scopes[key] = scope
+            try:
+                value = await fn(*args, **kwargs)
+            except Exception as exc:
+                outcome: Success | Failure = pack_failure(exc)
+            else:
+                outcome = pack_success(value, self.inline_limit)
+        if self._cancel_scopes.get(key) is scope:
+            del self._cancel_scopes[key]
+        if scope.cancelled_caught:
+            # only CancelExecute cancels this scope: the core drops the outcome
+            outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled while running"))
+        self._finish(key, generation, outcome)
+
+    def _finish(self, key: str, generation: int, outcome: Success | Failure) -> None:
+        if generation != self._generation:
+            return  # the state it belonged to was reset
+        if isinstance(outcome, Success):
+            if outcome.inline is not None:
+                self._inline[key] = outcome.inline
+            self._handle(
+                ev.ExecuteSucceeded(
+                    key=key, value=outcome.value, nbytes=outcome.nbytes,
+                    type_name=outcome.type_name, stimulus_id=f"execute-{key}",
+                )
+            )
+            self._inline.pop(key, None)
+        else:
+            self._handle(
+                ev.ExecuteFailed(
+                    key=key, exception=outcome.exception, traceback=outcome.traceback,
+                    exception_text=outcome.text, stimulus_id=f"execute-{key}",
+                )
+            )
+
+    # ------------------------------------------------------------- gathers
+    async def _gather(self, peer: str, keys: tuple[str, ...], generation: int) -> None:
+        assert self._pool is not None
+        try:
+            link = await self._pool.get(peer)
+            reply = await link.request("get-data", keys=list(keys))
+            data = {
+                k: (v.deserialize() if isinstance(v, Serialized) else v)
+                for k, v in reply["data"].items()
+            }
+            event: Any = ev.GatherSucceeded(
+                peer=peer, data=data, missing=tuple(reply.get("missing") or ()),
+                stimulus_id=f"gather-{peer}",
+            )
+        except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
+            logger.warning("Worker %s could not gather %d keys from %s: %s", self.name, len(keys), peer, exc)
+            event = ev.GatherFailed(peer=peer, keys=keys, reason=str(exc), stimulus_id=f"gather-failed-{peer}")
+        if generation == self._generation:
+            self._handle(event)
+
