@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULTS: dict[str, Any] = {
+    # where Client() without an address connects (None: nowhere configured)
+    "scheduler-address": None,
     # how long to keep trying to reach a peer before giving up, seconds
     "comm.timeouts.connect": 10.0,
     # how long a new connection has to complete the handshake, seconds

@@ -112,7 +112,7 @@ class Worker(Server):
         self.id = f"Worker-{uuid.uuid4()}"
         self.address = ""
         self.close_reason: str | None = None
-        self.state = WorkerState(address="", nthreads=nthreads)
+        self.state = self._new_state()
         self._generation = 0
         self._inline: dict[str, Serialized] = {}
         self._cancel_scopes: dict[str, trio.CancelScope] = {}
@@ -121,6 +121,12 @@ class Worker(Server):
         self._pool: ConnectionPool | None = None
         self._threads = ThreadPool(nthreads, name=f"trioclust-worker-{name or 'worker'}")
         self._process = psutil.Process()
+
+    def _new_state(self) -> WorkerState:
+        return WorkerState(
+            address=self.address, nthreads=self.nthreads,
+            max_concurrent_gathers=config.get_int("worker.max-concurrent-gathers"),
+        )
 
     def __repr__(self) -> str:
         return (
@@ -149,7 +155,7 @@ class Worker(Server):
                     await comm.aclose()
                     raise
                 self.address = listener.contact_address
-                self.state = WorkerState(address=self.address, nthreads=self.nthreads)
+                self.state = self._new_state()
                 if self.name is None:
                     self.name = self.address
                 self._threads.start()
@@ -241,7 +247,7 @@ class Worker(Server):
             scope.cancel()
         self._cancel_scopes.clear()
         self._inline.clear()
-        self.state = WorkerState(address=self.address, nthreads=self.nthreads)
+        self.state = self._new_state()
 
     async def _shutdown(self) -> None:
         self.status = "closing"
