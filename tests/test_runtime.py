@@ -162,3 +162,24 @@ async def test_worker_leaves_during_task_other_worker_finishes_it() -> None:
             await a.close()
             _events["gate"].set()
             assert await client.gather(futures) == [0, 1, 2, 3]
+
+
+async def test_retiring_a_worker_moves_its_data_first() -> None:
+    async with Scheduler() as s, Worker(s.address, name="a") as a, Worker(s.address, name="b") as b:
+        async with Client(s.address, asynchronous=True) as client:
+            futures = client.map(inc, range(20))
+            await client.gather(futures)
+            on_a = [k for k in a.data if k in {f.key for f in futures}]
+            assert on_a, "placement spreads independent tasks over both workers"
+            retired = await client.retire_workers([a.address])
+            assert retired == [a.address]
+            await a.wait_closed()
+            assert a.close_reason == "retired by the scheduler"
+            assert set(on_a) <= set(b.data)
+            assert all(s.state.tasks[k].who_has == {b.address} for k in on_a)
+            assert await client.gather(futures) == list(range(1, 21))
+            # nothing was computed again
+            assert not any(
+                key in on_a and finish == "processing" and stim.startswith("remove-worker")
+                for stim, key, _, finish in s.state.transition_log
+            )

@@ -549,3 +549,23 @@ def test_transition_log_is_bounded() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         SchedulerState(**kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- retirement
+
+
+def test_replicas_survive_the_retirement_of_the_original_holder() -> None:
+    from trioclust.core.events import AddReplicas
+
+    h = Harness("w1", "w2")
+    h(graph(nt("a")))
+    h(done("w1", "a", nbytes=8))
+    # w2 fetched a copy of "a" before w1 retires; "gone" was never a task
+    assert h(AddReplicas(worker="w2", keys=("a", "gone"), stimulus_id="rep")) == [
+        free("w2", "gone", "rep")
+    ]
+    assert h.s.tasks["a"].who_has == {"w1", "w2"}
+    assert h(RemoveWorker(address="w1", expected=True, stimulus_id="retire")) == []
+    assert h.s.tasks["a"].who_has == {"w2"}
+    assert h.state("a") == "memory"
+    assert h.s.workers["w2"].nbytes_stored == 8

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import os
 import uuid
+from functools import partial
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -172,13 +173,13 @@ class Client:
         return self._core.id
 
     # -------------------------------------------------------- sync bridge
-    def _sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run an async method: an awaitable when asynchronous, else its result."""
         if self.asynchronous:
-            return fn(*args)
+            return fn(*args, **kwargs)
         if self._loop is None:
             raise RuntimeError(f"This client is closed; create a new Client({self.scheduler_address!r})")
-        return self._loop.portal.call(fn, *args)
+        return self._loop.portal.call(partial(fn, *args, **kwargs))
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a plain function in the client's event loop thread and return its result."""
@@ -391,6 +392,17 @@ class Client:
     def scheduler_info(self) -> Any:
         """The scheduler's address, id, workers (threads, memory, tasks) and task counts."""
         return self._sync(self._core.request, "scheduler-info")
+
+    def retire_workers(self, workers: list[str] | None = None, n: int | None = None) -> Any:
+        """Close workers gracefully, their data moved to the others first.
+
+        Args:
+            workers: addresses of the workers to retire; or
+            n: how many to retire (those holding the least data go first).
+
+        Returns the retired addresses. A nanny does not restart a retired worker.
+        """
+        return self._sync(self._core.request, "retire-workers", workers=workers, n=n)
 
     def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> Any:
         """Wait until the cluster has at least ``n_workers`` workers."""

@@ -134,6 +134,16 @@ class RescheduleTask:
     stimulus_id: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddReplicas:
+    """``worker`` now holds copies of ``keys`` (it fetched them when another
+    worker retired). Keys not in memory any more are to be dropped there."""
+
+    worker: str
+    keys: tuple[str, ...]
+    stimulus_id: str = ""
+
+
 # ------------------------------------------------------------------ worker side
 
 
@@ -208,6 +218,7 @@ class DataUpdated:
 SchedulerEvent = (
     AddWorker | RemoveWorker | AddClient | RemoveClient | UpdateGraph | ReleaseKeys
     | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
+    | AddReplicas
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded

@@ -73,6 +73,7 @@ from collections.abc import Iterable
 from trioclust.core.errors import KilledWorker, LostData
 from trioclust.core.events import (
     AddClient,
+    AddReplicas,
     AddWorker,
     MissingData,
     ReleaseKeys,
@@ -184,6 +185,8 @@ class SchedulerState(SchedulerTransitions):
                 ts = self.tasks.get(event.key)
                 if ts is not None and self._is_processing_on(ts, event.worker):
                     self._transitions({ts.key: WAITING}, event.stimulus_id)
+            case AddReplicas():
+                self._add_replicas(event)
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 
@@ -362,6 +365,23 @@ class SchedulerState(SchedulerTransitions):
         self._remove_holder(ts, event.errant_worker)
         if not ts.who_has:
             self._transitions({ts.key: RELEASED}, event.stimulus_id)
+
+    def _add_replicas(self, event: AddReplicas) -> None:
+        ws = self.workers.get(event.worker)
+        if ws is None:
+            return
+        stale = []
+        for key in event.keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == MEMORY:
+                if event.worker not in ts.who_has:
+                    self._add_holder(ts, ws)
+            else:
+                stale.append(key)  # released or forgotten meanwhile
+        if stale:
+            self._out.append(
+                FreeKeys(worker=event.worker, keys=tuple(stale), stimulus_id=event.stimulus_id)
+            )
 
     def _add_worker(self, event: AddWorker) -> None:
         stim = event.stimulus_id

@@ -255,6 +255,58 @@ class Scheduler(Server):
                     self._remove_worker(address, "heartbeat timeout", expected=False)
                     await link.aclose()
 
+    async def retire_workers(
+        self, addresses: list[str] | None = None, n: int | None = None, timeout: float | None = None
+    ) -> list[str]:
+        """Close workers gracefully: their data moves to the other workers first.
+
+        Args:
+            addresses: the workers to retire; or
+            n: how many to retire (those holding the least data go first).
+            timeout: seconds to wait for them to leave; default
+                ``runtime.close-timeout`` times four.
+
+        Returns the addresses retired. Keys only they held are copied to the
+        remaining workers (round-robin) before they are told to close, so
+        nothing is recomputed.
+        """
+        if addresses is None:
+            by_size = sorted(self.state.workers.values(), key=lambda w: (w.nbytes_stored, w.address))
+            addresses = [w.address for w in by_size[: n or 0]]
+        retiring = [a for a in addresses if a in self.worker_links]
+        remaining = [a for a in self.worker_links if a not in retiring]
+        for address in retiring:
+            ws = self.state.workers.get(address)
+            if ws is not None and remaining:
+                plans: dict[str, dict[str, list[str]]] = {}
+                only_here = sorted(k for k in ws.has_what if self.state.tasks[k].who_has == {address})
+                for i, key in enumerate(only_here):
+                    plans.setdefault(remaining[i % len(remaining)], {})[key] = [address]
+                for target, who_has in plans.items():
+                    link = self.worker_links.get(target)
+                    if link is None:
+                        continue
+                    try:
+                        reply = await link.request("acquire-replicas", who_has=who_has)
+                    except (CommClosedError, RemoteError) as exc:
+                        logger.warning("Could not move data from %s to %s: %s", address, target, exc)
+                        continue
+                    self._handle(
+                        ev.AddReplicas(
+                            worker=target, keys=tuple(reply["keys"]), stimulus_id=f"retire-{address}"
+                        )
+                    )
+            link = self.worker_links.get(address)
+            if link is not None and not link.closed:
+                self._leaving.add(address)
+                logger.info("Retiring worker %s", address)
+                link.send({"op": "close", "reason": "retired by the scheduler"})
+        limit = timeout if timeout is not None else 4 * config.get_float("runtime.close-timeout")
+        with trio.move_on_after(limit):
+            while any(a in self.worker_links for a in retiring):
+                await self._workers_changed.wait()
+        return retiring
+
     def _notify_workers_changed(self) -> None:
         self._workers_changed.set()
         self._workers_changed = trio.Event()
@@ -316,6 +368,7 @@ class Scheduler(Server):
                 "broadcast": self._broadcast,
                 "client-id": lambda msg: client,
                 "wait-for-workers": lambda msg: self.wait_for_workers(int(msg["n"])),
+                "retire-workers": lambda msg: self.retire_workers(msg.get("workers"), msg.get("n")),
             },
             name=f"scheduler->client {comm.peer_address}",
         )

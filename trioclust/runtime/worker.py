@@ -191,7 +191,8 @@ class Worker(Server):
                     "compute-task": self._on_compute_task,
                     "free-keys": self._on_free_keys,
                     "run": self._on_run,
-                    "close": lambda msg: self._request_close(),
+                    "close": self._on_close_request,
+                    "acquire-replicas": self._on_acquire_replicas,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -433,18 +434,25 @@ class Worker(Server):
             )
 
     # ------------------------------------------------------------- gathers
-    async def _gather(self, peer: str, keys: tuple[str, ...], generation: int) -> None:
+    async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
+        """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes)."""
         assert self._pool is not None
+        link = await self._pool.get(peer)
+        reply = await link.request("get-data", keys=keys)
+        data: dict[str, Any] = {}
+        nbytes: dict[str, int] = {}
+        for k, v in reply["data"].items():
+            if isinstance(v, Serialized):
+                nbytes[k] = v.nbytes
+                v = v.deserialize()
+            data[k] = v
+        return data, list(reply.get("missing") or ()), nbytes
+
+    async def _gather(self, peer: str, keys: tuple[str, ...], generation: int) -> None:
         try:
-            link = await self._pool.get(peer)
-            reply = await link.request("get-data", keys=list(keys))
-            data = {
-                k: (v.deserialize() if isinstance(v, Serialized) else v)
-                for k, v in reply["data"].items()
-            }
+            data, missing, _ = await self._fetch(peer, list(keys))
             event: Any = ev.GatherSucceeded(
-                peer=peer, data=data, missing=tuple(reply.get("missing") or ()),
-                stimulus_id=f"gather-{peer}",
+                peer=peer, data=data, missing=tuple(missing), stimulus_id=f"gather-{peer}"
             )
         except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
             logger.warning("Worker %s could not gather %d keys from %s: %s", self.name, len(keys), peer, exc)
@@ -452,3 +460,25 @@ class Worker(Server):
         if generation == self._generation:
             self._handle(event)
 
+    async def _on_acquire_replicas(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Copy keys from the workers holding them (another worker is retiring)."""
+        by_peer: dict[str, list[str]] = {}
+        for key, holders in msg["who_has"].items():
+            if holders:
+                by_peer.setdefault(holders[0], []).append(key)
+        got: list[str] = []
+        for peer, keys in by_peer.items():
+            try:
+                data, _, nbytes = await self._fetch(peer, keys)
+            except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
+                logger.warning("Worker %s could not copy %d keys from %s: %s", self.name, len(keys), peer, exc)
+                continue
+            self._handle(ev.DataUpdated(data=data, nbytes=nbytes, stimulus_id=f"replicate-{peer}"))
+            got.extend(data)
+        return {"keys": got}
+
+    def _on_close_request(self, msg: dict[str, Any]) -> None:
+        """The scheduler retires this worker: stop, and say so (a nanny will not restart it)."""
+        self.close_reason = str(msg.get("reason") or "the scheduler asked it to close")
+        logger.info("Worker %s closes: %s", self.name, self.close_reason)
+        self._request_close()
