@@ -7,6 +7,7 @@ needs no scheduler. ``FAKE_WORKER_MODE`` picks its behaviour:
 * ``serve`` (default): serves until closed; prints to stdout once started,
   which must end up on stderr, not on the control channel;
 * ``lost``: stops by itself right after starting, as if it lost its scheduler;
+* ``quit``: stops by itself right after starting, without giving a reason;
 * ``crash-once``: if the file ``FAKE_WORKER_MARKER`` does not exist, writes
   its pid there and dies with ``os._exit(1)`` once it has reported its
   address; otherwise serves;
@@ -58,6 +59,8 @@ class FakeWorker:
             task_status.started()
             if mode == "lost":
                 self.close_reason = f"lost the scheduler at {self.scheduler_address} (fake)"
+                return
+            if mode == "quit":
                 return
             if crash:
                 await trio.testing.wait_all_tasks_blocked()  # the address is out

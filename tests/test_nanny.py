@@ -9,12 +9,14 @@ in-process Scheduler: ``pytest -k real``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import PIPE
@@ -26,9 +28,10 @@ import trio.testing
 
 from trioclust import config
 from trioclust.runtime.nanny import Nanny, NannyClosedError, WorkerStartError
-from trioclust.runtime.worker_process import EXIT_OK, EXIT_SCHEDULER_LOST
+from trioclust.runtime.worker_process import EXIT_OK, EXIT_SCHEDULER_LOST, NO_REASON
 
-pytestmark = [pytest.mark.trio, pytest.mark.slow]
+# not the whole module under trio: the asyncio tests are plain functions that call asyncio.run
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 FAKE = "tests._fake_worker"
@@ -58,6 +61,7 @@ def gone(pid: int) -> bool:
 # ---------------------------------------------------------------- starting and closing
 
 
+@pytest.mark.trio
 async def test_nanny_starts_worker_and_closes_it_gracefully(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -92,6 +96,7 @@ async def test_nanny_starts_worker_and_closes_it_gracefully(
     assert any("exited with code 0" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.trio
 async def test_cancelling_serve_stops_the_worker() -> None:
     nanny = Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env())
     async with trio.open_nursery() as nursery:
@@ -104,6 +109,7 @@ async def test_cancelling_serve_stops_the_worker() -> None:
     assert any("fake worker leaves its scheduler" in line for line in nanny.recent_logs)
 
 
+@pytest.mark.trio
 async def test_close_from_another_task_ends_serve() -> None:
     nanny = Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env())
     async with trio.open_nursery() as nursery:
@@ -118,6 +124,7 @@ async def test_close_from_another_task_ends_serve() -> None:
         await nanny.wait_for_worker()
 
 
+@pytest.mark.trio
 async def test_first_worker_failing_to_start_raises_with_its_output() -> None:
     with pytest.raises(WorkerStartError) as info:
         async with Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env("fail")):
@@ -128,6 +135,7 @@ async def test_first_worker_failing_to_start_raises_with_its_output() -> None:
     assert f"OSError: fake worker could not connect to {SCHEDULER}" in message
 
 
+@pytest.mark.trio
 async def test_first_worker_not_reporting_in_time_raises() -> None:
     with config.set(nanny__start_timeout=0.5), pytest.raises(WorkerStartError) as info:
         async with Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env("silent")):
@@ -139,6 +147,7 @@ async def test_first_worker_not_reporting_in_time_raises() -> None:
 # ---------------------------------------------------------------------- restarts
 
 
+@pytest.mark.trio
 async def test_killed_worker_is_restarted(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trioclust.nanny")
     async with Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env()) as nanny:
@@ -156,6 +165,7 @@ async def test_killed_worker_is_restarted(caplog: pytest.LogCaptureFixture) -> N
     assert gone(new)
 
 
+@pytest.mark.trio
 async def test_worker_dying_young_is_restarted_after_the_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -177,6 +187,7 @@ async def test_worker_dying_young_is_restarted_after_the_backoff(
     assert any("fake worker crashes now" in line for line in nanny.recent_logs)
 
 
+@pytest.mark.trio
 async def test_worker_that_lost_its_scheduler_stops_the_nanny(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -200,6 +211,7 @@ async def test_worker_that_lost_its_scheduler_stops_the_nanny(
 
 
 @pytest.mark.parametrize("honours_sigterm", [True, False], ids=["terminated", "killed"])
+@pytest.mark.trio
 async def test_close_escalates_for_a_worker_that_will_not_close(
     honours_sigterm: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -225,6 +237,7 @@ async def test_close_escalates_for_a_worker_that_will_not_close(
         assert any("was killed by signal SIGKILL" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.trio
 async def test_a_worker_stuck_in_its_graceful_close_stops_on_sigterm(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -241,6 +254,7 @@ async def test_a_worker_stuck_in_its_graceful_close_stops_on_sigterm(
     assert not any("killing it" in m for m in messages)
 
 
+@pytest.mark.trio
 async def test_cancelling_the_body_of_async_with_stops_the_worker() -> None:
     with trio.CancelScope() as scope:
         async with Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env()) as nanny:
@@ -254,6 +268,7 @@ async def test_cancelling_the_body_of_async_with_stops_the_worker() -> None:
     assert any("fake worker leaves its scheduler" in line for line in nanny.recent_logs)
 
 
+@pytest.mark.trio
 async def test_cancelling_a_nanny_that_is_still_starting() -> None:
     with config.set(nanny__start_timeout=BOUND), trio.move_on_after(0.5) as scope:
         async with Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env("silent")):
@@ -261,6 +276,7 @@ async def test_cancelling_a_nanny_that_is_still_starting() -> None:
     assert scope.cancelled_caught
 
 
+@pytest.mark.trio
 async def test_close_while_starting_raises_nanny_closed() -> None:
     nanny = Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env("silent"))
 
@@ -273,6 +289,59 @@ async def test_close_while_starting_raises_nanny_closed() -> None:
             nursery.start_soon(close_once_waiting)
             with pytest.raises(NannyClosedError, match="closed before its worker started"):
                 await nursery.start(nanny.serve)
+
+
+# ----------------------------------------------------------------------- asyncio
+
+
+def test_nanny_under_asyncio() -> None:
+    async def main() -> tuple[int, int, Nanny]:
+        async with Nanny(SCHEDULER, name="aio", _worker_module=FAKE, env=fake_env()) as nanny:
+            assert threading.current_thread() is threading.main_thread()
+            assert nanny.status == "running"
+            old = nanny.worker_pid
+            assert old is not None
+            assert nanny.worker_address == f"fake://127.0.0.1:{old}"
+            # a wait that asyncio cancels ends in the nanny's thread too
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(nanny.wait_for_worker(pid_not=old), 0.1)
+            os.kill(old, signal.SIGKILL)
+            new = await asyncio.wait_for(nanny.wait_for_worker(pid_not=old), BOUND)
+            assert nanny.restarts == 1
+        return old, new, nanny
+
+    old, new, nanny = asyncio.run(main())
+    assert old != new
+    assert gone(old)
+    assert gone(new)
+    assert nanny.status == "closed"
+    assert nanny.worker_pid is None
+    assert any("fake worker leaves its scheduler" in line for line in nanny.recent_logs)
+
+
+def test_nanny_under_asyncio_reports_a_failed_start() -> None:
+    async def main() -> None:
+        async with Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env("fail")):
+            pytest.fail("the nanny must not start")
+
+    with pytest.raises(WorkerStartError, match="fake worker could not connect"):
+        asyncio.run(main())
+
+
+def test_nanny_under_asyncio_closed_explicitly() -> None:
+    async def main() -> Nanny:
+        nanny = Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env())
+        await nanny.close()  # before it started: nothing to do
+        async with Nanny(SCHEDULER, _worker_module=FAKE, env=fake_env()) as nanny:
+            await nanny.close()
+            await nanny.wait_closed()
+            assert nanny.status == "closed"
+            with pytest.raises(NannyClosedError):
+                await nanny.wait_for_worker()
+        return nanny
+
+    nanny = asyncio.run(main())
+    assert nanny.worker_pid is None
 
 
 # ------------------------------------------------------- the worker process on its own
@@ -316,6 +385,7 @@ async def _finish(process: trio.Process, out: bytes = b"") -> tuple[int, bytes, 
 
 
 @pytest.mark.parametrize("how", ["close-line", "stdin-eof", "sigterm", "sigint"])
+@pytest.mark.trio
 async def test_worker_process_closes_when_asked(how: str) -> None:
     process, hello, rest = await _start_fake_process()
     assert hello == {"address": f"fake://127.0.0.1:{process.pid}", "pid": process.pid}
@@ -333,13 +403,16 @@ async def test_worker_process_closes_when_asked(how: str) -> None:
     assert b"fake worker leaves its scheduler" in err
 
 
-async def test_worker_process_that_stops_by_itself_exits_3() -> None:
-    process, _, rest = await _start_fake_process("lost")
+@pytest.mark.parametrize("mode", ["lost", "quit"])
+@pytest.mark.trio
+async def test_worker_process_that_stops_by_itself_exits_3(mode: str) -> None:
+    process, _, rest = await _start_fake_process(mode)
     code, out, err = await _finish(process, rest)
     assert code == EXIT_SCHEDULER_LOST
-    assert json.loads(out) == {"close_reason": f"lost the scheduler at {SCHEDULER} (fake)"}
+    reason = f"lost the scheduler at {SCHEDULER} (fake)" if mode == "lost" else NO_REASON
+    assert json.loads(out) == {"close_reason": reason}
     assert b" - ERROR - " in err
-    assert b"stopped by itself: lost the scheduler" in err
+    assert f"stopped by itself, for good (a nanny will not restart it): {reason}".encode() in err
 
 
 # --------------------------------------------------------- with the real Worker (-k real)
@@ -356,6 +429,7 @@ needs_real_servers = pytest.mark.skipif(
 
 
 @needs_real_servers
+@pytest.mark.trio
 async def test_real_worker_process_registers_with_the_scheduler() -> None:
     from trioclust.runtime.scheduler import Scheduler
 
@@ -374,6 +448,7 @@ async def test_real_worker_process_registers_with_the_scheduler() -> None:
 
 
 @needs_real_servers
+@pytest.mark.trio
 async def test_real_worker_process_is_restarted_after_sigkill() -> None:
     from trioclust.runtime.scheduler import Scheduler
 
@@ -396,6 +471,7 @@ async def test_real_worker_process_is_restarted_after_sigkill() -> None:
 
 
 @needs_real_servers
+@pytest.mark.trio
 async def test_real_worker_that_loses_its_scheduler_stops_the_nanny() -> None:
     from trioclust.runtime.scheduler import Scheduler
 
@@ -415,3 +491,40 @@ async def test_real_worker_that_loses_its_scheduler_stops_the_nanny() -> None:
     assert "lost the scheduler" in nanny.close_reason
     assert nanny.restarts == 0
     assert gone(pid)
+
+
+@needs_real_servers
+@pytest.mark.trio
+async def test_real_worker_retired_by_the_scheduler_is_not_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trioclust.runtime.scheduler import Scheduler
+
+    async with Scheduler() as s:
+        nanny = Nanny(s.address, name="real-4")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(nanny.serve)
+            with trio.fail_after(BOUND):
+                await s.wait_for_workers(1)
+            pid = nanny.worker_pid
+            assert pid is not None
+            with trio.fail_after(BOUND):
+                assert await s.retire_workers([nanny.worker_address or ""]) == [
+                    nanny.worker_address
+                ]
+                await nanny.wait_closed()  # serve() ends by itself
+    assert nanny.restarts == 0
+    assert nanny.status == "closed"
+    assert gone(pid)
+    # the log says why the nanny stopped: the reason the worker gave
+    reason = nanny.close_reason
+    assert reason is not None
+    assert "retired" in reason
+    stopped = [r.getMessage() for r in caplog.records if "so the nanny stops too" in r.getMessage()]
+    assert stopped == [
+        f"[real-4 pid {pid}] The worker stopped by itself, so the nanny stops too: {reason}"
+    ]
+    assert any(
+        f"stopped by itself, for good (a nanny will not restart it): {reason}" in line
+        for line in nanny.recent_logs
+    )

@@ -18,6 +18,7 @@ from trioclust.client import (
 )
 from trioclust.comm import CommClosedError
 from trioclust.core.errors import KilledWorker, LostData
+from trioclust.deploy import LocalCluster
 from trioclust.protocol import ProtocolError
 from trioclust.runtime import Nanny, Scheduler, Worker
 
@@ -36,6 +37,7 @@ __all__ = [
     "Future",
     "FutureCancelledError",
     "KilledWorker",
+    "LocalCluster",
     "LostData",
     "Nanny",
     "ProtocolError",

@@ -61,6 +61,14 @@ DEFAULTS: dict[str, Any] = {
     "nanny.restart-backoff": 0.5,
     # bounded cleanup when closing servers, seconds
     "runtime.close-timeout": 5.0,
+    # where the scheduler serves its dashboard: ":8787" is port 8787 on the
+    # scheduler's host; a taken port falls back to a free one, with a warning
+    "scheduler.dashboard-address": ":8787",
+    # how often the /status page refreshes itself, seconds
+    "dashboard.refresh-interval": 0.5,
+    # finished task runs the dashboard remembers, and how many the page shows
+    "dashboard.task-stream-length": 10_000,
+    "dashboard.page-stream-length": 1000,
 }
 
 _lock = threading.Lock()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import html
 import os
 import uuid
-from functools import partial
 from collections.abc import Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,23 +23,35 @@ from trioclust import config
 from trioclust.client.core import ClientCore
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize
-from trioclust.client.loop_thread import (
-    LoopThread,
-    call_soon_from_thread,
-    register_open,
-    unregister_open,
-)
+from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
 from trioclust.protocol import serialize
+from trioclust.sizes import format_bytes
 from trioclust.transport.addresses import normalize_address
+
+_cluster_factory: Callable[..., Any] | None = None
+
+
+def set_cluster_factory(factory: Callable[..., Any]) -> None:
+    """Name what ``Client()`` starts when no scheduler address is configured.
+
+    ``trioclust.deploy`` registers ``LocalCluster`` here when it is imported
+    (``import trioclust`` does that), so the client layer needs no import of
+    the layers above it.
+    """
+    global _cluster_factory
+    _cluster_factory = factory
+
+
+def _configured_address() -> str | None:
+    address = os.environ.get("TRIOCLUST_SCHEDULER_ADDRESS") or config.get("scheduler-address", None)
+    return str(address) if address else None
 
 
 def _scheduler_address(address: Any) -> str:
     if address is not None and hasattr(address, "scheduler_address"):
         address = address.scheduler_address  # a cluster object
     if address is None:
-        address = os.environ.get("TRIOCLUST_SCHEDULER_ADDRESS") or config.get(
-            "scheduler-address", None
-        )
+        address = _configured_address()
     if address is None:
         raise ValueError(
             "Client() needs the scheduler's address, e.g. Client('tcp://127.0.0.1:8786'); "
@@ -68,14 +80,18 @@ class Client:
     Args:
         address: the scheduler, e.g. ``"tcp://127.0.0.1:8786"`` (a bare
             ``"host:port"`` means TCP), or a cluster object with a
-            ``scheduler_address``. Without one, ``TRIOCLUST_SCHEDULER_ADDRESS``
-            and then the config's ``scheduler-address`` are used.
+            ``scheduler_address``. Without one, ``TRIOCLUST_SCHEDULER_ADDRESS``,
+            then the config's ``scheduler-address`` are used, and failing
+            both a ``LocalCluster`` is started.
         asynchronous: True inside ``async`` code (trio or asyncio): use
             ``async with Client(..., asynchronous=True) as client`` and await
             the methods that wait.
         timeout: seconds to keep trying to connect; default
             ``comm.timeouts.connect``.
         name: this client's name, shown in the scheduler's logs.
+        **cluster_kwargs: with no address configured anywhere, ``Client()``
+            starts a ``LocalCluster(**cluster_kwargs)``, owns it, and closes
+            it with itself (``client.cluster``).
     """
 
     def __init__(
@@ -85,36 +101,75 @@ class Client:
         asynchronous: bool = False,
         timeout: float | None = None,
         name: str | None = None,
+        **cluster_kwargs: Any,
     ) -> None:
-        self.scheduler_address = _scheduler_address(address)
         self.asynchronous = asynchronous
         self.name = name or f"Client-{uuid.uuid4().hex[:8]}"
+        #: the LocalCluster this client started (and closes with itself), if any
+        self.cluster: Any = None
+        if cluster_kwargs and (address is not None or _configured_address() is not None):
+            raise TypeError(
+                f"Client got unexpected keyword arguments {sorted(cluster_kwargs)}; they are "
+                f"LocalCluster options, used only when Client() starts a cluster itself"
+            )
+        if address is None and _configured_address() is None:
+            if _cluster_factory is None:
+                _scheduler_address(None)  # raises the error that says what to do
+            assert _cluster_factory is not None
+            self.cluster = address = _cluster_factory(asynchronous=asynchronous, **cluster_kwargs)
+        self._cluster_arg = address
+        self._timeout = timeout if timeout is not None else config.get_float("comm.timeouts.connect")
         self._loop: LoopThread | None = None
+        self._owns_loop = True
         self._core_cm: Any = None
-        self._core = ClientCore(
-            self, self.scheduler_address, name=self.name,
-            timeout=timeout if timeout is not None else config.get_float("comm.timeouts.connect"),
-        )
+        self._core: ClientCore
+        if asynchronous and self.cluster is not None:
+            self.scheduler_address = ""  # known once the cluster has started
+        else:
+            self._make_core(address)
         if not asynchronous:
-            self._start_sync()
+            try:
+                self._start_sync()
+            except BaseException:
+                if self.cluster is not None:
+                    self.cluster.close()
+                raise
+
+    def _make_core(self, address: Any) -> None:
+        self.scheduler_address = _scheduler_address(address)
+        self._core = ClientCore(self, self.scheduler_address, name=self.name, timeout=self._timeout)
 
     # --------------------------------------------------------- life cycle
     def _start_sync(self) -> None:
-        self._loop = LoopThread(name=f"trioclust-{self.name}")
-        portal = self._loop.start()
-        self._core._wake_from_thread = call_soon_from_thread(portal)
+        shared = getattr(self._cluster_arg, "_loop", None)
+        if shared is not None and self.scheduler_address.startswith("inproc://"):
+            # inproc:// connects within one event loop: use the cluster's
+            self._loop, self._owns_loop = shared, False
+        else:
+            self._loop = LoopThread(name=f"trioclust-{self.name}")
+            self._loop.start()
+        portal = self._loop.portal
         try:
             self._core_cm = portal.wrap_async_context_manager(self._core)
             self._core_cm.__enter__()
         except BaseException:
             self._core_cm = None
-            self._loop.stop()
+            if self._owns_loop:
+                self._loop.stop()
             self._loop = None
             raise
         register_open(self)
 
     async def _start_async(self) -> Self:
-        await self._core.__aenter__()
+        if self.cluster is not None and not self.scheduler_address:
+            await self.cluster.__aenter__()
+            self._make_core(self.cluster)
+        try:
+            await self._core.__aenter__()
+        except BaseException:
+            if self.cluster is not None:
+                await self.cluster.close()
+            raise
         return self
 
     def __await__(self) -> Any:
@@ -132,7 +187,12 @@ class Client:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._close_async()
+
+    async def _close_async(self) -> None:
         await self._core.close()
+        if self.cluster is not None:
+            await self.cluster.close()
 
     def __enter__(self) -> Self:
         if self.asynchronous:
@@ -150,7 +210,7 @@ class Client:
         Awaitable with an asynchronous client.
         """
         if self.asynchronous:
-            return self._core.close()
+            return self._close_async()
         if self._core_cm is not None:
             cm, self._core_cm = self._core_cm, None
             try:
@@ -159,7 +219,10 @@ class Client:
                 unregister_open(self)
         if self._loop is not None:
             loop, self._loop = self._loop, None
-            loop.stop()
+            if self._owns_loop:
+                loop.stop()
+        if self.cluster is not None:
+            self.cluster.close()
         return None
 
     @property
@@ -179,7 +242,15 @@ class Client:
             return fn(*args, **kwargs)
         if self._loop is None:
             raise RuntimeError(f"This client is closed; create a new Client({self.scheduler_address!r})")
-        return self._loop.portal.call(partial(fn, *args, **kwargs))
+        return self._loop.portal.call(partial(self._after_inbox_async, fn, *args, **kwargs))
+
+    async def _after_inbox_async(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._core.inbox.drain()  # what this thread queued before goes first
+        return await fn(*args, **kwargs)
+
+    def _after_inbox(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self._core.inbox.drain()
+        return fn(*args)
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a plain function in the client's event loop thread and return its result."""
@@ -187,7 +258,7 @@ class Client:
             return fn(*args)
         if self._loop is None:
             raise RuntimeError(f"This client is closed; create a new Client({self.scheduler_address!r})")
-        return self._loop.portal.call(fn, *args)
+        return self._loop.portal.call(self._after_inbox, fn, *args)
 
     # ------------------------------------------------------------- submit
     def submit(
@@ -229,7 +300,7 @@ class Client:
         if key is None:
             key = make_key(func, args, kwargs, pure)
         task = (key, serialize((func, args, kwargs)), sorted(deps), self._core.next_priority(priority))
-        return self._call_in_loop(self._core.submit_tasks, [task], [key])[0]  # type: ignore[no-any-return]
+        return self._core.submit_tasks([task], [key])[0]
 
     def map(
         self,
@@ -280,7 +351,7 @@ class Client:
             tasks.append(
                 (k, serialize((func, args, packed_kwargs)), sorted(deps), self._core.next_priority(priority))
             )
-        return self._call_in_loop(self._core.submit_tasks, tasks, keys)  # type: ignore[no-any-return]
+        return self._core.submit_tasks(tasks, keys)
 
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
@@ -433,7 +504,7 @@ class Client:
         memory = sum(w["memory_limit"] for w in workers)
         return (
             f"<Client: {self.scheduler_address!r} workers={len(info['workers'])} "
-            f"threads={threads}, memory={_format_bytes(memory)}>"
+            f"threads={threads}, memory={format_bytes(memory)}>"
         )
 
     def _repr_html_(self) -> str:
@@ -489,9 +560,3 @@ def _replace_futures(obj: Any, values: dict[str, Any]) -> Any:
         }
     return obj
 
-
-def _format_bytes(n: int) -> str:
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"

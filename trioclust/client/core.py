@@ -18,6 +18,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,6 +27,7 @@ import anyio.abc
 from trioclust import config
 from trioclust.client.errors import SchedulerLostError, rebuild_exception
 from trioclust.client.futures import Future, FutureState
+from trioclust.client.inbox import ThreadInbox
 from trioclust.comm import CommClosedError, Link, RemoteError
 from trioclust.comm import connect as comm_connect
 from trioclust.comm.pool import ConnectionPool
@@ -35,6 +37,23 @@ if TYPE_CHECKING:
     from trioclust.client.client import Client
 
 logger = logging.getLogger("trioclust.client")
+
+
+class _ClosedInbox(ThreadInbox):
+    """Stands in before the client starts and after it closed: drops calls."""
+
+    def __init__(self) -> None:  # no socket pair
+        self._after_drain = None
+        self._draining = False
+        self._calls = deque()
+        self._pending = False
+        self._closed = True
+
+    def close(self) -> None:
+        return None
+
+
+_NO_INBOX = _ClosedInbox()
 
 
 def _load(value: Any) -> Any:
@@ -51,7 +70,6 @@ class ClientCore:
         *,
         name: str,
         timeout: float | None,
-        wake_from_thread: Callable[[Callable[[], Any]], None] | None = None,
     ) -> None:
         self.client = client
         self.address = address
@@ -59,11 +77,10 @@ class ClientCore:
         self.timeout = timeout
         self.id = ""
         self.status = "created"
-        self._wake_from_thread = wake_from_thread
         self._states: dict[str, FutureState] = {}
         self._lock = threading.Lock()
         self._pending_release: deque[str] = deque()
-        self._release_wakeup: anyio.Event | None = None
+        self.inbox: ThreadInbox = _NO_INBOX  # the real one exists while running
         self._loop_thread = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self._link: Link | None = None
@@ -72,9 +89,9 @@ class ClientCore:
 
     # --------------------------------------------------------- life cycle
     async def __aenter__(self) -> ClientCore:
-        self._loop_thread = threading.get_ident()
-        self._release_wakeup = anyio.Event()
         comm = await comm_connect(self.address, role="client", name=self.name, timeout=self.timeout)
+        self._loop_thread = threading.get_ident()
+        self.inbox = ThreadInbox(after_drain=self._flush_releases)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
@@ -90,10 +107,13 @@ class ClientCore:
             await self._task_group.start(self._run_link, self._link)
             self.id = await self._link.request("client-id")
             self._pool = ConnectionPool(self._task_group, role="client", name=self.id)
-            self._task_group.start_soon(self._release_flusher)
+            await self._task_group.start(self.inbox.run)
         except BaseException as exc:
             self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            finally:
+                self.inbox.close()
             raise
         self.status = "running"
         return self
@@ -107,6 +127,7 @@ class ClientCore:
         self.status = "closing"
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(config.get_float("runtime.close-timeout")):
+                self.inbox.drain()  # runs what user threads queued
                 self._flush_releases()
                 with self._lock:
                     states = list(self._states.values())
@@ -121,6 +142,8 @@ class ClientCore:
         # inside the scopes above: that is what keeps the scope stack intact
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
+        self.inbox.close()  # after its reader task has ended
+        self.inbox = _NO_INBOX
         self.status = "closed"
 
     async def _run_link(self, link: Link, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -142,12 +165,17 @@ class ClientCore:
                         state.fail(error, None, str(error))
 
     # ------------------------------------------------------ future states
-    def state_for(self, key: str) -> FutureState:
-        """The shared state of ``key``, created on first use."""
+    def take_ref(self, key: str, state: FutureState | None = None) -> FutureState:
+        """The shared state of ``key`` (created on first use), with one more Future on it.
+
+        Safe from any thread.
+        """
         with self._lock:
-            state = self._states.get(key)
             if state is None:
-                state = self._states[key] = FutureState(key)
+                state = self._states.get(key)
+                if state is None:
+                    state = self._states[key] = FutureState(key)
+            state.refs += 1
             return state
 
     def release_ref(self, state: FutureState) -> None:
@@ -159,22 +187,9 @@ class ClientCore:
             del self._states[state.key]
             if self.status != "running":
                 return
-            self._pending_release.append(state.key)
-        if threading.get_ident() == self._loop_thread:
-            if self._release_wakeup is not None:
-                self._release_wakeup.set()
-        elif self._wake_from_thread is not None:
-            try:
-                self._wake_from_thread(self._flush_releases)
-            except RuntimeError:
-                pass  # the loop is closing; close() flushes
-
-    async def _release_flusher(self) -> None:
-        while True:
-            assert self._release_wakeup is not None
-            await self._release_wakeup.wait()
-            self._release_wakeup = anyio.Event()
-            self._flush_releases()
+        # through the inbox, so the release keeps its place after anything this
+        # thread queued before (a submission that depends on the key, say)
+        self.inbox.call_soon(partial(self._pending_release.append, state.key))
 
     def _flush_releases(self) -> None:
         keys: list[str] = []
@@ -192,6 +207,7 @@ class ClientCore:
             raise SchedulerLostError(
                 f"This client is {self.status}: it cannot talk to the scheduler at {self.address}."
             )
+        self.inbox.drain()  # whatever was queued before this goes first
         self._flush_releases()
         self._link.send(msg)
 
@@ -224,10 +240,23 @@ class ClientCore:
     def submit_tasks(
         self, tasks: list[tuple[str, Serialized, list[str], int]], wanted: list[str]
     ) -> list[Future]:
-        """Create the futures for ``wanted`` and send the graph (loop thread)."""
-        futures = [Future(key, self.client, self.state_for(key)) for key in wanted]
+        """Create the futures for ``wanted`` and queue the graph for the scheduler.
+
+        Safe from any thread and never waits: the message leaves from the loop,
+        in order with everything else this client sends, batched with the
+        submissions around it.
+        """
+        if self.status != "running":
+            raise SchedulerLostError(
+                f"This client is {self.status}: it cannot talk to the scheduler at {self.address}."
+            )
+        futures = [Future(key, self.client) for key in wanted]
         # a key the scheduler already knows keeps its state there; resending is harmless
-        self.send({"op": "update-graph", "tasks": [list(t) for t in tasks], "wanted": wanted})
+        msg = {"op": "update-graph", "tasks": [list(t) for t in tasks], "wanted": wanted}
+        if threading.get_ident() == self._loop_thread:
+            self.send(msg)
+        else:
+            self.inbox.call_soon(lambda: self.send(msg))
         return futures
 
     # ------------------------------------------------------------- results
@@ -334,6 +363,7 @@ class ClientCore:
         """A request to the scheduler; a remote exception is re-raised as itself."""
         if self._link is None or self.status != "running":
             raise SchedulerLostError(f"This client is {self.status}; it cannot reach {self.address}.")
+        self.inbox.drain()
         self._flush_releases()
         try:
             return await self._link.request(op, **kwargs)
@@ -353,7 +383,7 @@ class ClientCore:
                 "scatter needs at least one worker, and the scheduler at "
                 f"{self.address} has none. Start workers (or wait_for_workers) first."
             )
-        futures = [Future(key, self.client, self.state_for(key)) for key in data]
+        futures = [Future(key, self.client) for key in data]
         targets: dict[str, dict[str, Any]] = {}
         start = random.randrange(len(workers))
         for i, (key, value) in enumerate(data.items()):

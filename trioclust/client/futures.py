@@ -115,8 +115,7 @@ class Future:
     def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
         self.key = key
         self._client = client
-        self._state = state if state is not None else client._core.state_for(key)
-        self._state.refs += 1
+        self._state = client._core.take_ref(key, state)
 
     @property
     def client(self) -> Client:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -84,18 +83,6 @@ def register_open(client: Any) -> None:
 
 def unregister_open(client: Any) -> None:
     _open.discard(client)
-
-
-def call_soon_from_thread(portal: BlockingPortal) -> Callable[[Callable[[], Any]], None]:
-    """A function that schedules a plain callable in the portal's loop, without waiting."""
-
-    async def run(fn: Callable[[], Any]) -> None:
-        fn()
-
-    def schedule(fn: Callable[[], Any]) -> None:
-        portal.start_task_soon(run, fn)
-
-    return schedule
 
 
 @atexit.register

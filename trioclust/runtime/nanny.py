@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 
 :meth:`Nanny.serve` is a loop, one turn per worker process. Each turn opens the
-process (``python -m trioclust.runtime.worker_process``, see that module for
-the protocol over the three pipes) and a nursery that owns two readers:
+process (``python -m trioclust.runtime.worker_process``; the protocol over the
+three pipes is :mod:`trioclust.runtime.process_control`'s) and a nursery that
+owns two readers:
 
 * the *control reader* reads stdout, one JSON object per line: the child's
   ``{"address", "pid"}`` when it serves, and ``{"close_reason"}`` when it
@@ -27,7 +28,8 @@ open) and are then cancelled, and every pipe is closed. The process is always
 reaped.
 
 After a turn, the loop decides: closing -> return; the child exited with
-``EXIT_SCHEDULER_LOST`` -> set :attr:`Nanny.close_reason` and return; the
+``EXIT_SCHEDULER_LOST`` (it stopped by itself: it lost its scheduler, or the
+scheduler retired it) -> set :attr:`Nanny.close_reason` and return; the
 first child never reported its address -> raise :class:`WorkerStartError`;
 anything else -> log a warning and start a new child, after
 ``nanny.restart-backoff`` seconds if the last one lived less than
@@ -37,10 +39,16 @@ anything else -> log a warning and start a new child, after
 escalation above does the rest. Children run in their own process group, so a
 Ctrl-C at a terminal reaches the nanny alone and the nanny stops its child
 (instead of racing to restart a child that the same Ctrl-C stopped).
+
+The nanny is a :class:`~trioclust.runtime.server.Server`: under asyncio,
+``async with Nanny(...)`` runs :meth:`Nanny.serve` in a trio loop on a thread
+of its own, and :meth:`Nanny.close`, :meth:`Nanny.wait_closed` and
+:meth:`Nanny.wait_for_worker` may be awaited from the asyncio side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -49,15 +57,17 @@ import re
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from subprocess import PIPE
-from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import sniffio
 import trio
 
 from trioclust import config
+from trioclust.runtime.process_control import CLOSE_COMMAND, EXIT_STOPPED_BY_ITSELF
+from trioclust.runtime.server import Server
 
 __all__ = ["RECENT_LOG_LINES", "Nanny", "NannyClosedError", "WorkerStartError"]
 
@@ -72,6 +82,8 @@ _PIPE_DRAIN_SECONDS = 1.0  # after the child exited, how long its pipes may take
 _MAX_LINE_BYTES = 64 * 1024  # a longer line is cut into pieces rather than buffered whole
 _DEFAULT_WORKER_MODULE = "trioclust.runtime.worker_process"
 _LEVEL_IN_LINE = re.compile(r" - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
+
+_T = TypeVar("_T")
 
 
 class WorkerStartError(RuntimeError):
@@ -133,10 +145,11 @@ def _describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-class Nanny:
+class Nanny(Server):
     """Runs a worker in a child process and restarts it whenever it dies.
 
-    Use it as an async context manager, or start :meth:`serve` in a nursery::
+    Use it as an async context manager (under trio, or under asyncio, where it
+    runs on a thread of its own), or start :meth:`serve` in a nursery::
 
         async with Nanny("tcp://127.0.0.1:8786", nthreads=4) as nanny:
             print(nanny.worker_address)
@@ -148,8 +161,9 @@ class Nanny:
             await nanny.close()
 
     The child is restarted when it exits for any reason but a close the nanny
-    asked for; when it stopped by itself because it lost its scheduler, the
-    nanny stops too and says why in :attr:`close_reason`.
+    asked for; when it stopped by itself (it lost its scheduler, or the
+    scheduler told it to close), the nanny stops too and says why in
+    :attr:`close_reason`.
 
     Args:
         scheduler_address: where the worker registers, e.g. ``"tcp://10.0.0.1:8786"``.
@@ -169,8 +183,10 @@ class Nanny:
         worker_pid: the current worker process's pid; ``None`` while no worker serves.
         restarts: how many worker processes were started after the first.
         close_reason: why the nanny stopped by itself (its worker lost the
-            scheduler); ``None`` otherwise.
+            scheduler, or was told to close by it); ``None`` otherwise.
         recent_logs: the workers' last stderr lines, oldest first, as they wrote them.
+        status: ``"created"``, ``"running"`` once the first worker serves,
+            ``"closing"``, ``"closed"``.
     """
 
     def __init__(
@@ -185,6 +201,7 @@ class Nanny:
         env: Mapping[str, str] | None = None,
         _worker_module: str = _DEFAULT_WORKER_MODULE,
     ) -> None:
+        super().__init__()
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
         self.name = name
@@ -201,48 +218,20 @@ class Nanny:
         self.recent_logs: deque[str] = deque(maxlen=RECENT_LOG_LINES)
 
         self._serving = False
-        self._closing = False
         self._run_scope: trio.CancelScope | None = None
-        self._ended = trio.Event()
         self._changed = trio.Event()
-        self._exit_stack: contextlib.AsyncExitStack | None = None
 
     def __repr__(self) -> str:
         return (
             f"<Nanny scheduler={self.scheduler_address!r} name={self.name!r} "
-            f"worker={self.worker_address!r} pid={self.worker_pid} restarts={self.restarts}>"
+            f"worker={self.worker_address!r} pid={self.worker_pid} restarts={self.restarts} "
+            f"status={self.status}>"
         )
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Nanny:
-        stack = contextlib.AsyncExitStack()
-        nursery = await stack.enter_async_context(trio.open_nursery())
-        try:
-            await nursery.start(self.serve)
-        except BaseException:
-            # serve() has ended, so the nursery is empty and exits at once; leaving it
-            # here keeps the error a plain exception rather than an exception group
-            await stack.aclose()
-            raise
-        self._exit_stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._exit_stack = self._exit_stack, None
-        try:
-            await self.close()
-        finally:
-            if stack is not None:
-                await stack.aclose()
-
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run worker processes until closed, or until a worker lost its scheduler.
+        """Run worker processes until closed, or until a worker stops by itself.
 
         Reports started once the first worker process has reported its address.
 
@@ -261,23 +250,35 @@ class Nanny:
         def report_started() -> None:
             nonlocal started
             started = True
+            if self.status == "created":
+                self.status = "running"
             task_status.started()
 
         try:
             with trio.CancelScope() as self._run_scope:
-                if self._closing:
+                if self._close_requested.is_set():
                     self._run_scope.cancel()
                 await self._supervise(report_started)
         finally:
             self._run_scope = None
             self._set_worker(None, None)
-            self._ended.set()
+            self.status = "closed"
+            self._closed.set()
             self._notify()
         if not started:
             raise NannyClosedError(
                 f"The nanny for scheduler {self.scheduler_address} was closed before its "
                 f"worker started"
             )
+
+    def _request_close(self) -> None:
+        super()._request_close()
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    def _in_foreign_loop(self) -> bool:
+        """Whether the caller runs under asyncio while :meth:`serve` runs on the nanny's thread."""
+        return self._thread is not None and sniffio.current_async_library() != "trio"
 
     async def close(self) -> None:
         """Stop the worker process and end :meth:`serve`; calling it again does nothing.
@@ -286,18 +287,18 @@ class Nanny:
         (``nanny.terminate-timeout``), then killed. This returns once the process
         is gone, even when the caller is cancelled meanwhile.
         """
-        self._closing = True
-        if self._run_scope is not None:
-            self._run_scope.cancel()
+        if sniffio.current_async_library() != "trio":
+            if self._thread is not None:
+                await self._close_threaded()
+            else:
+                self._request_close()  # it never served: nothing to wait for
+            return
+        self._request_close()
         if self._serving:
             with trio.CancelScope(shield=True):  # bounded by the escalation's timeouts
-                await self._ended.wait()
+                await self._closed.wait()
         else:
             await trio.lowlevel.checkpoint()
-
-    async def wait_closed(self) -> None:
-        """Return once :meth:`serve` has ended, for whatever reason."""
-        await self._ended.wait()
 
     async def wait_for_worker(self, *, pid_not: int | None = None) -> int:
         """Wait until a worker process serves, other than ``pid_not``.
@@ -313,16 +314,70 @@ class Nanny:
         Raises:
             NannyClosedError: the nanny ended first.
         """
+        if self._in_foreign_loop():
+            return await self._call_in_thread(self._wait_for_worker, pid_not)
+        return await self._wait_for_worker(pid_not)
+
+    async def _wait_for_worker(self, pid_not: int | None) -> int:
         await trio.lowlevel.checkpoint()
         while True:
             if self.worker_pid is not None and self.worker_pid != pid_not:
                 return self.worker_pid
-            if self._ended.is_set():
+            if self._closed.is_set():
                 reason = f": {self.close_reason}" if self.close_reason else ""
                 raise NannyClosedError(
                     f"The nanny for scheduler {self.scheduler_address} has ended{reason}"
                 )
             await self._changed.wait()
+
+    async def _call_in_thread(
+        self, async_fn: Callable[..., Coroutine[Any, Any, _T]], *args: Any
+    ) -> _T:
+        """Await ``async_fn(*args)`` in the nanny's trio thread, from the asyncio loop.
+
+        It runs as a trio system task in its own cancel scope, which is cancelled
+        when the asyncio caller is; its outcome comes back through an asyncio future.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_T] = loop.create_future()
+        scope = trio.CancelScope()
+        token = self._thread_token
+        assert token is not None
+
+        def finish(value: Any, error: BaseException | None) -> None:  # in the asyncio loop
+            if done.done():
+                return
+            if error is None:
+                done.set_result(value)
+            else:
+                done.set_exception(error)
+
+        async def run() -> None:  # in the trio thread
+            value: Any = None
+            error: BaseException | None = NannyClosedError(
+                f"The nanny for scheduler {self.scheduler_address} has ended"
+            )
+            try:
+                with scope:
+                    value, error = await async_fn(*args), None
+            except Exception as exc:
+                error = exc
+            finally:
+                with contextlib.suppress(RuntimeError):  # the asyncio loop is closed
+                    loop.call_soon_threadsafe(finish, value, error)
+
+        try:
+            trio.from_thread.run_sync(trio.lowlevel.spawn_system_task, run, trio_token=token)
+        except trio.RunFinishedError:
+            raise NannyClosedError(
+                f"The nanny for scheduler {self.scheduler_address} has ended"
+            ) from None
+        try:
+            return await done
+        except asyncio.CancelledError:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(scope.cancel, trio_token=token)
+            raise
 
     # -- supervision --------------------------------------------------------------------
 
@@ -356,16 +411,11 @@ class Nanny:
         return argv
 
     async def _supervise(self, report_started: Callable[[], None]) -> None:
-        # imported here, not at the top: trioclust.runtime's __init__ imports this module,
-        # and runpy warns when `python -m trioclust.runtime.worker_process` finds the
-        # module it is about to run already imported by its package
-        from trioclust.runtime.worker_process import EXIT_SCHEDULER_LOST
-
         first = True
         while True:
             child = await self._run_worker(report_started if first else None)
             returncode = child.process.returncode
-            if self._closing:
+            if self._close_requested.is_set():
                 return
             if child.address is None:
                 if first:
@@ -375,9 +425,12 @@ class Nanny:
                     child.label,
                     self._why_not_started(child),
                 )
-            elif returncode == EXIT_SCHEDULER_LOST:
+            elif returncode == EXIT_STOPPED_BY_ITSELF:
+                # worker_process.EXIT_SCHEDULER_LOST: the worker lost its scheduler for good,
+                # or the scheduler told it to close; either way a new one must not start
                 self.close_reason = child.close_reason or (
-                    f"the worker {_describe_exit(returncode)} (it stopped by itself)"
+                    f"the worker {_describe_exit(returncode)} (it stopped by itself "
+                    f"without saying why)"
                 )
                 logger.error(
                     "[%s] The worker stopped by itself, so the nanny stops too: %s",
@@ -457,8 +510,6 @@ class Nanny:
 
     async def _stop_process(self, child: _Child) -> None:
         """Ask, then terminate, then kill; each step bounded. The caller shields this."""
-        from trioclust.runtime.worker_process import CLOSE_COMMAND  # see _supervise
-
         process, label = child.process, child.label
         stdin = process.stdin
         assert stdin is not None

@@ -185,9 +185,7 @@ async def serve_until_closed(
     return close_requested.is_set()
 
 
-def run_trio(
-    async_fn: Callable[..., Coroutine[Any, Any, int]], *args: Any, failure: str
-) -> int:
+def run_trio(async_fn: Callable[..., Coroutine[Any, Any, int]], *args: Any, failure: str) -> int:
     """``trio.run(async_fn, *args)``, with an error logged and turned into :data:`EXIT_FAILED`.
 
     Args:

@@ -38,7 +38,9 @@ from trioclust.comm import serve as comm_serve
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.scheduler_state import SchedulerState
+from trioclust.dashboard.task_stream import TaskStream
 from trioclust.runtime.execution import call_function
+from trioclust.runtime.log_capture import server_label
 from trioclust.runtime.server import Server
 from trioclust.transport.addresses import unparse_host_port
 
@@ -58,6 +60,10 @@ class Scheduler(Server):
             ``KilledWorker``; default from ``scheduler.allowed-failures``.
         worker_ttl: seconds without a heartbeat after which a worker is
             removed; default from ``scheduler.worker-ttl``.
+        dashboard_address: where to serve the dashboard (``":8787"``: port
+            8787 on the scheduler's host); None (the default) for none. A
+            taken port falls back to a free one, with a warning;
+            ``dashboard_link`` is the page that really serves.
 
     Use ``async with Scheduler() as s:`` (under trio or asyncio) or
     ``await nursery.start(s.serve)``; ``s.address`` is the contact address.
@@ -72,10 +78,14 @@ class Scheduler(Server):
         address: str | None = None,
         allowed_failures: int | None = None,
         worker_ttl: float | None = None,
+        dashboard_address: str | None = None,
     ) -> None:
         super().__init__()
         self.id = f"Scheduler-{uuid.uuid4()}"
-        self._listen_address = address or f"{protocol}://{unparse_host_port(host, port)}"
+        if address is None:
+            location = "" if protocol == "inproc" else unparse_host_port(host, port)
+            address = f"{protocol}://{location}"
+        self._listen_address = address
         self.address = ""
         self.state = SchedulerState(
             allowed_failures=(
@@ -96,6 +106,9 @@ class Scheduler(Server):
         self._workers_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._started = time.time()
+        self.task_stream = TaskStream()
+        self.dashboard_link: str | None = None
+        self._dashboard_address = dashboard_address
 
     def __repr__(self) -> str:
         return (
@@ -106,6 +119,7 @@ class Scheduler(Server):
     # ------------------------------------------------------------- serving
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until :meth:`close` is called (or cancelled)."""
+        server_label.set("Scheduler")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -114,6 +128,12 @@ class Scheduler(Server):
                     self._listen_address, self._handle_comm,
                 )
                 self.address = listener.contact_address
+                if self._dashboard_address is not None:
+                    # the web libraries take a while to import: only when asked
+                    from trioclust.dashboard import serve_dashboard
+
+                    link = await nursery.start(serve_dashboard, self, self._dashboard_address)
+                    self.dashboard_link = f"{link}/status"
                 nursery.start_soon(self._check_worker_ttl)
                 self.status = "running"
                 logger.info("Scheduler at: %s", self.address)
@@ -407,7 +427,9 @@ class Scheduler(Server):
 
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any) -> None:
-        for instruction in self.state.handle(*events):
+        instructions = self.state.handle(*events)
+        self.task_stream.observe(events, instructions)
+        for instruction in instructions:
             try:
                 self._dispatch(instruction)
             except CommClosedError:

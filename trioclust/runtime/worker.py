@@ -53,6 +53,7 @@ from trioclust.runtime.execution import (
     pack_success,
     run_sync,
 )
+from trioclust.runtime.log_capture import server_label
 from trioclust.runtime.server import Server
 from trioclust.runtime.thread_pool import ThreadPool
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
@@ -142,6 +143,7 @@ class Worker(Server):
     # ------------------------------------------------------------- serving
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, register, and serve until closed or the scheduler is lost for good."""
+        server_label.set(self.name or "Worker")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -155,6 +157,7 @@ class Worker(Server):
                     await comm.aclose()
                     raise
                 self.address = listener.contact_address
+                server_label.set(self.address)
                 self.state = self._new_state()
                 if self.name is None:
                     self.name = self.address

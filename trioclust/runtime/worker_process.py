@@ -22,7 +22,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Protocol
 
 from trioclust.runtime.process_control import (
     CLOSE_COMMAND,
@@ -58,7 +58,7 @@ NO_REASON = (
 logger = logging.getLogger("trioclust.worker_process")
 
 
-class ServingWorker(ProcessServer):
+class ServingWorker(ProcessServer, Protocol):
     """What this module needs of a worker; :class:`trioclust.runtime.worker.Worker` has it."""
 
     @property
@@ -94,7 +94,11 @@ async def _run(args: argparse.Namespace, factory: WorkerFactory, channel: IO[str
     if await serve_until_closed(worker, channel, noun="worker", parent="the nanny"):
         return EXIT_OK
     reason = worker.close_reason or NO_REASON
-    logger.error("The worker at %s stopped by itself: %s", worker.address, reason)
+    logger.error(
+        "The worker at %s stopped by itself, for good (a nanny will not restart it): %s",
+        worker.address,
+        reason,
+    )
     send(channel, {"close_reason": reason})
     return EXIT_SCHEDULER_LOST
 
@@ -122,7 +126,10 @@ def main(argv: Sequence[str] | None = None, *, worker_factory: WorkerFactory | N
     channel = open_control_channel()
     try:
         return run_trio(
-            _run, args, worker_factory, channel,
+            _run,
+            args,
+            worker_factory,
+            channel,
             failure=f"The worker for scheduler {args.scheduler} failed",
         )
     finally:

@@ -1,0 +1,146 @@
+"""The dashboard's ASGI application: the routes and what each one returns.
+
+The app only reads the scheduler; it is served by hypercorn on the
+scheduler's own trio loop (see :mod:`trioclust.dashboard.server`), so every
+handler runs between two of the scheduler's events and sees a consistent
+state without locks. Handlers do no I/O beyond answering, and the page's
+files are read once, when the app is made.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route
+
+from trioclust import config
+from trioclust.dashboard import snapshot
+from trioclust.dashboard.prometheus import CONTENT_TYPE, render_metrics
+from trioclust.dashboard.snapshot import SchedulerView
+from trioclust.dashboard.task_stream import TaskStream
+
+__all__ = ["JSON_ROUTES", "create_app"]
+
+#: The JSON documents served under ``/json/``, with what each holds.
+JSON_ROUTES = {
+    "status": "everything the /status page shows, in one document (?since=<task run id>)",
+    "workers": "the connected workers: threads, memory, tasks processing and stored",
+    "tasks": "how many tasks are in each state",
+    "progress": "per key prefix, how many tasks are in each state",
+    "task-stream": "recent task runs (?since=<id>&n=<count>), runs under way, totals",
+    "identity": "what client.scheduler_info() returns",
+}
+
+_NO_STORE = {"Cache-Control": "no-store"}
+_ASSETS = {
+    "status.js": "text/javascript; charset=utf-8",
+    "status.css": "text/css; charset=utf-8",
+}
+
+
+def _read_asset(name: str) -> str:
+    return importlib.resources.files("trioclust.dashboard").joinpath("static", name).read_text("utf-8")
+
+
+def _int_param(request: Request, name: str, default: int | None) -> int | None:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return max(0, int(text))
+    except ValueError:
+        return default
+
+
+def create_app(scheduler: SchedulerView, stream: TaskStream) -> Starlette:
+    """Make the dashboard's ASGI app for one scheduler.
+
+    Args:
+        scheduler: The scheduler to show (``trioclust.Scheduler``).
+        stream: The task stream recorder the scheduler feeds.
+
+    Returns:
+        A Starlette app serving ``/status``, ``/health``, ``/metrics`` and
+        ``/json/<name>`` (see :data:`JSON_ROUTES`).
+    """
+    refresh_ms = round(config.get_float("dashboard.refresh-interval") * 1000)
+    stream_length = config.get_int("dashboard.page-stream-length")
+    page = _read_asset("status.html").replace("{{refresh_ms}}", str(refresh_ms))
+    assets = {name: (_read_asset(name), kind) for name, kind in _ASSETS.items()}
+    # walks every task: recomputed at most every refresh, and reused for ten
+    # times what it cost, so a huge graph cannot slow the scheduler down
+    progress = snapshot.Throttled(
+        lambda: snapshot.progress(scheduler), min_interval=refresh_ms / 2000
+    )
+
+    def json(data: Any) -> JSONResponse:
+        return JSONResponse(data, headers=_NO_STORE)
+
+    async def status_page(request: Request) -> Response:
+        return HTMLResponse(page, headers=_NO_STORE)
+
+    async def asset(request: Request) -> Response:
+        found = assets.get(request.path_params["name"])
+        if found is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        return Response(found[0], media_type=found[1], headers=_NO_STORE)
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def metrics(request: Request) -> Response:
+        return Response(render_metrics(scheduler, stream), headers={"Content-Type": CONTENT_TYPE})
+
+    async def json_index(request: Request) -> Response:
+        return json({f"/json/{name}": text for name, text in JSON_ROUTES.items()})
+
+    async def json_document(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name == "status":
+            since = _int_param(request, "since", 0) or 0
+            return json(
+                snapshot.status(
+                    scheduler, stream, stream_length=stream_length, since=since,
+                    progress_rows=progress()[:50],
+                )
+            )
+        if name == "workers":
+            return json(snapshot.workers(scheduler))
+        if name == "tasks":
+            return json(snapshot.task_counts(scheduler))
+        if name == "progress":
+            return json(progress()[: _int_param(request, "n", None)])
+        if name == "task-stream":
+            since = _int_param(request, "since", 0) or 0
+            return json(snapshot.task_stream(stream, _int_param(request, "n", None), since))
+        if name == "identity":
+            identity = getattr(scheduler, "identity", None)
+            return json(identity() if callable(identity) else {"id": scheduler.id})
+        return JSONResponse(
+            {"error": f"no /json/{name}; there are {sorted(JSON_ROUTES)}"}, status_code=404
+        )
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("status")
+
+    return Starlette(
+        routes=[
+            Route("/", root),
+            Route("/status", status_page),
+            Route("/static/{name}", asset),
+            Route("/health", health),
+            Route("/metrics", metrics),
+            Route("/json", json_index),
+            Route("/json/{name}", json_document),
+        ]
+    )

@@ -1,0 +1,228 @@
+"""The data the dashboard shows, read from a running scheduler as plain JSON values.
+
+Everything here only reads: the scheduler's state (``state.tasks``,
+``state.workers``), the metrics its workers send with their heartbeats
+(``worker_metrics``) and the dashboard's own :class:`TaskStream`. Each
+function returns dicts, lists, strings and numbers, ready for ``json.dumps``
+and for the page's script.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from trioclust.core.scheduler_state import SchedulerState
+from trioclust.core.scheduler_tasks import TASK_STATES
+from trioclust.dashboard.task_stream import TaskRecord, TaskStream, key_prefix
+
+__all__ = [
+    "SchedulerView",
+    "Throttled",
+    "progress",
+    "status",
+    "task_counts",
+    "task_stream",
+    "workers",
+]
+
+
+T = TypeVar("T")
+
+
+class SchedulerView(Protocol):
+    """What the dashboard reads from a scheduler (``trioclust.Scheduler`` has it all)."""
+
+    id: str
+    address: str
+    state: SchedulerState
+    worker_metrics: dict[str, dict[str, Any]]
+    client_links: Any
+
+
+def _number(value: Any) -> float:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return result if result == result and abs(result) != float("inf") else 0.0
+
+
+def workers(scheduler: SchedulerView) -> list[dict[str, Any]]:
+    """One entry per connected worker, ordered by name then address."""
+    out = []
+    for address, info in scheduler.state.workers.items():
+        metrics = scheduler.worker_metrics.get(address, {})
+        out.append(
+            {
+                "address": address,
+                "name": info.name,
+                "nthreads": info.nthreads,
+                "memory": int(_number(metrics.get("memory"))),
+                "memory_limit": info.memory_limit,
+                "processing": len(info.processing),
+                "executing": int(_number(metrics.get("executing"))),
+                "stored": len(info.has_what),
+                "nbytes": info.nbytes_stored,
+                "last_seen": _number(metrics.get("time")),
+            }
+        )
+    out.sort(key=lambda w: (str(w["name"]), str(w["address"])))
+    return out
+
+
+def task_counts(scheduler: SchedulerView) -> dict[str, int]:
+    """How many tasks are in each state, every state listed (zeros included)."""
+    counts = scheduler.state.tasks_by_state()
+    return {state: counts.get(state, 0) for state in TASK_STATES}
+
+
+def progress(scheduler: SchedulerView, limit: int | None = None) -> list[dict[str, Any]]:
+    """Per key prefix, how many of its tasks are in each state.
+
+    Args:
+        scheduler: The scheduler to read.
+        limit: At most this many prefixes (all if None): those with
+            unfinished work first, then the most recently submitted.
+
+    Returns:
+        ``[{"prefix": ..., "total": n, "<state>": n, ...}, ...]``, every state
+        of ``TASK_STATES`` present.
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    newest: dict[str, int] = {}
+    for ts in scheduler.state.tasks.values():
+        prefix = key_prefix(ts.key)
+        group = groups.get(prefix)
+        if group is None:
+            group = groups[prefix] = {"prefix": prefix, "total": 0, **dict.fromkeys(TASK_STATES, 0)}
+            newest[prefix] = ts.seq
+        group["total"] += 1
+        group[ts.state] = group.get(ts.state, 0) + 1
+        if ts.seq > newest[prefix]:
+            newest[prefix] = ts.seq
+
+    def order(prefix: str) -> tuple[bool, int]:
+        group = groups[prefix]
+        done = group["memory"] + group["erred"] + group["released"] == group["total"]
+        return (done, -newest[prefix])
+
+    return [groups[p] for p in sorted(groups, key=order)[:limit]]
+
+
+class Throttled(Generic[T]):
+    """Calls ``fn`` at most about once per ``min_interval`` seconds, and spends
+    at most about ``1 / (1 + slack)`` of the time in it: a result that took
+    ``t`` seconds to compute is reused for ``slack * t`` seconds.
+
+    The dashboard runs on the scheduler's event loop; this keeps a page that
+    polls a graph of millions of tasks from slowing the scheduler down.
+
+    Args:
+        fn: Computes the value.
+        min_interval: Reuse a value at least this long, seconds.
+        slack: How many times its cost a value is reused.
+        clock: A monotonic clock, in seconds (for tests).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[], T],
+        min_interval: float = 0.0,
+        slack: float = 10.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._fn = fn
+        self._min_interval = min_interval
+        self._slack = slack
+        self._clock = clock
+        self._value: T | None = None
+        self._fresh_until = -math.inf
+
+    def __call__(self) -> T:
+        now = self._clock()
+        if self._value is None or now >= self._fresh_until:
+            self._value = self._fn()
+            done = self._clock()
+            self._fresh_until = done + max(self._min_interval, self._slack * (done - now))
+        return self._value
+
+
+def _record(record: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "key": record.key,
+        "prefix": record.prefix,
+        "worker": record.worker,
+        "sent": record.sent,
+        "start": record.start,
+        "stop": record.stop,
+        "status": record.status,
+    }
+
+
+def task_stream(stream: TaskStream, n: int | None = None, since: int = 0) -> dict[str, Any]:
+    """The newest finished runs, the runs under way and the totals.
+
+    A run under way has ``"start": null`` while it waits in its worker's queue.
+
+    Args:
+        stream: The recorder.
+        n: At most this many finished runs (the newest).
+        since: Only finished runs with a greater ``id``.
+    """
+    return {
+        "finished": [_record(r) for r in stream.recent(n, since=since)],
+        "running": [
+            {"key": key, "prefix": key_prefix(key), "worker": worker, "sent": sent, "start": start}
+            for key, worker, sent, start in stream.running()
+        ],
+        "totals": dict(stream.totals),
+        "last_id": stream.last_id,
+    }
+
+
+def status(
+    scheduler: SchedulerView,
+    stream: TaskStream,
+    *,
+    stream_length: int,
+    since: int = 0,
+    progress_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Everything the ``/status`` page draws, in one document.
+
+    Args:
+        scheduler: The scheduler to read.
+        stream: The task stream recorder.
+        stream_length: At most this many finished runs (the newest).
+        since: Only finished runs with a greater ``id`` (the page sends the
+            last one it has, so each poll carries only what is new).
+        progress_rows: :func:`progress` as computed by the caller (a cached
+            value); computed here, 50 prefixes, if None.
+    """
+    ws = workers(scheduler)
+    return {
+        "now": time.time(),
+        "scheduler": {
+            "id": scheduler.id,
+            "address": scheduler.address,
+            "pid": os.getpid(),
+            "clients": len(scheduler.client_links),
+        },
+        "workers": ws,
+        "totals": {
+            "workers": len(ws),
+            "nthreads": sum(w["nthreads"] for w in ws),
+            "memory": sum(w["memory"] for w in ws),
+            "memory_limit": sum(w["memory_limit"] for w in ws),
+            "nbytes": sum(w["nbytes"] for w in ws),
+            "tasks": len(scheduler.state.tasks),
+        },
+        "tasks": task_counts(scheduler),
+        "progress": progress(scheduler, 50) if progress_rows is None else progress_rows,
+        "task_stream": task_stream(stream, stream_length, since),
+    }
