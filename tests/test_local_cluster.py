@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import urllib.request
 import sys
 
 import cloudpickle
@@ -36,6 +39,12 @@ def test_tutorial_flow() -> None:
         assert "LocalCluster(" in text
         assert cluster.scheduler_address in text
         assert "workers=2" in text
+        assert cluster.dashboard_link is not None
+        assert cluster.dashboard_link in text
+        assert cluster.dashboard_link in cluster._repr_html_()
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as page:
+            assert page.status == 200
+            assert "<html" in page.read().decode().lower()
         logs = cluster.get_logs()
         assert "Scheduler at:" in logs["Scheduler"]
         workers = [a for a in logs if a != "Scheduler"]
@@ -143,3 +152,21 @@ def test_sizing_follows_dask() -> None:
     assert parse_bytes("500 MB") == 500 * 10**6
     with pytest.raises(ValueError, match="'lots'"):
         parse_bytes("lots")
+
+
+def test_dashboard_port_in_use_falls_back_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="trioclust")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with LocalCluster(n_workers=1, processes=False, dashboard_address=f":{port}") as cluster:
+            link = cluster.dashboard_link
+            assert link is not None
+            assert f":{port}/" not in link
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert any(str(port) in w and link in w for w in warnings), warnings
+            with urllib.request.urlopen(link, timeout=30) as page:
+                assert page.status == 200
+            with urllib.request.urlopen(link.replace("/status", "/health"), timeout=30) as page:
+                assert page.read() == b"ok"

@@ -289,9 +289,10 @@ class LocalCluster(Server):
     def __repr__(self) -> str:
         n, threads, memory = self._summary()
         address = self.scheduler.address if self.scheduler is not None else "not running"
+        dashboard = f", dashboard={self.dashboard_link}" if self.dashboard_link else ""
         return (
             f"LocalCluster({self.name}, {address!r}, workers={n}, threads={threads}, "
-            f"memory={format_bytes(memory)})"
+            f"memory={format_bytes(memory)}{dashboard})"
         )
 
     def _repr_html_(self) -> str:
