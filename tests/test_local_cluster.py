@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import urllib.request
 import sys
+import urllib.request
 
 import cloudpickle
 import psutil

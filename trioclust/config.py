@@ -40,16 +40,20 @@ DEFAULTS: dict[str, Any] = {
     "scheduler.allowed-failures": 3,
     # a worker silent (no heartbeat) this long is removed, seconds
     "scheduler.worker-ttl": 30.0,
-    # tasks without dependencies are sent to a worker while it runs fewer than
-    # nthreads * saturation of them; the rest wait on the scheduler ("queued").
-    # "inf" sends everything at once.
-    "scheduler.worker-saturation": 4.0,
+    # tasks without dependencies are sent to a worker while it holds fewer than
+    # nthreads * saturation of them; the rest wait on the scheduler ("queued"),
+    # where workers that join later can still get them. Higher values mean
+    # bigger message batches (throughput); "inf" sends everything at once.
+    "scheduler.worker-saturation": 32.0,
     "worker.heartbeat-interval": 1.0,
     # a worker that lost its scheduler keeps trying to reconnect this long, seconds
     "worker.reconnect-timeout": 60.0,
     # results that pickle to at most this many bytes travel with the
     # task-finished message, so the client needs no second round trip
     "worker.inline-result-limit": 64 * 1024,
+    # tasks a worker hands its thread pool beyond one per thread, per thread:
+    # a thread that finishes a task starts the next without waiting for the loop
+    "worker.prefetch-per-thread": 1,
     # parallel gathers of dependencies one worker runs at once
     "worker.max-concurrent-gathers": 16,
     # the nanny's escalation on close: ask, then SIGTERM, then SIGKILL, seconds each

@@ -569,3 +569,34 @@ def test_replicas_survive_the_retirement_of_the_original_holder() -> None:
     assert h.s.tasks["a"].who_has == {"w2"}
     assert h.state("a") == "memory"
     assert h.s.workers["w2"].nbytes_stored == 8
+
+
+def test_only_started_tasks_are_blamed_for_a_worker_death() -> None:
+    from trioclust.core.events import TaskStarted
+
+    h = Harness("w1", worker_saturation=8)
+    h(graph(nt("a"), nt("b"), nt("c")))
+    assert {h.state(k) for k in "abc"} == {"processing"}
+    h(TaskStarted(worker="w1", key="a", stimulus_id="s"))
+    h(RemoveWorker(address="w1", stimulus_id="dead"))
+    assert [h.s.tasks[k].suspicious for k in "abc"] == [1, 0, 0]
+    # no start reported before the next death: every task it held counts
+    h(AddWorker(address="w2", nthreads=1, stimulus_id="add-w2"))
+    h(RemoveWorker(address="w2", stimulus_id="dead-again"))
+    assert [h.s.tasks[k].suspicious for k in "abc"] == [2, 1, 1]
+
+
+def test_a_task_that_always_kills_its_worker_errs_without_harming_others() -> None:
+    from trioclust.core.events import TaskStarted
+
+    h = Harness("w0", worker_saturation=8)
+    h(graph(nt("bad"), nt("good")))
+    for i in range(4):
+        h(TaskStarted(worker=f"w{i}", key="bad", stimulus_id="s"))
+        out = h(RemoveWorker(address=f"w{i}", stimulus_id=f"dead-{i}"))
+        if i < 3:
+            h(AddWorker(address=f"w{i + 1}", nthreads=1, stimulus_id="add"))
+    assert h.state("bad") == "erred"
+    assert isinstance(h.s.tasks["bad"].exception, KilledWorker)
+    assert any(isinstance(i, KeyErred) and i.key == "bad" for i in out)
+    assert h.s.tasks["good"].suspicious == 0

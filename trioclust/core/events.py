@@ -135,6 +135,19 @@ class RescheduleTask:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStarted:
+    """``worker`` handed ``key`` to a thread (or its event loop) to run.
+
+    Only tasks that had started count a death of their worker against
+    ``allowed_failures``; those merely queued there do not.
+    """
+
+    worker: str
+    key: str
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AddReplicas:
     """``worker`` now holds copies of ``keys`` (it fetched them when another
     worker retired). Keys not in memory any more are to be dropped there."""
@@ -218,7 +231,7 @@ class DataUpdated:
 SchedulerEvent = (
     AddWorker | RemoveWorker | AddClient | RemoveClient | UpdateGraph | ReleaseKeys
     | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
-    | AddReplicas
+    | AddReplicas | TaskStarted
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded

@@ -43,6 +43,10 @@
 # Scattered data has nothing to recompute from: it errs with ``LostData``.
 # Tasks running on a worker that dies unexpectedly count a death
 # (``suspicious``); past ``allowed_failures`` they err with ``KilledWorker``.
+# "Running" means the worker reported it started them (TaskStarted): tasks
+# merely queued there are innocent. If none of its tasks had reported a start
+# (the report may not have left before the crash), all of them count, so a
+# task that kills its worker at once still ends as KilledWorker.
 #
 # Placement
 # ---------
@@ -83,6 +87,7 @@ from trioclust.core.events import (
     SchedulerEvent,
     TaskErred,
     TaskFinished,
+    TaskStarted,
     UpdateData,
     UpdateGraph,
     WantKeys,
@@ -185,6 +190,10 @@ class SchedulerState(SchedulerTransitions):
                 ts = self.tasks.get(event.key)
                 if ts is not None and self._is_processing_on(ts, event.worker):
                     self._transitions({ts.key: WAITING}, event.stimulus_id)
+            case TaskStarted():
+                ts = self.tasks.get(event.key)
+                if ts is not None and self._is_processing_on(ts, event.worker):
+                    ts.started = True
             case AddReplicas():
                 self._add_replicas(event)
             case _:  # pragma: no cover - the union is exhaustive
@@ -413,8 +422,10 @@ class SchedulerState(SchedulerTransitions):
         ws.has_what.clear()
         ws.nbytes_stored = 0
         recs: Recs = {}
-        for ts in sorted((self.tasks[key] for key in ws.processing), key=_by_seq):
-            if not expected:
+        processing = sorted((self.tasks[key] for key in ws.processing), key=_by_seq)
+        blamed = {ts.key for ts in processing if ts.started} or {ts.key for ts in processing}
+        for ts in processing:
+            if not expected and ts.key in blamed:
                 ts.suspicious += 1
                 if ts.suspicious > self.allowed_failures:
                     exc = KilledWorker(ts.key, address, self.allowed_failures)

@@ -67,6 +67,7 @@ class TaskState:
         exception_blame: The key whose failure made this task err (itself, or
             a dependency).
         suspicious: How many workers died while running this task.
+        started: Its worker reported that it started running it.
     """
 
     __slots__ = (
@@ -82,6 +83,7 @@ class TaskState:
         "processing_on",
         "run_spec",
         "seq",
+        "started",
         "state",
         "suspicious",
         "traceback",
@@ -115,6 +117,7 @@ class TaskState:
         self.exception_text = ""
         self.exception_blame: str | None = None
         self.suspicious = 0
+        self.started = False
 
     def set_exception(
         self, exception: object, traceback: object, text: str, blame: str | None

@@ -236,6 +236,7 @@ class SchedulerTransitions:
         if ws is None:
             return
         ts.processing_on = None
+        ts.started = False
         ws.processing.discard(ts.key)
         if self.workers.get(ws.address) is ws:
             self._placement.touch(ws)

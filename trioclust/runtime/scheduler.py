@@ -213,6 +213,9 @@ class Scheduler(Server):
                 )
             )
 
+        def task_started(msg: dict[str, Any]) -> None:
+            self._handle(ev.TaskStarted(worker=seen(), key=msg["key"]))
+
         def reschedule(msg: dict[str, Any]) -> None:
             self._handle(
                 ev.RescheduleTask(worker=seen(), key=msg["key"], stimulus_id=msg.get("stimulus_id", ""))
@@ -229,6 +232,7 @@ class Scheduler(Server):
             {
                 "register-worker": register,
                 "task-finished": task_finished,
+                "task-started": task_started,
                 "task-erred": task_erred,
                 "missing-data": missing_data,
                 "reschedule": reschedule,

@@ -124,8 +124,12 @@ class Worker(Server):
         self._process = psutil.Process()
 
     def _new_state(self) -> WorkerState:
+        # The state may start a few more tasks than there are threads: the
+        # extra ones wait in the pool's queue, so a thread that finishes one
+        # task starts the next at once instead of waiting for the event loop.
         return WorkerState(
-            address=self.address, nthreads=self.nthreads,
+            address=self.address,
+            nthreads=self.nthreads + self.nthreads * config.get_int("worker.prefetch-per-thread"),
             max_concurrent_gathers=config.get_int("worker.max-concurrent-gathers"),
         )
 
@@ -379,6 +383,8 @@ class Worker(Server):
     def _execute(self, key: str) -> None:
         ts = self.state.tasks[key]
         generation = self._generation
+        # before any user code runs: a task that kills this worker is blamed, not its neighbours
+        self._send({"op": "task-started", "key": key})
         try:
             fn, args, kwargs = load_spec(ts.run_spec)
             if ts.dependencies:
