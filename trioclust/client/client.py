@@ -25,6 +25,7 @@ from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize
 from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
 from trioclust.protocol import serialize
+from trioclust.protocol.run_spec import dumps_task
 from trioclust.sizes import format_bytes
 from trioclust.transport.addresses import normalize_address
 
@@ -299,7 +300,7 @@ class Client:
         kwargs = pack_futures(kwargs, Future, deps)
         if key is None:
             key = make_key(func, args, kwargs, pure)
-        task = (key, serialize((func, args, kwargs)), sorted(deps), self._core.next_priority(priority))
+        task = (key, dumps_task(func, args, kwargs), sorted(deps), self._core.next_priority(priority))
         return self._core.submit_tasks([task], [key])[0]
 
     def map(
@@ -349,7 +350,7 @@ class Client:
                 k = f"{prefix}-{uuid.uuid4().hex}"
             keys.append(k)
             tasks.append(
-                (k, serialize((func, args, packed_kwargs)), sorted(deps), self._core.next_priority(priority))
+                (k, dumps_task(func, args, packed_kwargs), sorted(deps), self._core.next_priority(priority))
             )
         return self._core.submit_tasks(tasks, keys)
 

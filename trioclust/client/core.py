@@ -238,7 +238,7 @@ class ClientCore:
         return -user_priority * (1 << 40) + self._priority
 
     def submit_tasks(
-        self, tasks: list[tuple[str, Serialized, list[str], int]], wanted: list[str]
+        self, tasks: list[tuple[str, list[Serialized], list[str], int]], wanted: list[str]
     ) -> list[Future]:
         """Create the futures for ``wanted`` and queue the graph for the scheduler.
 

@@ -32,13 +32,6 @@ class Failure:
     text: str
 
 
-def load_spec(spec: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-    """Unpack a task's run_spec: a Serialized ``(function, args, kwargs)``."""
-    obj = spec.deserialize() if isinstance(spec, Serialized) else spec
-    fn, args, kwargs = obj
-    return fn, tuple(args), dict(kwargs or {})
-
-
 def pack_success(value: Any, inline_limit: int) -> Success:
     """Measure (by pickling, which is free of copies for large buffers) and maybe inline."""
     type_name = type(value).__qualname__

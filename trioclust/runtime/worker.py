@@ -43,12 +43,12 @@ from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.worker_state import WorkerState
 from trioclust.protocol import ProtocolError, Serialized
+from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime.execution import (
     Failure,
     Success,
     call_function,
-    load_spec,
     pack_failure,
     pack_success,
     run_sync,
@@ -386,7 +386,7 @@ class Worker(Server):
         # before any user code runs: a task that kills this worker is blamed, not its neighbours
         self._send({"op": "task-started", "key": key})
         try:
-            fn, args, kwargs = load_spec(ts.run_spec)
+            fn, args, kwargs = loads_task(ts.run_spec)
             if ts.dependencies:
                 args = substitute(args, self.state.data)
                 kwargs = substitute(kwargs, self.state.data)
