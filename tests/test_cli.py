@@ -99,10 +99,10 @@ def test_help_is_complete() -> None:
         out = subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, check=True).stdout
         assert "usage:" in out
     out = subprocess.run([str(BIN / "trioclust"), "worker", "--help"], capture_output=True, text=True, check=True).stdout
-    for option in ("--scheduler-file", "--nworkers", "--nthreads", "--memory-limit", "--name", "--no-nanny", "--death-timeout"):
+    for option in ("--scheduler-file", "--nworkers", "--nthreads", "--memory-limit", "--name", "--no-nanny", "--death-timeout", "--tls-ca-file", "--tls-cert", "--tls-key"):
         assert option in out
     out = subprocess.run([str(BIN / "trioclust-scheduler"), "--help"], capture_output=True, text=True, check=True).stdout
-    for option in ("--host", "--port", "--dashboard-address", "--no-dashboard", "--scheduler-file"):
+    for option in ("--host", "--port", "--dashboard-address", "--no-dashboard", "--scheduler-file", "--protocol", "--tls-ca-file", "--tls-cert", "--tls-key"):
         assert option in out
 
 
@@ -111,3 +111,60 @@ def test_worker_with_unreachable_scheduler_says_why() -> None:
     code = worker.stop(sig=None, timeout=60)
     assert code != 0
     assert any("tcp://127.0.0.1:1" in line for line in worker.lines)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_scheduler_and_worker_with_tls_certificate_files(tmp_path: Path) -> None:
+    from trioclust import Security
+
+    made = Security.temporary()
+    ca = _write_private(tmp_path / "ca.pem", str(made.tls_ca_file))
+    cert = _write_private(tmp_path / "cert.pem", str(made.tls_scheduler_cert))
+    key = _write_private(tmp_path / "key.pem", str(made.tls_scheduler_key))
+    tls = ["--tls-ca-file", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+    scheduler = Running("trioclust", "scheduler", "--port", "0", "--no-dashboard", *tls)
+    workers: Running | None = None
+    try:
+        address = scheduler.wait_for_line(r"Scheduler at: (tls://127\.0\.0\.1:\d+)").group(1)
+        workers = Running("trioclust", "worker", address, "--nworkers", "1", "--nthreads", "1", *tls)
+        security = Security(tls_ca_file=str(ca), tls_client_cert=str(cert), tls_client_key=str(key))
+        with Client(address, security=security) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(lambda: 1 + 1).result() == 2
+            assert [w.startswith("tls://") for w in client.scheduler_info()["workers"]] == [True]
+        assert workers.stop() == 0
+    finally:
+        if workers is not None and workers.proc.poll() is None:
+            workers.stop(signal.SIGKILL)
+        if scheduler.proc.poll() is None:
+            assert scheduler.stop() == 0
+
+
+def test_tls_options_that_do_not_fit_say_why(tmp_path: Path) -> None:
+    import argparse
+
+    from trioclust.cli.tls_options import protocol_and_security
+
+    def args(**kwargs: object) -> argparse.Namespace:
+        values: dict[str, object] = {"protocol": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None}
+        return argparse.Namespace(**{**values, **kwargs})
+
+    assert protocol_and_security(args(), role="scheduler") == (None, None)
+    with pytest.raises(SystemExit, match="--protocol tls needs --tls-ca-file, --tls-cert and --tls-key"):
+        protocol_and_security(args(protocol="tls"), role="scheduler")
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(SystemExit, match="No such file"):
+        protocol_and_security(args(tls_ca_file=missing, tls_cert=missing), role="worker")
+    with pytest.raises(SystemExit, match="use --protocol wss"):
+        protocol_and_security(args(protocol="ws", tls_ca_file=missing, tls_cert=missing), role="worker")
+    ca = _write_private(tmp_path / "ca.pem", "x")
+    protocol, security = protocol_and_security(args(tls_ca_file=ca, tls_cert=ca), role="worker")
+    assert protocol == "tls"
+    assert security is not None
+    assert security.tls_worker_cert == str(ca)
+    assert security.require_encryption

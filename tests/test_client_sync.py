@@ -106,3 +106,9 @@ def test_cluster_and_client_leave_nothing_behind() -> None:
         assert client.submit(inc, 1).result() == 2
     after = {t.ident for t in threading.enumerate() if not t.name.startswith(("Trio thread", "AnyIO"))}
     assert after <= before
+
+
+def test_futures_that_live_only_in_the_arguments(address: str) -> None:
+    with Client(address) as client:
+        assert client.submit(sum, client.map(inc, range(10))).result() == sum(range(1, 11))
+        assert client.submit(sum, [client.submit(inc, i) for i in range(5)]).result() == 15

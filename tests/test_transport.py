@@ -257,11 +257,11 @@ class FlakyBackend(InprocBackend):
         self.failures = failures
         self.attempts = 0
 
-    async def connect(self, location: str) -> ByteStream:
+    async def connect(self, location: str, **kwargs: Any) -> ByteStream:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise ConnectionRefusedError(111, "Connection refused")
-        return await super().connect(location)
+        return await super().connect(location, **kwargs)
 
 
 @pytest.mark.anyio

@@ -21,6 +21,8 @@ from trioclust.core.errors import KilledWorker, LostData
 from trioclust.deploy import LocalCluster
 from trioclust.protocol import ProtocolError
 from trioclust.runtime import Nanny, Scheduler, Worker
+from trioclust.security import Security
+from trioclust.transport.errors import EncryptionRequiredError, TLSConnectionError
 
 CancelledError = FutureCancelledError
 
@@ -34,6 +36,7 @@ __all__ = [
     "Client",
     "CommClosedError",
     "DoneAndNotDoneFutures",
+    "EncryptionRequiredError",
     "Future",
     "FutureCancelledError",
     "KilledWorker",
@@ -43,6 +46,8 @@ __all__ = [
     "ProtocolError",
     "Scheduler",
     "SchedulerLostError",
+    "Security",
+    "TLSConnectionError",
     "Worker",
     "__version__",
     "as_completed",

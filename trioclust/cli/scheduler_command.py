@@ -13,8 +13,10 @@ from typing import Any
 import trio
 
 from trioclust import config
+from trioclust.cli.tls_options import add_tls_arguments, protocol_and_security
 from trioclust.runtime.process_control import configure_logging
 from trioclust.runtime.scheduler import Scheduler
+from trioclust.transport.errors import EncryptionRequiredError
 
 DESCRIPTION = (
     "Run a trioclust scheduler. Workers connect with 'trioclust worker ADDRESS' and "
@@ -32,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=8786, help="port to listen on (default 8786; 0: any free port)")
     parser.add_argument(
-        "--protocol", default="tcp", choices=["tcp"], help="transport (default tcp)",
+        "--protocol", default=None, choices=["tcp", "tls", "ws", "wss"],
+        help="transport (default tcp; tls when given --tls-* certificates)",
     )
+    add_tls_arguments(parser, role="scheduler")
     parser.add_argument(
         "--dashboard-address", default=None,
         help="where the dashboard listens, [host]:port; ':8787' means port 8787 on --host "
@@ -54,9 +58,10 @@ def _dashboard_address(args: argparse.Namespace) -> str | None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    protocol, security = protocol_and_security(args, role="scheduler")
     scheduler = Scheduler(
-        host=args.host, port=args.port, protocol=args.protocol,
-        dashboard_address=_dashboard_address(args),
+        host=args.host, port=args.port, protocol=protocol,
+        dashboard_address=_dashboard_address(args), security=security,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -84,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     try:
         return trio.run(_serve, args)
-    except OSError as exc:
+    except (OSError, EncryptionRequiredError) as exc:
         logger.error("Could not start the scheduler: %s", exc)
         return 1

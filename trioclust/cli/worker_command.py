@@ -12,11 +12,13 @@ from typing import Any
 import trio
 
 from trioclust import config
+from trioclust.cli.tls_options import add_tls_arguments, protocol_and_security
 from trioclust.deploy.sizing import cpu_count, memory_limit_per_worker, workers_and_threads
 from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.process_control import EXIT_STOPPED_BY_ITSELF, configure_logging
 from trioclust.runtime.worker import Worker
 from trioclust.transport.addresses import normalize_address
+from trioclust.transport.errors import EncryptionRequiredError
 
 DESCRIPTION = (
     "Run trioclust workers for the scheduler at ADDRESS, each in its own process under a "
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds to keep trying to reach the scheduler, at start and after losing it, "
         "before giving up (default: worker.reconnect-timeout)",
     )
+    add_tls_arguments(parser, role="worker")
 
 
 async def _read_scheduler_file(path: Path, timeout: float) -> str:
@@ -89,6 +92,7 @@ async def _serve(args: argparse.Namespace) -> int:
         address = normalize_address(args.address)
     else:
         raise SystemExit("Give the scheduler's ADDRESS or --scheduler-file PATH")
+    _, security = protocol_and_security(args, role="worker")
     n, threads, memory = _plan(args)
     names = [args.name] if n == 1 and args.name else [
         f"{args.name}-{i}" if args.name else None for i in range(n)
@@ -96,7 +100,7 @@ async def _serve(args: argparse.Namespace) -> int:
     workers: list[Any] = [
         (Nanny if args.nanny else Worker)(
             address, nthreads=threads, name=name, memory_limit=memory, host=args.host,
-            reconnect_timeout=args.death_timeout,
+            reconnect_timeout=args.death_timeout, security=security,
         )
         for name in names
     ]
@@ -135,6 +139,6 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     try:
         return trio.run(_serve, args)
-    except OSError as exc:
+    except (OSError, EncryptionRequiredError) as exc:
         logger.error("Could not start the workers: %s", exc)
         return 1

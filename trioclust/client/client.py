@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
 from trioclust.client.core import ClientCore
@@ -28,6 +28,9 @@ from trioclust.protocol import serialize
 from trioclust.protocol.run_spec import dumps_task
 from trioclust.sizes import format_bytes
 from trioclust.transport.addresses import normalize_address
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
 
 _cluster_factory: Callable[..., Any] | None = None
 
@@ -90,6 +93,12 @@ class Client:
         timeout: seconds to keep trying to connect; default
             ``comm.timeouts.connect``.
         name: this client's name, shown in the scheduler's logs.
+        security: the :class:`~trioclust.Security` to connect with (needed for
+            ``tls://`` and ``wss://`` schedulers): it presents the client
+            certificate and checks the scheduler's and workers' against the
+            CA. ``Client(cluster)`` uses the cluster's by default. ``True``
+            is only for a client that starts its own cluster: the cluster
+            makes a temporary one (``LocalCluster(security=True)``).
         **cluster_kwargs: with no address configured anywhere, ``Client()``
             starts a ``LocalCluster(**cluster_kwargs)``, owns it, and closes
             it with itself (``client.cluster``).
@@ -102,6 +111,7 @@ class Client:
         asynchronous: bool = False,
         timeout: float | None = None,
         name: str | None = None,
+        security: Security | bool | None = None,
         **cluster_kwargs: Any,
     ) -> None:
         self.asynchronous = asynchronous
@@ -117,7 +127,20 @@ class Client:
             if _cluster_factory is None:
                 _scheduler_address(None)  # raises the error that says what to do
             assert _cluster_factory is not None
+            if security not in (None, False):
+                cluster_kwargs["security"] = security
             self.cluster = address = _cluster_factory(asynchronous=asynchronous, **cluster_kwargs)
+            security = None  # the cluster's, below
+        elif security is True:
+            raise TypeError(
+                "Client(security=True) makes new certificates, which only a cluster this client "
+                "starts itself would trust; pass the Security the cluster was started with"
+            )
+        #: the Security this client connects with (a cluster's own by default)
+        self.security: Security | None = (
+            security if security is not None and not isinstance(security, bool)
+            else getattr(address, "security", None)
+        )
         self._cluster_arg = address
         self._timeout = timeout if timeout is not None else config.get_float("comm.timeouts.connect")
         self._loop: LoopThread | None = None
@@ -138,7 +161,12 @@ class Client:
 
     def _make_core(self, address: Any) -> None:
         self.scheduler_address = _scheduler_address(address)
-        self._core = ClientCore(self, self.scheduler_address, name=self.name, timeout=self._timeout)
+        if self.security is None:
+            self.security = getattr(address, "security", None)
+        self._core = ClientCore(
+            self, self.scheduler_address, name=self.name, timeout=self._timeout,
+            security=self.security,
+        )
 
     # --------------------------------------------------------- life cycle
     def _start_sync(self) -> None:
@@ -296,12 +324,20 @@ class Client:
         if not callable(func):
             raise TypeError(f"First argument to submit must be callable, got {func!r}")
         deps: set[str] = set()
-        args = pack_futures(args, Future, deps)
-        kwargs = pack_futures(kwargs, Future, deps)
+        # the original args stay referenced until the graph is queued: a future
+        # that lives only in them must not be released before its dependent
+        # (``submit(sum, client.map(...))``) is on its way
+        packed_args = pack_futures(args, Future, deps)
+        packed_kwargs = pack_futures(kwargs, Future, deps)
         if key is None:
-            key = make_key(func, args, kwargs, pure)
-        task = (key, dumps_task(func, args, kwargs), sorted(deps), self._core.next_priority(priority))
-        return self._core.submit_tasks([task], [key])[0]
+            key = make_key(func, packed_args, packed_kwargs, pure)
+        task = (
+            key, dumps_task(func, packed_args, packed_kwargs), sorted(deps),
+            self._core.next_priority(priority),
+        )
+        future = self._core.submit_tasks([task], [key])[0]
+        del args, kwargs
+        return future
 
     def map(
         self,

@@ -35,6 +35,7 @@ from trioclust.protocol import ProtocolError, Serialized, serialize
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client
+    from trioclust.security import Security
 
 logger = logging.getLogger("trioclust.client")
 
@@ -70,8 +71,10 @@ class ClientCore:
         *,
         name: str,
         timeout: float | None,
+        security: Security | None = None,
     ) -> None:
         self.client = client
+        self.security = security
         self.address = address
         self.name = name
         self.timeout = timeout
@@ -89,7 +92,9 @@ class ClientCore:
 
     # --------------------------------------------------------- life cycle
     async def __aenter__(self) -> ClientCore:
-        comm = await comm_connect(self.address, role="client", name=self.name, timeout=self.timeout)
+        comm = await comm_connect(
+            self.address, role="client", name=self.name, timeout=self.timeout, security=self.security
+        )
         self._loop_thread = threading.get_ident()
         self.inbox = ThreadInbox(after_drain=self._flush_releases)
         self._task_group = anyio.create_task_group()
@@ -106,7 +111,9 @@ class ClientCore:
             )
             await self._task_group.start(self._run_link, self._link)
             self.id = await self._link.request("client-id")
-            self._pool = ConnectionPool(self._task_group, role="client", name=self.id)
+            self._pool = ConnectionPool(
+                self._task_group, role="client", name=self.id, security=self.security
+            )
             await self._task_group.start(self.inbox.run)
         except BaseException as exc:
             self._task_group.cancel_scope.cancel()

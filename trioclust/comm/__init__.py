@@ -7,7 +7,7 @@ runs under trio and asyncio alike.
 
 from __future__ import annotations
 
-from trioclust.comm.comm import Comm, CommHandler, connect, serve
+from trioclust.comm.comm import Comm, CommHandler, connect, handle_stream, serve
 from trioclust.comm.errors import CommClosedError, HandshakeTimeout, RemoteError
 from trioclust.comm.link import Handler, Link, LinkStatistics
 
@@ -21,5 +21,6 @@ __all__ = [
     "LinkStatistics",
     "RemoteError",
     "connect",
+    "handle_stream",
     "serve",
 ]

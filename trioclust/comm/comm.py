@@ -21,14 +21,19 @@ peer and the reason; bytes that are not the protocol surface as
 :class:`~trioclust.protocol.ProtocolError`, after which the comm is closed.
 
 :func:`connect` and :func:`serve` add the handshake (protocol version, role,
-name) on top of :mod:`trioclust.transport`.
+name) on top of :mod:`trioclust.transport`, passing the
+:class:`~trioclust.Security` in use down to it; :func:`handle_stream` does a
+listener's part for a stream accepted elsewhere (the dashboard's websocket
+route). The first bytes a peer sends are checked for being TLS or HTTP
+instead of trioclust, so that a ``tcp://`` peer of a ``tls://`` or ``ws://``
+one hears which scheme to use.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -39,9 +44,13 @@ from trioclust.protocol import PROTOCOL_VERSION
 from trioclust.protocol.codec import dumps, loads
 from trioclust.protocol.errors import ProtocolError
 from trioclust.protocol.framing import FrameReader, frame_prefix, frames_nbytes
-from trioclust.transport import TransportAttribute
+from trioclust.transport import TransportAttribute, TransportHandshakeError
+from trioclust.transport.tls import looks_like_tls
 
-__all__ = ["LOCAL_CLOSE", "PEER_CLOSE", "Comm", "CommHandler", "connect", "serve"]
+if TYPE_CHECKING:
+    from trioclust.security import Security
+
+__all__ = ["LOCAL_CLOSE", "PEER_CLOSE", "Comm", "CommHandler", "connect", "handle_stream", "serve"]
 
 logger = logging.getLogger("trioclust.comm")
 
@@ -262,6 +271,7 @@ class Comm:
         try:
             with anyio.fail_after(timeout):
                 await self.send(hello)
+                await self._check_first_bytes()
                 msg = await self.recv()
         except TimeoutError:
             await self._abort("handshake timed out")
@@ -275,6 +285,35 @@ class Comm:
             await self._abort("handshake failed")
             raise
         return self.peer_info
+
+    async def _check_first_bytes(self) -> None:
+        """Read the peer's first bytes and refuse TLS or HTTP with a message
+        that names the scheme to use (the bytes stay for :meth:`recv`)."""
+        if self._closed or self._reader.in_message:
+            return
+        try:
+            data = await self._stream.receive(self._reader.read_size)
+        except anyio.EndOfStream:
+            await self._abort(PEER_CLOSE)
+            raise self._closed_error() from None
+        except anyio.ClosedResourceError:
+            await self._abort(LOCAL_CLOSE)
+            raise self._closed_error() from None
+        except _TRANSPORT_ERRORS as exc:
+            await self._abort(_describe_loss(exc))
+            raise self._closed_error() from exc
+        foreign = None
+        if looks_like_tls(data):
+            foreign = "TLS (one side uses tls:// or wss:// and the other does not"
+        elif bytes(data[:5]) in (b"GET /", b"HTTP/"):
+            foreign = "HTTP (one side uses ws:// or is a web client, and the other does not"
+        if foreign is not None:
+            await self._abort("handshake failed")
+            raise ProtocolError(
+                f"{self.peer_address} sent data that is not trioclust's protocol: it speaks "
+                f"{foreign}; use the scheme the listener was started with on both sides)"
+            )
+        self._reader.feed(data)
 
     def _check_hello(self, msg: Any) -> dict[str, Any]:
         if (
@@ -312,30 +351,46 @@ async def connect(
     role: str,
     name: str = "",
     timeout: float | None = None,
+    security: Security | None = None,
 ) -> Comm:
     """Connect to ``address`` and complete the handshake.
 
     Args:
-        address: ``tcp://host:port``, ``inproc://name``, ...
-        role: this side's role, sent in the handshake.
+        address: ``tcp://host:port``, ``tls://host:port``, ``inproc://name``, ...
+        role: this side's role, sent in the handshake; with ``security`` it
+            also picks the certificate presented.
         name: this side's name, sent in the handshake.
         timeout: seconds to keep retrying a refused connection; defaults to
             ``comm.timeouts.connect``. The handshake has
             ``comm.timeouts.handshake`` on top.
+        security: the :class:`~trioclust.Security` to connect with (needed
+            for ``tls://`` and ``wss://``).
 
     Raises:
-        ValueError: the address is malformed.
+        ValueError: the address is malformed, or ``security`` does not fit it
+            (``EncryptionRequiredError``).
         trioclust.transport.ConnectTimeout: no connection within ``timeout``.
-        ProtocolError: the peer is not a trioclust peer or speaks another version.
+        TLSConnectionError: either side refused the other's certificate, or
+            the peer does not speak TLS; the message says which.
+        ProtocolError: the peer is not a trioclust peer (a TLS or HTTP server
+            on a ``tcp://`` address, say: the message names the scheme) or
+            speaks another version.
         HandshakeTimeout: the peer accepted but never completed the handshake.
         CommClosedError: the peer hung up during the handshake.
     """
-    stream = await transport.connect(address, timeout=timeout)
+    stream = await transport.connect(address, timeout=timeout, security=security, role=role)
     comm = Comm(stream)
     try:
         await comm.handshake(
             role=role, name=name, timeout=config.get_float("comm.timeouts.handshake")
         )
+    except CommClosedError as exc:
+        await comm.aclose()
+        if isinstance(exc.__cause__, TransportHandshakeError):
+            # a TLS 1.3 server checks the client's certificate after the client's
+            # handshake is done: its verdict arrives here, and is the real error
+            raise exc.__cause__ from None
+        raise
     except BaseException:
         await comm.aclose()
         raise
@@ -348,6 +403,7 @@ async def serve(
     *,
     role: str,
     name: str = "",
+    security: Security | None = None,
     task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``address`` and run ``handler(comm)`` for each handshaken connection.
@@ -364,27 +420,21 @@ async def serve(
     Args:
         address: where to listen (``tcp://127.0.0.1:0``, ``inproc://``...).
         handler: called with each :class:`Comm`, ``peer_info`` filled in.
-        role: this side's role, sent in the handshake.
+        role: this side's role, sent in the handshake; with ``security`` it
+            also picks the certificate the listener presents.
         name: this side's name, sent in the handshake.
+        security: the :class:`~trioclust.Security` to listen with (needed for
+            ``tls://`` and ``wss://``, whose peers must then present a
+            certificate signed by its CA before anything is read from them).
         task_status: receives the :class:`~trioclust.transport.Listener`.
     """
-    listener = await transport.listen(address)
+    listener = await transport.listen(address, security=security, role=role)
     handshake_timeout = config.get_float("comm.timeouts.handshake")
 
     async def on_connection(stream: anyio.abc.ByteStream) -> None:
-        comm = Comm(stream)
-        try:
-            try:
-                await comm.handshake(role=role, name=name, timeout=handshake_timeout)
-            except (ProtocolError, CommClosedError) as exc:
-                logger.warning("Refused connection from %s: %s", comm.peer_address, exc)
-                return
-            try:
-                await handler(comm)
-            except Exception as exc:
-                _log_handler_failure(comm, exc)
-        finally:
-            await comm.aclose()
+        await handle_stream(
+            stream, handler, role=role, name=name, handshake_timeout=handshake_timeout
+        )
 
     try:
         task_status.started(listener)
@@ -392,6 +442,47 @@ async def serve(
     finally:
         with anyio.CancelScope(shield=True):
             await listener.aclose()
+
+
+async def handle_stream(
+    stream: anyio.abc.ByteStream,
+    handler: CommHandler,
+    *,
+    role: str,
+    name: str = "",
+    handshake_timeout: float | None = None,
+) -> None:
+    """A listener's part for one accepted stream: the handshake, then ``handler(comm)``.
+
+    :func:`serve` calls it for each connection; a server that accepts streams
+    some other way (the dashboard's websocket route) calls it the same way.
+    Failures are logged as :func:`serve` describes, and the comm is closed
+    when this returns.
+
+    Args:
+        stream: the accepted stream, already authenticated where the
+            transport does that.
+        handler: called with the :class:`Comm`, ``peer_info`` filled in.
+        role: this side's role, sent in the handshake.
+        name: this side's name, sent in the handshake.
+        handshake_timeout: seconds the peer has for its handshake; default
+            ``comm.timeouts.handshake``.
+    """
+    if handshake_timeout is None:
+        handshake_timeout = config.get_float("comm.timeouts.handshake")
+    comm = Comm(stream)
+    try:
+        try:
+            await comm.handshake(role=role, name=name, timeout=handshake_timeout)
+        except (ProtocolError, CommClosedError) as exc:
+            logger.warning("Refused connection from %s: %s", comm.peer_address, exc)
+            return
+        try:
+            await handler(comm)
+        except Exception as exc:
+            _log_handler_failure(comm, exc)
+    finally:
+        await comm.aclose()
 
 
 def _log_handler_failure(comm: Comm, exc: Exception) -> None:

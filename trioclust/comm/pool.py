@@ -8,13 +8,16 @@ the owner (a Worker, a Client), and end with it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
 from trioclust.comm.comm import connect
 from trioclust.comm.link import Link
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
 
 
 class ConnectionPool:
@@ -26,12 +29,20 @@ class ConnectionPool:
         role: this side's role in the handshake.
         name: this side's name in the handshake.
         timeout: connect timeout in seconds; default ``comm.timeouts.connect``.
+        security: the :class:`~trioclust.Security` to connect with, if any.
     """
 
     def __init__(
-        self, task_group: Any, *, role: str, name: str = "", timeout: float | None = None
+        self,
+        task_group: Any,
+        *,
+        role: str,
+        name: str = "",
+        timeout: float | None = None,
+        security: Security | None = None,
     ) -> None:
         self._task_group = task_group
+        self._security = security
         self._role = role
         self._name = name
         self._timeout = timeout
@@ -48,7 +59,10 @@ class ConnectionPool:
             link = self._links.get(address)
             if link is not None and not link.closed:
                 return link
-            comm = await connect(address, role=self._role, name=self._name, timeout=self._timeout)
+            comm = await connect(
+                address, role=self._role, name=self._name, timeout=self._timeout,
+                security=self._security,
+            )
             link = Link(comm, {}, name=f"{self._role} {self._name} -> {address}")
             self._links[address] = link
             await self._task_group.start(self._run, address, link)

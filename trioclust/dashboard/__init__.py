@@ -19,8 +19,10 @@ from trioclust.dashboard.task_stream import TaskRecord, TaskStream, key_prefix
 if TYPE_CHECKING:
     from trioclust.dashboard.app import JSON_ROUTES, create_app
     from trioclust.dashboard.server import parse_dashboard_address, serve_dashboard
+    from trioclust.dashboard.websocket_comm import COMM_PATH
 
 __all__ = [
+    "COMM_PATH",
     "JSON_ROUTES",
     "TaskRecord",
     "TaskStream",
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "COMM_PATH": "trioclust.dashboard.websocket_comm",
     "JSON_ROUTES": "trioclust.dashboard.app",
     "create_app": "trioclust.dashboard.app",
     "parse_dashboard_address": "trioclust.dashboard.server",

@@ -21,13 +21,14 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from trioclust import config
 from trioclust.dashboard import snapshot
 from trioclust.dashboard.prometheus import CONTENT_TYPE, render_metrics
 from trioclust.dashboard.snapshot import SchedulerView
 from trioclust.dashboard.task_stream import TaskStream
+from trioclust.transport import ConnectionHandler
 
 __all__ = ["JSON_ROUTES", "create_app"]
 
@@ -62,16 +63,21 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
         return default
 
 
-def create_app(scheduler: SchedulerView, stream: TaskStream) -> Starlette:
+def create_app(
+    scheduler: SchedulerView, stream: TaskStream, *, comm_handler: ConnectionHandler | None = None
+) -> Starlette:
     """Make the dashboard's ASGI app for one scheduler.
 
     Args:
         scheduler: The scheduler to show (``trioclust.Scheduler``).
         stream: The task stream recorder the scheduler feeds.
+        comm_handler: When given, websocket connections to
+            :data:`~trioclust.dashboard.websocket_comm.COMM_PATH` are handed
+            to it as byte streams (the scheduler's comms).
 
     Returns:
         A Starlette app serving ``/status``, ``/health``, ``/metrics`` and
-        ``/json/<name>`` (see :data:`JSON_ROUTES`).
+        ``/json/<name>`` (see :data:`JSON_ROUTES`), and the comm route.
     """
     refresh_ms = round(config.get_float("dashboard.refresh-interval") * 1000)
     stream_length = config.get_int("dashboard.page-stream-length")
@@ -133,14 +139,17 @@ def create_app(scheduler: SchedulerView, stream: TaskStream) -> Starlette:
     async def root(request: Request) -> Response:
         return RedirectResponse("status")
 
-    return Starlette(
-        routes=[
-            Route("/", root),
-            Route("/status", status_page),
-            Route("/static/{name}", asset),
-            Route("/health", health),
-            Route("/metrics", metrics),
-            Route("/json", json_index),
-            Route("/json/{name}", json_document),
-        ]
-    )
+    routes: list[BaseRoute] = [
+        Route("/", root),
+        Route("/status", status_page),
+        Route("/static/{name}", asset),
+        Route("/health", health),
+        Route("/metrics", metrics),
+        Route("/json", json_index),
+        Route("/json/{name}", json_document),
+    ]
+    if comm_handler is not None:
+        from trioclust.dashboard.websocket_comm import COMM_PATH, comm_endpoint
+
+        routes.append(WebSocketRoute(COMM_PATH, comm_endpoint(comm_handler)))
+    return Starlette(routes=routes)

@@ -24,6 +24,7 @@ from trioclust import config
 from trioclust.dashboard.app import create_app
 from trioclust.dashboard.snapshot import SchedulerView
 from trioclust.dashboard.task_stream import TaskStream
+from trioclust.transport import ConnectionHandler
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
 
 __all__ = ["parse_dashboard_address", "serve_dashboard"]
@@ -67,7 +68,7 @@ def parse_dashboard_address(address: str, default_host: str = "127.0.0.1") -> tu
 def _scheduler_host(scheduler: SchedulerView) -> str:
     try:
         scheme, location = parse_address(scheduler.address)
-        if scheme in ("tcp", "tls"):
+        if scheme in ("tcp", "tls", "ws", "wss", "ucx"):
             return parse_host_port(location)[0]
     except ValueError:
         pass
@@ -118,6 +119,7 @@ async def serve_dashboard(
     address: str | None = None,
     *,
     task_stream: TaskStream | None = None,
+    comm_handler: ConnectionHandler | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the dashboard of ``scheduler`` until cancelled.
@@ -132,6 +134,9 @@ async def serve_dashboard(
             host means the scheduler's own host.
         task_stream: The recorder the scheduler feeds; default
             ``scheduler.task_stream``, else an empty one (no task stream).
+        comm_handler: When given, websocket connections to ``/trioclust-comm``
+            are handed to it (a scheduler speaking ``ws://`` passes its own,
+            so that the dashboard's port takes comms too).
         task_status: Reports the address that really serves,
             ``"http://host:port"`` (the page is at ``<that>/status``).
 
@@ -146,7 +151,7 @@ async def serve_dashboard(
     if task_stream is None:
         found: Any = getattr(scheduler, "task_stream", None)
         task_stream = found if isinstance(found, TaskStream) else TaskStream()
-    app = create_app(scheduler, task_stream)
+    app = create_app(scheduler, task_stream, comm_handler=comm_handler)
 
     sock = _bind_or_fallback(host, port)
     link = _link(host, sock.getsockname()[1])

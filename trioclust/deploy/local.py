@@ -42,6 +42,7 @@ from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.scheduler import Scheduler
 from trioclust.runtime.server import Server
 from trioclust.runtime.worker import Worker
+from trioclust.security import Security
 from trioclust.sizes import format_bytes
 
 
@@ -64,6 +65,16 @@ class LocalCluster(Server):
             on outside interfaces unless asked.
         asynchronous: True inside async code: ``async with LocalCluster(asynchronous=True)``.
         name: a name for the repr; default a random one.
+        security: ``True`` for :meth:`Security.temporary` (a fresh CA and
+            certificates, in memory only, handed to the worker processes
+            through their stdin), or a :class:`~trioclust.Security`; the
+            scheduler and workers then speak ``tls://`` and
+            ``Client(cluster)`` uses the same Security. In-process workers
+            (``processes=False``) stay on ``inproc://``, which never leaves
+            the process.
+        protocol: the scheduler's transport scheme instead of the default
+            (``"tcp"``, ``"tls"`` with security, ``"inproc"`` without
+            processes): ``"ws"``, ``"wss"``...
         **worker_kwargs: passed on to each Worker/Nanny (e.g. ``reconnect_timeout``).
     """
 
@@ -78,6 +89,8 @@ class LocalCluster(Server):
         host: str = "127.0.0.1",
         asynchronous: bool = False,
         name: str | None = None,
+        security: Security | bool | None = None,
+        protocol: str | None = None,
         **worker_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -100,7 +113,13 @@ class LocalCluster(Server):
         self.worker_kwargs = worker_kwargs
         self.scheduler: Scheduler | None = None
         self.workers: dict[str, Nanny | Worker] = {}
-        self._protocol = "tcp" if processes else "inproc"
+        if security is True:
+            security = Security.temporary()
+        #: the Security of the scheduler and workers (None without TLS)
+        self.security: Security | None = security if isinstance(security, Security) else None
+        default = self.security.default_protocol if self.security is not None else "tcp"
+        self._protocol = protocol or (default if processes else "inproc")
+        self._network_protocol = protocol or default  # where inproc cannot reach
         self._names = itertools.count()
         self._logs = RecentLogs()
         self._nursery: trio.Nursery | None = None
@@ -125,7 +144,7 @@ class LocalCluster(Server):
 
     async def __aenter__(self) -> Self:
         if not self.processes and sniffio.current_async_library() != "trio":
-            self._protocol = "tcp"  # inproc:// would be unreachable from the caller's loop
+            self._protocol = self._network_protocol  # inproc:// is unreachable from the caller's loop
         return await super().__aenter__()
 
     def __enter__(self) -> Self:
@@ -164,7 +183,7 @@ class LocalCluster(Server):
                 self._nursery = nursery
                 scheduler = Scheduler(
                     host=self.host, port=self.scheduler_port, protocol=self._protocol,
-                    dashboard_address=self.dashboard_address,
+                    dashboard_address=self.dashboard_address, security=self.security,
                 )
                 await nursery.start(scheduler.serve)
                 self.scheduler = scheduler
@@ -192,12 +211,12 @@ class LocalCluster(Server):
         if self.processes:
             worker = Nanny(
                 self.scheduler.address, nthreads=self.threads_per_worker, name=name,
-                memory_limit=self.memory_limit, host=self.host, **kwargs,
+                memory_limit=self.memory_limit, host=self.host, security=self.security, **kwargs,
             )
         else:
             worker = Worker(
                 self.scheduler.address, nthreads=self.threads_per_worker, name=name,
-                memory_limit=self.memory_limit, **kwargs,
+                memory_limit=self.memory_limit, security=self.security, **kwargs,
             )
         await self._nursery.start(worker.serve)
         self.workers[name] = worker

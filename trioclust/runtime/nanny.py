@@ -60,7 +60,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from subprocess import PIPE
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sniffio
 import trio
@@ -68,6 +68,9 @@ import trio
 from trioclust import config
 from trioclust.runtime.process_control import CLOSE_COMMAND, EXIT_STOPPED_BY_ITSELF
 from trioclust.runtime.server import Server
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
 
 __all__ = ["RECENT_LOG_LINES", "Nanny", "NannyClosedError", "WorkerStartError"]
 
@@ -174,6 +177,12 @@ class Nanny(Server):
         reconnect_timeout: how long the worker tries to reach a lost scheduler
             before it gives up, seconds; ``worker.reconnect-timeout`` when ``None``.
         env: environment variables set for the worker, on top of this process's.
+        security: the :class:`~trioclust.Security` the worker uses. It travels
+            to each worker process as one line on the process's stdin, read
+            before anything else: private keys never touch the disk or the
+            process's command line or environment (which other processes
+            of the same user can read), and nothing is left behind if the
+            nanny is killed.
         _worker_module: private, for tests: the module run with ``python -m``
             instead of ``trioclust.runtime.worker_process``. It gets the same
             arguments and must speak the same pipe protocol.
@@ -199,6 +208,7 @@ class Nanny(Server):
         host: str | None = None,
         reconnect_timeout: float | None = None,
         env: Mapping[str, str] | None = None,
+        security: Security | None = None,
         _worker_module: str = _DEFAULT_WORKER_MODULE,
     ) -> None:
         super().__init__()
@@ -209,6 +219,7 @@ class Nanny(Server):
         self.host = host
         self.reconnect_timeout = reconnect_timeout
         self.env: dict[str, str] = dict(env or {})
+        self.security = security
         self._worker_module = _worker_module
 
         self.worker_address: str | None = None
@@ -408,6 +419,8 @@ class Nanny(Server):
             argv += ["--host", self.host]
         if self.reconnect_timeout is not None:
             argv += ["--reconnect-timeout", repr(float(self.reconnect_timeout))]
+        if self.security is not None:
+            argv += ["--security-on-stdin"]
         return argv
 
     async def _supervise(self, report_started: Callable[[], None]) -> None:
@@ -474,6 +487,7 @@ class Nanny(Server):
                 readers.start_soon(self._read_control, child, stdout_scope)
                 readers.start_soon(self._read_logs, child, stderr_scope)
                 try:
+                    await self._send_security(child)
                     await self._watch(child, report_started)
                 finally:
                     with trio.CancelScope(shield=True):
@@ -494,6 +508,15 @@ class Nanny(Server):
                     process.kill()
                 await process.wait()
         return child
+
+    async def _send_security(self, child: _Child) -> None:
+        """The Security as the first line of the child's stdin (see ``security``)."""
+        stdin = child.process.stdin
+        if self.security is None or stdin is None:
+            return
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            # it died at once: the watch that follows finds out why
+            await stdin.send_all(self.security.to_json().encode() + b"\n")
 
     async def _watch(self, child: _Child, report_started: Callable[[], None] | None) -> None:
         start_timeout = config.get_float("nanny.start-timeout")

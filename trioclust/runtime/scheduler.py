@@ -28,7 +28,7 @@ import os
 import time
 import uuid
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -42,7 +42,11 @@ from trioclust.dashboard.task_stream import TaskStream
 from trioclust.runtime.execution import call_function
 from trioclust.runtime.log_capture import server_label
 from trioclust.runtime.server import Server
-from trioclust.transport.addresses import unparse_host_port
+from trioclust.transport.addresses import parse_address, unparse_host_port
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
+    from trioclust.transport import ConnectionHandler
 
 logger = logging.getLogger("trioclust.scheduler")
 
@@ -54,7 +58,8 @@ class Scheduler(Server):
         host: interface to listen on (default ``127.0.0.1``: nothing listens on
             outside interfaces unless asked).
         port: port to listen on; 0 (the default) picks a free one.
-        protocol: transport scheme, ``"tcp"`` by default.
+        protocol: transport scheme: ``"tcp"`` by default, ``"tls"`` with a
+            ``security`` (``"ws"``, ``"wss"``, ``"inproc"``...).
         address: a full listen address instead of host/port/protocol.
         allowed_failures: worker deaths during one task before it errs with
             ``KilledWorker``; default from ``scheduler.allowed-failures``.
@@ -63,7 +68,11 @@ class Scheduler(Server):
         dashboard_address: where to serve the dashboard (``":8787"``: port
             8787 on the scheduler's host); None (the default) for none. A
             taken port falls back to a free one, with a warning;
-            ``dashboard_link`` is the page that really serves.
+            ``dashboard_link`` is the page that really serves. A scheduler
+            speaking ``ws://`` accepts comms on the dashboard's port too, at
+            ``ws://HOST:PORT/trioclust-comm``.
+        security: the :class:`~trioclust.Security` whose certificates the
+            scheduler presents and checks its peers' against.
 
     Use ``async with Scheduler() as s:`` (under trio or asyncio) or
     ``await nursery.start(s.serve)``; ``s.address`` is the contact address.
@@ -74,14 +83,18 @@ class Scheduler(Server):
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        protocol: str = "tcp",
+        protocol: str | None = None,
         address: str | None = None,
         allowed_failures: int | None = None,
         worker_ttl: float | None = None,
         dashboard_address: str | None = None,
+        security: Security | None = None,
     ) -> None:
         super().__init__()
         self.id = f"Scheduler-{uuid.uuid4()}"
+        self.security = security
+        if protocol is None:
+            protocol = security.default_protocol if security is not None else "tcp"
         if address is None:
             location = "" if protocol == "inproc" else unparse_host_port(host, port)
             address = f"{protocol}://{location}"
@@ -124,7 +137,7 @@ class Scheduler(Server):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 listener = await nursery.start(
-                    partial(comm_serve, role="scheduler", name=self.id),
+                    partial(comm_serve, role="scheduler", name=self.id, security=self.security),
                     self._listen_address, self._handle_comm,
                 )
                 self.address = listener.contact_address
@@ -132,7 +145,10 @@ class Scheduler(Server):
                     # the web libraries take a while to import: only when asked
                     from trioclust.dashboard import serve_dashboard
 
-                    link = await nursery.start(serve_dashboard, self, self._dashboard_address)
+                    link = await nursery.start(
+                        partial(serve_dashboard, comm_handler=self._dashboard_comm_handler()),
+                        self, self._dashboard_address,
+                    )
                     self.dashboard_link = f"{link}/status"
                 nursery.start_soon(self._check_worker_ttl)
                 self.status = "running"
@@ -144,6 +160,21 @@ class Scheduler(Server):
             self.status = "closed"
             self._closed.set()
             logger.info("Scheduler %s closed", self.address or self._listen_address)
+
+    # ------------------------------------- websocket comms on the dashboard port
+    def _dashboard_comm_handler(self) -> ConnectionHandler | None:
+        """What the dashboard's websocket route hands its streams to, or None.
+
+        Only a scheduler that speaks ``ws://`` takes comms there: the dashboard
+        is plain HTTP without client certificates, so a TLS scheduler's
+        dashboard must not become a door around its authentication, and a
+        ``tcp://`` one's dashboard (maybe on another interface) stays read-only.
+        """
+        if parse_address(self.address)[0] != "ws":
+            return None
+        from trioclust.comm import handle_stream
+
+        return partial(handle_stream, handler=self._handle_comm, role="scheduler", name=self.id)
 
     async def _handle_comm(self, comm: Any) -> None:
         role = comm.peer_info.get("role")

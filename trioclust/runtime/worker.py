@@ -29,7 +29,7 @@ import os
 import time
 import uuid
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import trio
@@ -58,6 +58,12 @@ from trioclust.runtime.server import Server
 from trioclust.runtime.thread_pool import ThreadPool
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
 
+if TYPE_CHECKING:
+    from trioclust.security import Security
+
+# schemes whose listen address is host:port (the rest, inproc, pick a name)
+_HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
 logger = logging.getLogger("trioclust.worker")
 
 
@@ -75,6 +81,9 @@ class Worker(Server):
             before stopping; default ``worker.reconnect-timeout``.
         heartbeat_interval: seconds between heartbeats; default
             ``worker.heartbeat-interval``.
+        security: the :class:`~trioclust.Security` whose worker certificate it
+            presents (to the scheduler, its peers and clients) and checks
+            theirs against.
     """
 
     def __init__(
@@ -88,6 +97,7 @@ class Worker(Server):
         port: int = 0,
         reconnect_timeout: float | None = None,
         heartbeat_interval: float | None = None,
+        security: Security | None = None,
     ) -> None:
         super().__init__()
         if nthreads < 1:
@@ -104,6 +114,7 @@ class Worker(Server):
             if reconnect_timeout is not None
             else config.get_float("worker.reconnect-timeout")
         )
+        self.security = security
         self.heartbeat_interval = (
             heartbeat_interval
             if heartbeat_interval is not None
@@ -151,10 +162,12 @@ class Worker(Server):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                comm = await comm_connect(self.scheduler_address, role="worker", name=self.name or "")
+                comm = await comm_connect(
+                    self.scheduler_address, role="worker", name=self.name or "", security=self.security
+                )
                 try:
                     listener = await nursery.start(
-                        partial(comm_serve, role="worker", name=self.name or ""),
+                        partial(comm_serve, role="worker", name=self.name or "", security=self.security),
                         self._listen_address(comm.local_address), self._handle_peer,
                     )
                 except BaseException:
@@ -166,7 +179,7 @@ class Worker(Server):
                 if self.name is None:
                     self.name = self.address
                 self._threads.start()
-                self._pool = ConnectionPool(nursery, role="worker", name=self.name)
+                self._pool = ConnectionPool(nursery, role="worker", name=self.name, security=self.security)
                 await nursery.start(self._scheduler_sessions, comm)
                 nursery.start_soon(self._heartbeat)
                 self.status = "running"
@@ -183,10 +196,10 @@ class Worker(Server):
 
     def _listen_address(self, local_address: str) -> str:
         scheme, location = parse_address(local_address)
-        if scheme != "tcp":
+        if scheme not in _HOST_PORT_SCHEMES:
             return f"{scheme}://"
         host = self._host or parse_host_port(location)[0]
-        return f"tcp://{unparse_host_port(host, self._port)}"
+        return f"{scheme}://{unparse_host_port(host, self._port)}"
 
     async def _scheduler_sessions(self, comm: Any, *, task_status: trio.TaskStatus[None]) -> None:
         """One scheduler link after another: register, serve, reconnect when it breaks."""
@@ -224,7 +237,7 @@ class Worker(Server):
             try:
                 comm = await comm_connect(
                     self.scheduler_address, role="worker", name=self.name or "",
-                    timeout=self.reconnect_timeout,
+                    timeout=self.reconnect_timeout, security=self.security,
                 )
             except (OSError, ProtocolError) as exc:
                 self.close_reason = (

@@ -2,6 +2,11 @@
 
 Run as ``python -m trioclust.runtime.worker_process --scheduler ADDR ...``.
 
+With ``--security-on-stdin`` the first line on stdin is the worker's
+:class:`~trioclust.Security` as JSON (:meth:`~trioclust.Security.to_json`),
+read before the control channel starts: the nanny hands over certificates
+and keys that way rather than through files, arguments or the environment.
+
 The nanny and this process talk over the three standard streams, as
 :mod:`trioclust.runtime.process_control` describes: the address goes out on
 stdout once the worker serves, ``close`` or end of file on stdin (and SIGTERM,
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Protocol
@@ -79,10 +85,26 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes; 0 for no limit")
     parser.add_argument("--host", default=None)
     parser.add_argument("--reconnect-timeout", type=float, default=None)
+    parser.add_argument(
+        "--security-on-stdin", action="store_true",
+        help="read the worker's Security (JSON) from the first line of stdin",
+    )
     return parser.parse_args(argv)
 
 
+def _read_first_line(fd: int) -> str:
+    """One line from ``fd``, a byte at a time, so not a byte after it is taken
+    (the control channel reads the rest of stdin)."""
+    line = bytearray()
+    while True:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            return line.decode()
+        line += byte
+
+
 async def _run(args: argparse.Namespace, factory: WorkerFactory, channel: IO[str]) -> int:
+    extra = {"security": args.security} if args.security is not None else {}
     worker = factory(
         args.scheduler,
         nthreads=args.nthreads,
@@ -90,6 +112,7 @@ async def _run(args: argparse.Namespace, factory: WorkerFactory, channel: IO[str
         memory_limit=args.memory_limit,
         host=args.host,
         reconnect_timeout=args.reconnect_timeout,
+        **extra,
     )
     if await serve_until_closed(worker, channel, noun="worker", parent="the nanny"):
         return EXIT_OK
@@ -119,6 +142,11 @@ def main(argv: Sequence[str] | None = None, *, worker_factory: WorkerFactory | N
     """
     args = _parse_args(argv)
     configure_logging()
+    args.security = None
+    if args.security_on_stdin:
+        from trioclust.security import Security
+
+        args.security = Security.from_json(_read_first_line(sys.stdin.fileno()))
     if worker_factory is None:
         from trioclust.runtime.worker import Worker
 

@@ -13,6 +13,10 @@ module runs them under trio and asyncio alike::
 They exercise the backend through :class:`~trioclust.comm.Comm`, because what
 matters is what the layers above see: whole messages, and a clear
 :class:`~trioclust.comm.CommClosedError` whenever a connection ends.
+
+Each takes ``security=``, the :class:`~trioclust.Security` both ends use
+(``tls://`` and ``wss://`` need one): the listening end as the scheduler, the
+connecting end as a client.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream
@@ -28,6 +32,9 @@ from anyio.abc import ByteStream
 from trioclust import transport
 from trioclust.comm import Comm, CommClosedError
 from trioclust.protocol import Serialized, dumps, frame_prefix, serialize
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
 
 __all__ = [
     "check_abort_mid_message",
@@ -45,12 +52,14 @@ _STEP_TIMEOUT = 30.0
 
 
 @asynccontextmanager
-async def stream_pair(address: str) -> AsyncIterator[tuple[ByteStream, ByteStream]]:
+async def stream_pair(
+    address: str, *, security: Security | None = None
+) -> AsyncIterator[tuple[ByteStream, ByteStream]]:
     """Listen on ``address``, connect to it, and yield ``(client, server)`` streams.
 
     Both streams and the listener are closed on exit.
     """
-    listener = await transport.listen(address)
+    listener = await transport.listen(address, security=security)
     accepted: list[ByteStream] = []
     arrived = anyio.Event()
     finished = anyio.Event()
@@ -64,7 +73,9 @@ async def stream_pair(address: str) -> AsyncIterator[tuple[ByteStream, ByteStrea
         tg.start_soon(listener.serve, handler)
         try:
             with anyio.fail_after(_STEP_TIMEOUT):
-                client = await transport.connect(listener.contact_address, timeout=_STEP_TIMEOUT)
+                client = await transport.connect(
+                    listener.contact_address, timeout=_STEP_TIMEOUT, security=security
+                )
             try:
                 with anyio.fail_after(_STEP_TIMEOUT):
                     await arrived.wait()
@@ -78,9 +89,11 @@ async def stream_pair(address: str) -> AsyncIterator[tuple[ByteStream, ByteStrea
 
 
 @asynccontextmanager
-async def comm_pair(address: str) -> AsyncIterator[tuple[Comm, Comm]]:
+async def comm_pair(
+    address: str, *, security: Security | None = None
+) -> AsyncIterator[tuple[Comm, Comm]]:
     """Like :func:`stream_pair`, wrapped as ``(client, server)`` comms (no handshake)."""
-    async with stream_pair(address) as (client, server):
+    async with stream_pair(address, security=security) as (client, server):
         a, b = Comm(client), Comm(server)
         try:
             yield a, b
@@ -114,9 +127,9 @@ async def _exchange(sender: Comm, receiver: Comm, msg: Any) -> Any:
     return received[0]
 
 
-async def check_small_messages(address: str) -> None:
+async def check_small_messages(address: str, *, security: Security | None = None) -> None:
     """Messages both ways arrive whole, in order; a 1 MiB frame too."""
-    async with comm_pair(address) as (a, b):
+    async with comm_pair(address, security=security) as (a, b):
         for i in range(3):
             msg = {"op": "ping", "i": i, "nested": {"list": [1, 2.5, None, True, "x" * i]}}
             assert await _exchange(a, b, msg) == msg
@@ -131,7 +144,9 @@ async def check_small_messages(address: str) -> None:
         assert got["after"] == "tail"
 
 
-async def check_large_message(address: str, nbytes: int = 200_000_000) -> None:
+async def check_large_message(
+    address: str, nbytes: int = 200_000_000, *, security: Security | None = None
+) -> None:
     """A message of ``nbytes`` (a numpy array, out of band) arrives intact."""
     np: Any
     try:
@@ -140,7 +155,7 @@ async def check_large_message(address: str, nbytes: int = 200_000_000) -> None:
         np = None
     n = nbytes // 8
     value: Any = np.arange(n, dtype="float64") if np is not None else bytes(nbytes)
-    async with comm_pair(address) as (a, b):
+    async with comm_pair(address, security=security) as (a, b):
         got = await _exchange(a, b, {"op": "big", "data": serialize(value)})
         assert isinstance(got["data"], Serialized)
         assert got["data"].nbytes >= nbytes
@@ -157,10 +172,12 @@ async def check_large_message(address: str, nbytes: int = 200_000_000) -> None:
         assert math.isclose(float(result[:chunk].sum()), chunk * (chunk - 1) / 2)
 
 
-async def check_close_from_either_side(address: str) -> None:
+async def check_close_from_either_side(
+    address: str, *, security: Security | None = None
+) -> None:
     """Closing one end gives the other a :class:`CommClosedError` naming the peer."""
     for closer_is_client in (True, False):
-        async with comm_pair(address) as (a, b):
+        async with comm_pair(address, security=security) as (a, b):
             closer, other = (a, b) if closer_is_client else (b, a)
             await closer.send({"op": "last"})
             await closer.aclose()
@@ -173,9 +190,9 @@ async def check_close_from_either_side(address: str) -> None:
             await _raises(CommClosedError, closer.send, {"op": "after"})
 
 
-async def check_abort_mid_message(address: str) -> None:
+async def check_abort_mid_message(address: str, *, security: Security | None = None) -> None:
     """A peer that dies mid-message causes a :class:`CommClosedError`, no hang, no partial message."""
-    async with stream_pair(address) as (client, server):
+    async with stream_pair(address, security=security) as (client, server):
         receiver = Comm(server)
         try:
             frames = dumps({"op": "whole", "payload": b"x" * 100_000})
@@ -193,14 +210,16 @@ async def check_abort_mid_message(address: str) -> None:
             await receiver.aclose()
 
 
-async def check_connect_refused(address: str, timeout: float = 0.5) -> None:
+async def check_connect_refused(
+    address: str, timeout: float = 0.5, *, security: Security | None = None
+) -> None:
     """Connecting where nothing listens raises the timeout ``OSError`` in about ``timeout``."""
-    listener = await transport.listen(address)
+    listener = await transport.listen(address, security=security)
     contact = listener.contact_address
     await listener.aclose()
     start = anyio.current_time()
     with anyio.fail_after(timeout + _STEP_TIMEOUT):
-        exc = await _raises(OSError, transport.connect, contact, timeout=timeout)
+        exc = await _raises(OSError, transport.connect, contact, timeout=timeout, security=security)
     elapsed = anyio.current_time() - start
     assert isinstance(exc, transport.ConnectTimeout), repr(exc)
     assert isinstance(exc, TimeoutError)
@@ -208,11 +227,13 @@ async def check_connect_refused(address: str, timeout: float = 0.5) -> None:
     assert elapsed < timeout + 2.0, f"took {elapsed:.2f} s for a {timeout} s timeout"
 
 
-async def run_conformance_suite(address: str, *, large: bool = True) -> None:
+async def run_conformance_suite(
+    address: str, *, large: bool = True, security: Security | None = None
+) -> None:
     """Every check, one after the other (the 200 MB one only when ``large``)."""
-    await check_small_messages(address)
-    await check_close_from_either_side(address)
-    await check_abort_mid_message(address)
-    await check_connect_refused(address)
+    await check_small_messages(address, security=security)
+    await check_close_from_either_side(address, security=security)
+    await check_abort_mid_message(address, security=security)
+    await check_connect_refused(address, security=security)
     if large:
-        await check_large_message(address)
+        await check_large_message(address, security=security)

@@ -24,7 +24,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream
@@ -37,6 +37,9 @@ from trioclust.transport.registry import (
     accept_loop,
     register_backend,
 )
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
 
 __all__ = ["InprocBackend", "InprocListener", "InprocStream"]
 
@@ -221,8 +224,12 @@ class InprocBackend:
             raise ValueError(f"inproc name {location!r} may only use letters, digits and ._~/-")
         return location
 
-    async def connect(self, location: str) -> ByteStream:
+    async def connect(
+        self, location: str, *, security: Security | None = None, role: str = "client"
+    ) -> ByteStream:
         """Connect to a listener of this process.
+
+        ``security`` is not needed: nothing leaves the process.
 
         Raises:
             ConnectionRefusedError: no listener has that name (yet).
@@ -237,8 +244,12 @@ class InprocBackend:
             )
         return listener._connect()
 
-    async def listen(self, location: str) -> InprocListener:
+    async def listen(
+        self, location: str, *, security: Security | None = None, role: str = "scheduler"
+    ) -> InprocListener:
         """Register ``location`` (or a fresh ``PID/N`` name when empty).
+
+        ``security`` is not needed: nothing leaves the process.
 
         Raises:
             OSError: the name is taken (``EADDRINUSE``).

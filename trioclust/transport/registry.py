@@ -8,6 +8,12 @@ one new module that defines a :class:`Backend` and calls
 
 Every stream a backend returns provides :class:`TransportAttribute`, so layers
 above learn the local and peer addresses without knowing the scheme.
+
+Backends get the :class:`~trioclust.Security` in use (or None) and the role
+of the side calling (``"scheduler"``, ``"worker"``, ``"client"``): a TLS
+backend picks that role's certificate from it, and an unencrypted one calls
+:func:`refuse_unencrypted`, which raises when the Security requires
+encryption.
 """
 
 from __future__ import annotations
@@ -15,11 +21,16 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 from anyio import TypedAttributeSet, typed_attribute
 from anyio.abc import ByteStream, TaskGroup
+
+from trioclust.transport.errors import EncryptionRequiredError
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
 
 __all__ = [
     "Backend",
@@ -28,6 +39,7 @@ __all__ = [
     "TransportAttribute",
     "accept_loop",
     "get_backend",
+    "refuse_unencrypted",
     "register_backend",
     "registered_schemes",
     "run_handler",
@@ -88,8 +100,10 @@ class Backend(Protocol):
         """
         ...
 
-    async def connect(self, location: str) -> ByteStream:
-        """Open a stream to ``location``.
+    async def connect(
+        self, location: str, *, security: Security | None = None, role: str = "client"
+    ) -> ByteStream:
+        """Open a stream to ``location``, as ``role``, with ``security``'s certificates.
 
         Raises:
             OSError: the peer refused or could not be reached (the caller may
@@ -97,12 +111,38 @@ class Backend(Protocol):
         """
         ...
 
-    async def listen(self, location: str) -> Listener:
-        """Bind ``location`` and return the listener, not yet serving."""
+    async def listen(
+        self, location: str, *, security: Security | None = None, role: str = "scheduler"
+    ) -> Listener:
+        """Bind ``location`` and return the listener, not yet serving.
+
+        ``security`` and ``role`` are as for :meth:`connect`.
+        """
         ...
 
 
 _backends: dict[str, Backend] = {}
+
+
+def refuse_unencrypted(
+    security: Security | None, scheme: str, location: str, *, use: str
+) -> None:
+    """What an unencrypted backend calls first in ``connect`` and ``listen``.
+
+    Args:
+        security: the Security in use, if any.
+        scheme: this backend's scheme (``"tcp"``).
+        location: the location asked for.
+        use: the encrypted scheme to suggest instead (``"tls"``).
+
+    Raises:
+        EncryptionRequiredError: ``security.require_encryption`` is set.
+    """
+    if security is not None and security.require_encryption:
+        raise EncryptionRequiredError(
+            f"{scheme}://{location} is not encrypted, and this Security requires encryption "
+            f"(require_encryption=True): use {use}://{location} instead"
+        )
 
 
 def register_backend(scheme: str, backend: Backend) -> None:

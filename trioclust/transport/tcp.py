@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
@@ -20,8 +20,12 @@ from trioclust.transport.registry import (
     ConnectionHandler,
     TransportAttribute,
     accept_loop,
+    refuse_unencrypted,
     register_backend,
 )
+
+if TYPE_CHECKING:
+    from trioclust.security import Security
 
 __all__ = ["TCPBackend", "TCPListener", "TCPStream"]
 
@@ -120,16 +124,30 @@ class TCPBackend:
         """``host:port``, IPv6 hosts in brackets; the port is required."""
         return unparse_host_port(*split_host_port(location))
 
-    async def connect(self, location: str) -> ByteStream:
-        """Connect to ``host:port`` (happy eyeballs over its addresses)."""
+    async def connect(
+        self, location: str, *, security: Security | None = None, role: str = "client"
+    ) -> ByteStream:
+        """Connect to ``host:port`` (happy eyeballs over its addresses).
+
+        Raises:
+            EncryptionRequiredError: ``security`` requires encryption.
+        """
+        refuse_unencrypted(security, "tcp", location, use="tls")
         host, port = split_host_port(location)
         stream = await _wrap(await anyio.connect_tcp(host, port))
         if stream is None:
             raise ConnectionResetError(f"connection to tcp://{location} was reset at once")
         return stream
 
-    async def listen(self, location: str) -> TCPListener:
-        """Bind ``host:port``; port 0 picks a free port."""
+    async def listen(
+        self, location: str, *, security: Security | None = None, role: str = "scheduler"
+    ) -> TCPListener:
+        """Bind ``host:port``; port 0 picks a free port.
+
+        Raises:
+            EncryptionRequiredError: ``security`` requires encryption.
+        """
+        refuse_unencrypted(security, "tcp", location, use="tls")
         host, port = split_host_port(location)
         multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
         return TCPListener(list(multi.listeners), host)  # type: ignore[arg-type]

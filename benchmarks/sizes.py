@@ -1,0 +1,91 @@
+"""How big each scenario is: the full run, ``--quick``, and ``--tiny`` (the test suite's smoke run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    name: str
+    share_clusters: bool  # one cluster per system for b, c, d, e, g (a and f start their own)
+    start_repeats: int  # a: cluster start/close cycles (median reported)
+    latency_n: int  # b: sequential round trips measured
+    latency_warmup: int  # b: round trips before measuring
+    map_ns: tuple[int, ...]  # c: tasks per gather(map(...))
+    map_repeats: int  # c: runs per N (best reported)
+    tree_leaves: int  # d: leaves of the reduction (a power of two)
+    tree_repeats: int  # d: runs (best reported)
+    transfer_bytes: int  # e: the array's size
+    transfer_repeats: int  # e: fetches timed (best reported)
+    pending_tasks: int  # f: tasks waiting on one slow future
+    asyncio_latency_n: int  # g: round trips
+    asyncio_map_ns: tuple[int, ...]  # g: tasks per gather(map(...))
+    raw_pings: int  # h: ping-pong round trips
+    raw_messages: int  # h: small messages sent in batches
+    raw_bulk_bytes: int  # h: bytes streamed into a reused buffer
+    raw_bulk_buffer: int  # h: the reused receive buffer
+
+
+FULL = Sizes(
+    name="full",
+    share_clusters=False,
+    start_repeats=3,
+    latency_n=500,
+    latency_warmup=50,
+    map_ns=(10_000, 50_000),
+    map_repeats=2,
+    tree_leaves=8192,
+    tree_repeats=2,
+    transfer_bytes=200_000_000,
+    transfer_repeats=3,
+    pending_tasks=100_000,
+    asyncio_latency_n=500,
+    asyncio_map_ns=(10_000, 50_000),
+    raw_pings=20_000,
+    raw_messages=2_000_000,
+    raw_bulk_bytes=4_000_000_000,
+    raw_bulk_buffer=200_000_000,
+)
+
+QUICK = Sizes(
+    name="quick",
+    share_clusters=True,
+    start_repeats=1,
+    latency_n=200,
+    latency_warmup=20,
+    map_ns=(1_000, 3_000),
+    map_repeats=1,
+    tree_leaves=512,
+    tree_repeats=1,
+    transfer_bytes=50_000_000,
+    transfer_repeats=2,
+    pending_tasks=10_000,
+    asyncio_latency_n=100,
+    asyncio_map_ns=(1_000,),
+    raw_pings=5_000,
+    raw_messages=500_000,
+    raw_bulk_bytes=1_000_000_000,
+    raw_bulk_buffer=50_000_000,
+)
+
+TINY = Sizes(
+    name="tiny",
+    share_clusters=True,
+    start_repeats=1,
+    latency_n=20,
+    latency_warmup=5,
+    map_ns=(200,),
+    map_repeats=1,
+    tree_leaves=64,
+    tree_repeats=1,
+    transfer_bytes=4_000_000,
+    transfer_repeats=1,
+    pending_tasks=1_000,
+    asyncio_latency_n=20,
+    asyncio_map_ns=(200,),
+    raw_pings=200,
+    raw_messages=10_000,
+    raw_bulk_bytes=40_000_000,
+    raw_bulk_buffer=4_000_000,
+)
