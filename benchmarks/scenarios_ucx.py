@@ -17,6 +17,7 @@ environment already has a ``UCX_TLS``; the worker processes inherit it.
 Run from the repository root::
 
     .venv/bin/python benchmarks/scenarios_ucx.py [--bytes N] [--repeats N] [--schemes ucx,tcp]
+        [--array numpy|cupy] [--json FILE]
 
 Or from another runner: ``scenarios_ucx.run_transfer("ucx")`` returns MB/s,
 ``scenarios_ucx.run("ucx", nbytes, repeats)`` the full record.
@@ -120,18 +121,33 @@ def _client(address: str) -> Iterator[Any]:
         client.close()
 
 
-def run(scheme: str, nbytes: int = DEFAULT_BYTES, repeats: int = 3) -> dict[str, Any]:
+def make_cupy_array(nbytes: int) -> Any:
+    """:func:`bench_tasks.make_array` on the GPU: a CuPy float64 array holding 0, 1, 2, ..."""
+    import cupy
+
+    return cupy.arange(nbytes // 8, dtype=cupy.float64)
+
+
+def run(
+    scheme: str, nbytes: int = DEFAULT_BYTES, repeats: int = 3, *, array: str = "numpy"
+) -> dict[str, Any]:
     """Fetch an ``nbytes`` array worker to worker over ``scheme``, ``repeats`` times after a warm-up.
 
+    Args:
+        scheme: ``"ucx"``, ``"tcp"``, ...
+        nbytes: the array's size.
+        repeats: fetches timed after the warm-up.
+        array: ``"numpy"``, or ``"cupy"`` for an array on the GPU (pickled
+            through host memory: trioclust's frames are host buffers).
+
     Returns:
-        ``scheme``, ``bytes``, ``mb_per_s`` (of the best fetch, 1 MB = 10**6
-        bytes), ``runs_s``, ``warmup_s``, ``holder``, ``fetcher``.
+        ``scheme``, ``array``, ``bytes``, ``mb_per_s`` (of the best fetch, 1 MB
+        = 10**6 bytes), ``runs_s``, ``warmup_s``, ``holder``, ``fetcher``.
     """
-    if scheme == "ucx":
-        os.environ.setdefault("UCX_TLS", "tcp,self,sm")
+    maker = make_cupy_array if array == "cupy" else make_array
     with SchemeCluster(scheme) as cluster, _client(cluster.address) as client:
         workers = sorted(client.scheduler_info()["workers"])
-        future = client.submit(make_array, nbytes, pure=False)
+        future = client.submit(maker, nbytes, pure=False)
         future.result()
         holders = client.run_on_scheduler(trioclust_who_has, future.key)
         assert len(holders) == 1, f"expected one holder, got {holders}"
@@ -147,6 +163,7 @@ def run(scheme: str, nbytes: int = DEFAULT_BYTES, repeats: int = 3) -> dict[str,
     best = min(runs[1:])
     return {
         "scheme": scheme,
+        "array": array,
         "bytes": nbytes,
         "mb_per_s": nbytes / best / 1e6,
         "runs_s": runs[1:],
@@ -166,16 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes", type=int, default=DEFAULT_BYTES, help="the array's size")
     parser.add_argument("--repeats", type=int, default=3, help="fetches timed after the warm-up")
     parser.add_argument("--schemes", default="ucx,tcp", help="comma-separated, in order")
+    parser.add_argument("--array", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--json", type=Path, default=None, help="also write the records here")
     args = parser.parse_args(argv)
     os.environ.setdefault("UCX_TLS", "tcp,self,sm")
     records = []
     for scheme in args.schemes.split(","):
-        record = run(scheme, args.bytes, args.repeats)
+        record = run(scheme, args.bytes, args.repeats, array=args.array)
         records.append(record)
         runs = ", ".join(f"{s:.3f}" for s in record["runs_s"])
         print(
-            f"{scheme:>4}: {record['mb_per_s']:8.0f} MB/s  "
+            f"{scheme:>4} {args.array}: {record['mb_per_s']:8.0f} MB/s  "
             f"({args.bytes / 1e6:.0f} MB; runs {runs} s; warm-up {record['warmup_s']:.3f} s)",
             flush=True,
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -201,6 +202,27 @@ def inc(x: int) -> int:
     return x + 1
 
 
+def make_cupy(n: int) -> Any:
+    import cupy
+
+    return cupy.arange(n, dtype=cupy.float64)
+
+
+def cupy_sum(a: Any, b: Any) -> float:
+    return float((a + b).sum())
+
+
+def _cuda_available() -> bool:
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
+    except Exception:  # no driver, no device
+        return False
+
+
 @needs_ucxx
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["trio"])  # the servers run on trio
@@ -226,3 +248,25 @@ async def test_cluster_over_ucx() -> None:
             holders = {k: set(s.state.tasks[k].who_has) for k in (a.key, b.key)}
             assert holders[a.key] != holders[b.key], f"both blocks on one worker: {holders}"
             assert await client.submit(combine, a, b) == 10 + 20 + 6_000_000
+
+
+@needs_ucxx
+@pytest.mark.skipif(not _cuda_available(), reason="needs CuPy and a GPU")
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_cupy_arrays_cross_workers_over_ucx() -> None:
+    """CuPy arrays made on two workers, added on one: one array travels over UCX."""
+    n = 4_000_000  # 32 MB each
+    with anyio.fail_after(120):
+        async with (
+            Scheduler(address=ADDRESS) as s,
+            Worker(s.address) as _w1,
+            Worker(s.address) as _w2,
+            Client(s.address, asynchronous=True) as client,
+        ):
+            a = client.submit(make_cupy, n, pure=False)
+            b = client.submit(make_cupy, n, pure=False)
+            await client.gather([a, b])
+            holders = {k: set(s.state.tasks[k].who_has) for k in (a.key, b.key)}
+            assert holders[a.key] != holders[b.key], f"both arrays on one worker: {holders}"
+            assert await client.submit(cupy_sum, a, b) == float(n * (n - 1))
