@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-test
+# EXTRAS=test,ucx also installs ucxx, so the ucx:// tests run instead of skipping (CI does)
+EXTRAS ?= test
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_STAMP := $(VENV)/.installed-demo
 
@@ -13,7 +16,7 @@ $(VENV)/bin/python:
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -50,7 +53,7 @@ $(BENCH_VENV)/bin/python:
 	$(BENCH_PY) -m pip install -q --upgrade pip
 
 $(BENCH_STAMP): pyproject.toml | $(BENCH_VENV)/bin/python
-	$(BENCH_PY) -m pip install -q -e . 'dask[distributed]==$(DASK_VERSION)' numpy
+	$(BENCH_PY) -m pip install -q -e '.[ucx]' 'dask[distributed]==$(DASK_VERSION)' numpy
 	touch $(BENCH_STAMP)
 
 ## bench: every scenario, trioclust against dask, WORKERS worker processes (default 2)

@@ -97,8 +97,7 @@ def build_rows(results: Results, n_workers: int) -> list[Row]:
 
     # c: gather(map)
     if "c" in results:
-        for n in sorted({int(k) for k in (results["c"].get("trioclust") or {})} |
-                        {int(k) for k in (results["c"].get("dask") or {})}):
+        for n in sorted({int(k) for system in results["c"].values() for k in system if k.isdigit()}):
             t = _get(results, "c", "trioclust", str(n), "tasks_per_s")
             d = _get(results, "c", "dask", str(n), "tasks_per_s")
             inf = _get(results, "c", "dask-saturation-inf", str(n), "tasks_per_s")
@@ -143,7 +142,7 @@ def build_rows(results: Results, n_workers: int) -> list[Row]:
             checks=(_check(lambda t, r: t <= 1.2 * r, t, trio_lat),))
         add("g  trio:    await submit() median (us)", trio_lat, None, higher=False)
         maps = (results["g"].get("trioclust") or {}).get("asyncio", {}).get("map", {})
-        for key in sorted(maps, key=int):
+        for key in sorted((k for k in maps if k.isdigit()), key=int):
             n = int(key)
             trio_rate = _get(results, "g", "trioclust", "trio", "map", key, "tasks_per_s")
             sync_rate = _get(results, "g", "trioclust", "sync", "map", key, "tasks_per_s")
@@ -160,6 +159,18 @@ def build_rows(results: Results, n_workers: int) -> list[Row]:
         add("h  raw batched small messages (msg/s)",
             _get(results, "h", "raw", "batched", "messages_per_s"), None, higher=True)
         add("h  raw bulk into a reused buffer (GB/s)", bulk_gbs, None, higher=True)
+
+    # i: scenario e over ucx:// against tcp:// (trioclust only)
+    if "i" in results:
+        record = results["i"].get("trioclust") or {}
+        if "skipped" in record:
+            rows.append(Row("i  A -> B over ucx://", None, None, None, f"skipped: {record['skipped']}", "-"))
+        else:
+            u, t = _get(results, "i", "trioclust", "ucx", "mb_per_s"), _get(results, "i", "trioclust", "tcp", "mb_per_s")
+            nbytes = (record.get("ucx") or {}).get("bytes", 0)
+            share = f"{u / t:.2f}x tcp" if u is not None and t else "n/a"
+            add(f"i  {nbytes / 1e6:.0f} MB A -> B, ucx:// (MB/s)", u, None, higher=True,
+                target=f"tcp:// in the same run: {fmt(t)} MB/s; ucx = {share}")
     return rows
 
 

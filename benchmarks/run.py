@@ -1,6 +1,6 @@
 """Run trioclust's benchmarks against dask.distributed and print one table.
 
-    python benchmarks/run.py [--quick | --tiny] [--workers N] [--only abcdefgh]
+    python benchmarks/run.py [--quick | --tiny] [--workers N] [--only abcdefghi]
                              [--json PATH] [--no-dask]
 
 Each scenario runs for trioclust and then for dask, in this process, each on a
@@ -43,6 +43,7 @@ import scenarios_raw  # noqa: E402
 import scenarios_startup  # noqa: E402
 import scenarios_throughput  # noqa: E402
 import scenarios_transfer  # noqa: E402
+import scenarios_ucx  # noqa: E402
 from sizes import FULL, QUICK, TINY, Sizes  # noqa: E402
 
 Scenario = Callable[[str, Sizes, int], dict[str, Any]]
@@ -56,6 +57,7 @@ SCENARIOS: dict[str, tuple[str, Scenario, tuple[str, ...]]] = {
     "e": ("large array, worker to worker", scenarios_transfer.run, ("trioclust", "dask")),
     "f": ("scheduler memory per pending task", scenarios_memory.run, ("trioclust", "dask")),
     "g": ("b and c from asyncio", scenarios_asyncio.run, ("trioclust", "dask")),
+    "i": ("e over ucx:// and tcp://", scenarios_ucx.run_scenario, ("trioclust",)),
 }
 """letter -> (what it measures, function, systems); run in this order (h first: b and e use it)."""
 
@@ -121,9 +123,41 @@ def _versions(with_dask: bool) -> dict[str, str]:
     return versions
 
 
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and every process it started, reaped or alive."""
+    import psutil
+
+    me = psutil.Process()
+    times = me.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in me.children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.Error:
+            continue  # gone: reaped by its parent, whose children times count it
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def _cpu_snapshot() -> tuple[float, float, float]:
+    """(wall clock, CPU seconds busy machine-wide, this run's own CPU seconds)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+    busy += getattr(t, "steal", 0)  # the hypervisor giving the CPU to someone else
+    return time.monotonic(), busy, _own_cpu_seconds()
+
+
+def _other_cpu_cores(before: tuple[float, float, float]) -> float:
+    """Cores used on average by other programs (and the hypervisor) since ``before``."""
+    wall, busy, own = (a - b for a, b in zip(_cpu_snapshot(), before, strict=True))
+    return round(max(0.0, busy - own) / wall, 2) if wall > 0 else 0.0
+
+
 def _run_scenarios(
     chosen: list[str], sizes: Sizes, args: argparse.Namespace,
-    results: dict[str, dict[str, Any]], errors: list[str],
+    results: dict[str, dict[str, Any]], noise: dict[str, dict[str, float]], errors: list[str],
 ) -> None:
     for letter in chosen:
         what, fn, systems = SCENARIOS[letter]
@@ -132,6 +166,7 @@ def _run_scenarios(
                 continue
             print(f"  {letter} {what}: {system} ...", end="", flush=True, file=sys.stderr)
             t0 = time.perf_counter()
+            cpu = _cpu_snapshot()
             try:
                 results.setdefault(letter, {})[system] = fn(system, sizes, args.workers)
             except Exception as exc:
@@ -140,7 +175,12 @@ def _run_scenarios(
                 print(" FAILED", file=sys.stderr)
                 traceback.print_exc()
             else:
-                print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                # how much CPU other programs took meanwhile, to judge the noise
+                others = noise.setdefault(letter, {})[system] = _other_cpu_cores(cpu)
+                print(
+                    f" {time.perf_counter() - t0:.1f} s (other programs: {others:.2f} cores)",
+                    file=sys.stderr,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,24 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     results: dict[str, dict[str, Any]] = {}
+    noise: dict[str, dict[str, float]] = {}
     errors: list[str] = []
     clusters.share_clusters = sizes.share_clusters
     try:
-        _run_scenarios(chosen, sizes, args, results, errors)
+        _run_scenarios(chosen, sizes, args, results, noise, errors)
     finally:
         clusters.close_shared_clusters()
 
     strays = clusters.stray_processes()
-    rows = report.build_rows(results, args.workers)
-    print(report.table(rows))
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
-    if strays:
-        print(f"error: processes left running: {strays}", file=sys.stderr)
-
     path = args.json or HERE / "results" / f"bench-{started:%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
+    document: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
         "mode": sizes.name,
         "workers": args.workers,
@@ -185,14 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
+        "other_cpu_cores": noise,
         "versions": _versions(not args.no_dask),
         "sizes": {k: getattr(sizes, k) for k in sizes.__slots__},
         "results": results,
-        "rows": report.as_json(rows),
         "errors": errors,
         "stray_processes": strays,
     }
+    path.write_text(json.dumps(document, indent=2) + "\n")  # first: the figures are safe
+    rows = report.build_rows(results, args.workers)
+    document["rows"] = report.as_json(rows)
     path.write_text(json.dumps(document, indent=2) + "\n")
+    print(report.table(rows))
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if strays:
+        print(f"error: processes left running: {strays}", file=sys.stderr)
     print(f"figures written to {path}", file=sys.stderr)
     return 1 if errors or strays else 0
 

@@ -173,6 +173,24 @@ def run(
     }
 
 
+def run_scenario(system: str, sizes: Any, n_workers: int) -> dict[str, Any]:
+    """Scenario i of ``benchmarks/run.py``: :func:`run` over ``ucx`` and then ``tcp``.
+
+    Always two worker processes (the transfer is between two), of the size
+    and repeats of scenario e. Without ``ucxx`` installed (``pip install -e
+    '.[ucx]'``), returns ``{"skipped": why}``.
+    """
+    from trioclust.transport.ucx import ucx_available
+
+    assert system == "trioclust", system
+    if not ucx_available():
+        return {"skipped": "ucxx is not installed (pip install -e '.[ucx]')"}
+    os.environ.setdefault("UCX_TLS", "tcp,self,sm")  # inherited by the worker processes
+    return {
+        scheme: run(scheme, sizes.transfer_bytes, sizes.transfer_repeats) for scheme in ("ucx", "tcp")
+    }
+
+
 def run_transfer(scheme: str, size: int = DEFAULT_BYTES, repeats: int = 3) -> float:
     """MB/s (10**6 bytes per second) of the best worker-to-worker fetch of ``size`` bytes."""
     return float(run(scheme, size, repeats)["mb_per_s"])

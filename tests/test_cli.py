@@ -162,6 +162,8 @@ def test_tls_options_that_do_not_fit_say_why(tmp_path: Path) -> None:
         protocol_and_security(args(tls_ca_file=missing, tls_cert=missing), role="worker")
     with pytest.raises(SystemExit, match="use --protocol wss"):
         protocol_and_security(args(protocol="ws", tls_ca_file=missing, tls_cert=missing), role="worker")
+    with pytest.raises(SystemExit, match=r"--protocol ucx is not encrypted.*use --protocol tls"):
+        protocol_and_security(args(protocol="ucx", tls_ca_file=missing, tls_cert=missing), role="worker")
     ca = _write_private(tmp_path / "ca.pem", "x")
     protocol, security = protocol_and_security(args(tls_ca_file=ca, tls_cert=ca), role="worker")
     assert protocol == "tls"

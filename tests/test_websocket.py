@@ -31,9 +31,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 def comm_address(s: Scheduler) -> str:
-    """``ws://HOST:DASHBOARD_PORT/trioclust-comm`` of a scheduler's dashboard."""
+    """``ws[s]://HOST:DASHBOARD_PORT/trioclust-comm`` of a scheduler's dashboard."""
     assert s.dashboard_link is not None
-    return s.dashboard_link.replace("http://", "ws://").replace("/status", COMM_PATH)
+    link = s.dashboard_link.replace("https://", "wss://").replace("http://", "ws://")
+    return link.replace("/status", COMM_PATH)
 
 
 async def compute(address: str, security: Security | None = None) -> dict[str, Any]:
@@ -78,12 +79,31 @@ async def test_cluster_over_wss() -> None:
             assert worker.address.startswith("wss://127.0.0.1:")
             info = await compute(s.address, SECURITY)
             assert list(info["workers"]) == [worker.address]
-            # the dashboard is plain HTTP without client certificates: it is no
-            # door around the scheduler's authentication
-            with pytest.raises(WebSocketHandshakeError, match="refused the upgrade with HTTP 403"):
-                await Client(comm_address(s), asynchronous=True, timeout=5)
             with pytest.raises(EncryptionRequiredError, match="use wss://"):
                 await Client(s.address.replace("wss://", "ws://"), security=SECURITY, asynchronous=True)
+
+
+@pytest.mark.anyio
+async def test_wss_dashboard_port_takes_authenticated_comms() -> None:
+    async with Scheduler(protocol="wss", security=SECURITY, dashboard_address=":0") as s:
+        assert s.dashboard_link is not None
+        assert s.dashboard_link.startswith("https://127.0.0.1:")
+        shared = comm_address(s)
+        assert shared.startswith("wss://127.0.0.1:")
+        async with Worker(shared, security=SECURITY) as worker:  # registers through the dashboard
+            info = await compute(shared, SECURITY)
+            assert list(info["workers"]) == [worker.address]
+            assert info["address"] == s.address
+            # the dashboard's port asks for the cluster's CA like the scheduler's own:
+            # no certificate, another CA, or plain ws:// are refused there too
+            no_certificate = Security(tls_ca_file=SECURITY.tls_ca_file)
+            with pytest.raises(WebSocketHandshakeError, match="refuses the client's certificate"):
+                await Client(shared, security=no_certificate, asynchronous=True, timeout=5)
+            with pytest.raises(OSError, match="certificate"):  # we refuse the server's
+                await Client(shared, security=Security.temporary(), asynchronous=True, timeout=5)
+            with pytest.raises(WebSocketHandshakeError, match="wss:// listeners close"):
+                await Client(shared.replace("wss://", "ws://"), asynchronous=True, timeout=5)
+            await compute(s.address, SECURITY)  # both ports serve on
 
 
 @pytest.mark.anyio

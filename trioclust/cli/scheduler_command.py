@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=8786, help="port to listen on (default 8786; 0: any free port)")
     parser.add_argument(
-        "--protocol", default=None, choices=["tcp", "tls", "ws", "wss"],
+        "--protocol", default=None, choices=["tcp", "tls", "ws", "wss", "ucx"],
         help="transport (default tcp; tls when given --tls-* certificates)",
     )
     add_tls_arguments(parser, role="scheduler")

@@ -43,10 +43,10 @@ def protocol_and_security(args: argparse.Namespace, *, role: str) -> tuple[str |
         return protocol, None
     if args.tls_ca_file is None or args.tls_cert is None:
         raise SystemExit("TLS needs both --tls-ca-file (the cluster's CA) and --tls-cert (and --tls-key)")
-    if protocol in ("tcp", "ws"):
+    if protocol in ("tcp", "ws", "ucx"):
         raise SystemExit(
             f"--protocol {protocol} is not encrypted, but TLS certificates were given: use "
-            f"--protocol {'tls' if protocol == 'tcp' else 'wss'}"
+            f"--protocol {'wss' if protocol == 'ws' else 'tls'}"
         )
     for path in (args.tls_ca_file, args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():

@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import ssl
 from typing import Any
 
 import trio
@@ -93,9 +94,29 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _link(host: str, port: int) -> str:
+def _link(host: str, port: int, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in _WILDCARD_HOSTS else host
-    return "http://" + unparse_host_port(shown, port)
+    return f"{scheme}://" + unparse_host_port(shown, port)
+
+
+class _HyperConfig(Config):
+    """hypercorn's configuration, with an ``ssl.SSLContext`` we built ourselves.
+
+    hypercorn builds its context from certificate *files*; ours come from
+    :class:`~trioclust.security.Security` (files or PEM text), with the
+    cluster's CA required of every peer.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__()
+        self._trioclust_ssl = ssl_context
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._trioclust_ssl
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self._trioclust_ssl is not None
 
 
 def _bind_or_fallback(host: str, port: int) -> socket.socket:
@@ -120,6 +141,7 @@ async def serve_dashboard(
     *,
     task_stream: TaskStream | None = None,
     comm_handler: ConnectionHandler | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the dashboard of ``scheduler`` until cancelled.
@@ -137,8 +159,13 @@ async def serve_dashboard(
         comm_handler: When given, websocket connections to ``/trioclust-comm``
             are handed to it (a scheduler speaking ``ws://`` passes its own,
             so that the dashboard's port takes comms too).
+        ssl_context: When given, the dashboard speaks HTTPS (and ``wss://``)
+            with this context: a ``wss://`` scheduler passes its own, which
+            requires a certificate signed by the cluster's CA of every
+            browser and client, as its own port does.
         task_status: Reports the address that really serves,
-            ``"http://host:port"`` (the page is at ``<that>/status``).
+            ``"http://host:port"`` or ``"https://host:port"`` (the page is at
+            ``<that>/status``).
 
     Raises:
         OSError: the address cannot be listened on for a reason other than
@@ -154,8 +181,8 @@ async def serve_dashboard(
     app = create_app(scheduler, task_stream, comm_handler=comm_handler)
 
     sock = _bind_or_fallback(host, port)
-    link = _link(host, sock.getsockname()[1])
-    hyper = Config()
+    link = _link(host, sock.getsockname()[1], "https" if ssl_context else "http")
+    hyper = _HyperConfig(ssl_context)
     hyper.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the socket now
     hyper.accesslog = None
     hyper.errorlog = _http_logger

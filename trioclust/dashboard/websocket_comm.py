@@ -3,7 +3,10 @@
 A scheduler that speaks ``ws://`` also takes connections here, so a single
 port (the dashboard's) can sit behind a reverse proxy:
 ``Client("ws://HOST:DASHBOARD_PORT/trioclust-comm")`` works like
-``Client(scheduler.address)``. hypercorn does the websocket protocol; the
+``Client(scheduler.address)``. A ``wss://`` scheduler's dashboard speaks HTTPS
+with the scheduler's own TLS context, which requires a certificate of the
+cluster's CA: there it is ``wss://HOST:DASHBOARD_PORT/trioclust-comm`` with the
+client's ``security=``. hypercorn does the websocket protocol; the
 ASGI messages are adapted to a byte stream (:class:`ASGIWebSocketStream`) and
 handed to the scheduler's comm handler, which does the trioclust handshake
 and serves the link exactly as for its own listener.
@@ -125,9 +128,12 @@ def comm_endpoint(handler: ConnectionHandler) -> Callable[[WebSocket], Any]:
         await websocket.accept()
         server = websocket.scope.get("server") or ("127.0.0.1", 0)
         client = websocket.client
-        local = f"ws://{unparse_host_port(str(server[0]), int(server[1] or 0))}{COMM_PATH}"
+        scheme = "wss" if websocket.scope.get("scheme") == "wss" else "ws"
+        local = f"{scheme}://{unparse_host_port(str(server[0]), int(server[1] or 0))}{COMM_PATH}"
         peer = (
-            f"ws://{unparse_host_port(client.host, client.port)}" if client else "ws://<unknown peer>"
+            f"{scheme}://{unparse_host_port(client.host, client.port)}"
+            if client
+            else f"{scheme}://<unknown peer>"
         )
         stream = ASGIWebSocketStream(websocket, local=local, peer=peer)
         try:

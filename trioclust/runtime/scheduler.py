@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import ssl
 import time
 import uuid
 from functools import partial
@@ -70,7 +71,10 @@ class Scheduler(Server):
             taken port falls back to a free one, with a warning;
             ``dashboard_link`` is the page that really serves. A scheduler
             speaking ``ws://`` accepts comms on the dashboard's port too, at
-            ``ws://HOST:PORT/trioclust-comm``.
+            ``ws://HOST:PORT/trioclust-comm``; one speaking ``wss://`` serves
+            the dashboard over HTTPS with its own certificate, requires the
+            cluster's CA of every peer there too (browsers included), and
+            accepts comms at ``wss://HOST:PORT/trioclust-comm``.
         security: the :class:`~trioclust.Security` whose certificates the
             scheduler presents and checks its peers' against.
 
@@ -146,7 +150,11 @@ class Scheduler(Server):
                     from trioclust.dashboard import serve_dashboard
 
                     link = await nursery.start(
-                        partial(serve_dashboard, comm_handler=self._dashboard_comm_handler()),
+                        partial(
+                            serve_dashboard,
+                            comm_handler=self._dashboard_comm_handler(),
+                            ssl_context=self._dashboard_ssl_context(),
+                        ),
                         self, self._dashboard_address,
                     )
                     self.dashboard_link = f"{link}/status"
@@ -165,16 +173,25 @@ class Scheduler(Server):
     def _dashboard_comm_handler(self) -> ConnectionHandler | None:
         """What the dashboard's websocket route hands its streams to, or None.
 
-        Only a scheduler that speaks ``ws://`` takes comms there: the dashboard
-        is plain HTTP without client certificates, so a TLS scheduler's
-        dashboard must not become a door around its authentication, and a
-        ``tcp://`` one's dashboard (maybe on another interface) stays read-only.
+        Only a scheduler that speaks websockets takes comms there. A ``wss://``
+        one serves its dashboard over HTTPS with its own TLS context (see
+        :meth:`_dashboard_ssl_context`), so every peer of that port has shown a
+        certificate of the cluster's CA, as on the scheduler's port. A
+        ``tcp://`` or ``tls://`` scheduler's dashboard stays read-only: plain
+        HTTP without client certificates must not become a door around
+        authentication, nor a page's port a way to send pickles.
         """
-        if parse_address(self.address)[0] != "ws":
+        if parse_address(self.address)[0] not in ("ws", "wss"):
             return None
         from trioclust.comm import handle_stream
 
         return partial(handle_stream, handler=self._handle_comm, role="scheduler", name=self.id)
+
+    def _dashboard_ssl_context(self) -> ssl.SSLContext | None:
+        """The dashboard's TLS context: the scheduler's own when it speaks ``wss://``."""
+        if parse_address(self.address)[0] != "wss" or self.security is None:
+            return None
+        return self.security.server_context("scheduler")
 
     async def _handle_comm(self, comm: Any) -> None:
         role = comm.peer_info.get("role")

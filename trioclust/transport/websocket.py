@@ -235,6 +235,7 @@ async def client_upgrade(
     local: str,
     peer: str,
     timeout: float | None = None,
+    secure: bool = False,
 ) -> WebSocketStream:
     """Upgrade a connected stream to a websocket, as the client.
 
@@ -244,6 +245,8 @@ async def client_upgrade(
         target: the path asked for (``"/"``, ``"/trioclust-comm"``).
         local, peer: the addresses the websocket stream reports.
         timeout: seconds for the upgrade; default ``comm.timeouts.handshake``.
+        secure: ``transport`` is TLS (``wss``): a close without an answer
+            then most likely means the server refused our certificate.
 
     Raises:
         WebSocketHandshakeError: the server refused the upgrade (the HTTP
@@ -275,10 +278,17 @@ async def client_upgrade(
                 except anyio.EndOfStream:
                     if status is not None:
                         raise _refused(peer, status, body) from None
+                    if secure:
+                        raise WebSocketHandshakeError(
+                            f"websocket connection to {peer} failed: it closed the TLS connection "
+                            f"without answering the upgrade, which a wss:// server does when it "
+                            f"refuses the client's certificate: give a Security with a certificate "
+                            f"signed by the cluster's CA"
+                        ) from None
                     raise WebSocketHandshakeError(
                         f"websocket connection to {peer} failed: it closed the connection without "
-                        f"answering the upgrade (is it a ws:// address? tcp:// and tls:// "
-                        f"listeners close HTTP connections)"
+                        f"answering the upgrade (is it a ws:// address? tcp://, tls:// and wss:// "
+                        f"listeners close plain HTTP connections)"
                     ) from None
                 if first and looks_like_tls(data):
                     raise WebSocketHandshakeError(
@@ -306,7 +316,7 @@ def _refused(peer: str, status: int | None, body: bytes | bytearray) -> WebSocke
     if status in (403, 404):
         hint = (
             " (is the path right? A scheduler's dashboard accepts comms at /trioclust-comm, "
-            "and only when the scheduler itself speaks ws://)"
+            "and only when the scheduler itself speaks ws:// or wss://)"
         )
     return WebSocketHandshakeError(
         f"websocket connection to {peer} failed: the server refused the upgrade with HTTP "
@@ -458,7 +468,9 @@ class WebSocketBackend:
         try:
             if context is not None:
                 stream = await client_handshake(raw, context, local=local, peer=peer)
-            return await client_upgrade(stream, host=hostport, target=target, local=local, peer=peer)
+            return await client_upgrade(
+                stream, host=hostport, target=target, local=local, peer=peer, secure=context is not None
+            )
         except BaseException:
             await anyio.aclose_forcefully(stream)
             raise
