@@ -222,6 +222,54 @@ def test_reader_fills_large_frames_in_place() -> None:
     assert got["tail"] == 1
 
 
+def test_reader_lets_a_transport_fill_large_frames_directly() -> None:
+    """``large_target``/``advance``: the path of a transport with ``receive_into``."""
+    payload = np.arange(3 * 2**20 // 8, dtype=np.float64)  # 3 MiB: a mapped frame
+    data = wire(dumps({"p": payload, "tail": 1}))
+    reader = FrameReader()
+    assert reader.large_target() is None
+    reader.feed(data[:70_000])  # the prefix, the header and the start of the array
+    assert reader.next_message() is None
+    position = 70_000
+    while (target := reader.large_target()) is not None:
+        n = min(len(target), 1_000_000)  # a partial read, as a socket gives
+        target[:n] = data[position : position + n]
+        reader.advance(n)
+        position += n
+        target.release()
+    reader.feed(data[position:])
+    frames = reader.next_message()
+    assert frames is not None
+    got = loads(frames)
+    assert np.array_equal(got["p"].deserialize(), payload)
+    assert got["tail"] == 1
+
+
+def test_large_receive_buffers_are_reused_once_free() -> None:
+    from trioclust.protocol.framing import _BufferCache
+
+    cache = _BufferCache()
+    first = cache.take(3 * 2**20)
+    first[:3] = b"abc"
+    address = id(first.obj)
+    second = cache.take(3 * 2**20)
+    assert id(second.obj) != address  # the first is still in use
+    del first
+    third = cache.take(2 * 2**20)  # fits in the first's map, now free
+    assert id(third.obj) == address
+    assert third.nbytes == 2 * 2**20
+    del second, third
+    with config.set(**{"comm.receive-buffer-cache": 8 * 2**20}):
+        big = cache.take(5 * 2**20)  # room made by dropping the free maps
+        assert sum(len(m) for m in cache._maps) <= 8 * 2**20
+        alone = cache.take(7 * 2**20)  # over the limit while big is held: not kept
+        assert alone.obj not in cache._maps
+        del big, alone
+    with config.set(**{"comm.receive-buffer-cache": 0}):
+        assert cache.take(3 * 2**20).obj not in cache._maps
+    cache.clear()
+
+
 def _prefix(*values: int) -> bytes:
     return struct.pack(f"<{len(values)}Q", *values)
 

@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "comm.max-frames": 1_000_000,
     # bytes objects at least this large travel as their own frame, uncopied
     "comm.out-of-band-threshold": 4096,
+    # bytes of large receive buffers a process keeps for reuse once nothing
+    # refers to them any more (a fresh buffer's pages cost a fault each)
+    "comm.receive-buffer-cache": 512 * 2**20,
     # a task whose workers died more than this many times errs with KilledWorker
     "scheduler.allowed-failures": 3,
     # a worker silent (no heartbeat) this long is removed, seconds

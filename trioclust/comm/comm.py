@@ -13,8 +13,10 @@ parsed anyway.
 ``recv`` feeds whatever the stream returns to a sans-IO
 :class:`~trioclust.protocol.FrameReader`, which keeps the bytes that belong to
 the next message, so a burst of small messages costs one read, and a large
-frame is copied once into a buffer of its declared size. ``recv`` is safe to
-cancel: bytes already read stay in the reader.
+frame is copied once into a buffer of its declared size: by the kernel, when
+the transport offers ``receive_into`` (TCP under trio), which reads straight
+into that buffer. ``recv`` is safe to cancel: bytes already read stay in the
+reader.
 
 Every way a connection ends surfaces as :class:`CommClosedError` naming the
 peer and the reason; bytes that are not the protocol surface as
@@ -232,7 +234,12 @@ class Comm:
                 raise ProtocolError(
                     f"{self.peer_address} sent data that is not trioclust's protocol: {exc}"
                 ) from None
+            receive_into = getattr(self._stream, "receive_into", None)
             try:
+                if receive_into is not None and (target := reader.large_target()) is not None:
+                    with target:
+                        reader.advance(await receive_into(target))
+                    continue
                 data = await self._stream.receive(reader.read_size)
             except anyio.EndOfStream:
                 if reader.in_message:

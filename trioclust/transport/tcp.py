@@ -8,11 +8,13 @@ addresses (``localhost``) is bound on all of them with the same port.
 
 from __future__ import annotations
 
+import errno
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import sniffio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
 
 from trioclust.transport.addresses import split_host_port, unparse_host_port
@@ -35,17 +37,55 @@ def _url(sockaddr: Any) -> str:
 
 
 class TCPStream(ByteStream):
-    """An anyio socket stream that also reports its addresses as URLs."""
+    """An anyio socket stream that also reports its addresses as URLs.
+
+    Under trio it also offers :attr:`receive_into`, which reads straight into
+    the caller's buffer: a large frame is then filled by the kernel's one copy,
+    with no temporary ``bytes`` per read (anyio's ``receive`` allocates one).
+    Under asyncio the socket belongs to asyncio's transport, which reads it
+    itself, so ``receive_into`` is ``None`` there.
+    """
+
+    #: ``await stream.receive_into(buffer)`` -> bytes read (>= 1), or None
+    #: where unsupported. Raises like :meth:`receive`.
+    receive_into: Callable[[memoryview], Awaitable[int]] | None
 
     def __init__(self, stream: SocketStream) -> None:
         self._stream = stream
         raw = stream.extra(SocketAttribute.raw_socket)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._raw: socket.socket = raw
         self._local = _url(stream.extra(SocketAttribute.local_address))
         self._peer = _url(stream.extra(SocketAttribute.remote_address))
+        try:
+            trio_loop = sniffio.current_async_library() == "trio"
+        except sniffio.AsyncLibraryNotFoundError:
+            trio_loop = False
+        self.receive_into = self._receive_into_trio if trio_loop else None
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         return await self._stream.receive(max_bytes)
+
+    async def _receive_into_trio(self, buffer: memoryview) -> int:
+        # trio's own pattern for a socket operation: a cancellation point
+        # before, none after bytes were taken from the kernel (they would be lost)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        raw = self._raw
+        while True:
+            try:
+                n = raw.recv_into(buffer)
+            except BlockingIOError:
+                await anyio.wait_readable(raw)  # ClosedResourceError if closed meanwhile
+                continue
+            except OSError as exc:
+                if raw.fileno() == -1 or exc.errno == errno.EBADF:
+                    raise anyio.ClosedResourceError from None
+                raise anyio.BrokenResourceError(exc) from exc
+            break
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+        if n == 0:
+            raise anyio.EndOfStream
+        return n
 
     async def send(self, item: bytes) -> None:
         await self._stream.send(item)
