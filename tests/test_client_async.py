@@ -66,6 +66,27 @@ async def test_submit_map_gather(c: tuple[Client, Scheduler]) -> None:
     assert await total == sum(range(1, 101))
 
 
+async def test_a_large_map_goes_in_chunks_and_computes_right(c: tuple[Client, Scheduler]) -> None:
+    from trioclust.client.core import GRAPH_CHUNK
+
+    client, _ = c
+    base = client.submit(inc, 0)
+    n = 2 * GRAPH_CHUNK + 500  # three update-graph messages
+    futures = client.map(operator.add, range(n), [base] * n)
+    assert await client.gather(futures) == [i + 1 for i in range(n)]
+
+
+def test_graph_messages_keep_order_and_wanted_keys() -> None:
+    from trioclust.client.core import GRAPH_CHUNK, _graph_messages
+
+    tasks = [(f"k{i}", [], [], i) for i in range(GRAPH_CHUNK + 1)]
+    messages = _graph_messages(tasks, ["old", *(f"k{i}" for i in range(0, GRAPH_CHUNK + 1, 2))])  # type: ignore[arg-type]
+    assert [len(m["tasks"]) for m in messages] == [GRAPH_CHUNK, 1]
+    assert [t[0] for m in messages for t in m["tasks"]] == [t[0] for t in tasks]
+    assert messages[0]["wanted"] == [f"k{i}" for i in range(0, GRAPH_CHUNK, 2)]
+    assert messages[1]["wanted"] == [f"k{GRAPH_CHUNK}", "old"]
+
+
 async def test_pure_keys_are_deterministic_and_impure_unique(c: tuple[Client, Scheduler]) -> None:
     client, _ = c
     assert client.submit(inc, 1).key == client.submit(inc, 1).key

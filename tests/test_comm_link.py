@@ -295,3 +295,27 @@ async def test_messages_sent_before_run_go_out_first() -> None:
             assert await client.request("ping") == "pong"
             assert received == ["early"]
             await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_heavy_messages_close_a_batch() -> None:
+    async with stream_pair("inproc://") as (client_stream, server_stream):
+        gated = GatedStream(client_stream)
+        link = Link(Comm(gated), {})
+        peer = Comm(server_stream)
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            gated.hold = True
+            link.send({"op": "first"})
+            await gated.blocked.wait()  # queue behind a write in flight
+            for i in range(3):
+                link.send({"op": "graph", "i": i}, weight=600)
+            link.send({"op": "light"})
+            gated.gate.set()
+            assert await peer.recv() == [{"op": "first"}]
+            # 600 + 600 reaches the batch weight (1,000): the rest is a batch of its own
+            assert [m.get("i") for m in await peer.recv()] == [0, 1]
+            assert [m.get("i") for m in await peer.recv()] == [2, None]
+            assert link.statistics().batches_sent == 3
+            await link.aclose()
+        await peer.aclose()

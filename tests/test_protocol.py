@@ -96,6 +96,18 @@ def test_serialized_passes_through_without_unpickling() -> None:
         got["run_spec"].deserialize()
 
 
+def test_a_serialized_object_met_twice_travels_once() -> None:
+    fn = serialize(len)
+    msg = {"tasks": [["a", [fn, serialize(1)]], ["b", [fn, serialize(2)]]]}
+    frames = dumps(msg)
+    assert len(frames) == 1 + 3  # the header, the function once, each argument
+    got = loads(frames)
+    first, second = got["tasks"][0][1][0], got["tasks"][1][1][0]
+    assert first is second
+    assert deserialize(first) is len
+    assert [deserialize(t[1][1]) for t in got["tasks"]] == [1, 2]
+
+
 def test_unencodable_objects_are_pickled_and_never_unpickled_by_loads() -> None:
     got = roundtrip({"booby": Booby(), "huge": 2**100, "fn": _explode})
     assert all(isinstance(v, Serialized) for v in got.values())

@@ -600,3 +600,27 @@ def test_a_task_that_always_kills_its_worker_errs_without_harming_others() -> No
     assert isinstance(h.s.tasks["bad"].exception, KilledWorker)
     assert any(isinstance(i, KeyErred) and i.key == "bad" for i in out)
     assert h.s.tasks["good"].suspicious == 0
+
+
+def test_pending_tasks_share_their_small_sets() -> None:
+    """A map over one slow future: 1,000 tasks hold one set per kind, not 1,000."""
+    from trioclust.core.scheduler_tasks import EMPTY, SMALL_SET
+
+    h = Harness("w1")
+    h(graph(nt("slow")))
+    h(graph(*(nt(f"t{i}", "slow") for i in range(1000))))
+    first, last = h.s.tasks["t0"], h.s.tasks["t999"]
+    assert first.waiting_on == {h.s.tasks["slow"]}
+    assert first.waiting_on is last.waiting_on
+    assert first.who_wants == {"c"}
+    assert first.who_wants is last.who_wants
+    assert first.dependencies is last.dependencies
+    assert first.waiters is EMPTY
+    assert first.who_has is EMPTY
+    # a set that outgrows the small ones is an ordinary set, changed in place
+    waiters = h.s.tasks["slow"].waiters
+    assert type(waiters) is set
+    assert len(waiters) == 1000 > SMALL_SET
+    h(ReleaseKeys(client="c", keys=tuple(f"t{i}" for i in range(1000)), stimulus_id="r"))
+    assert h.s.tasks["slow"].waiters == set()
+    assert list(h.s.tasks) == ["slow"]

@@ -61,6 +61,36 @@ def _load(value: Any) -> Any:
     return value.deserialize() if isinstance(value, Serialized) else value
 
 
+#: Tasks per update-graph message: a large ``map`` goes as several messages,
+#: each its own wire batch (see ``Link.send``'s ``weight``), so the scheduler
+#: starts on the first while the rest are still being encoded, and never holds
+#: the whole decoded graph at once (its transient objects would otherwise
+#: fragment the memory that the tasks it keeps are allocated among).
+GRAPH_CHUNK = 1000
+
+
+def _graph_messages(
+    tasks: list[tuple[str, list[Serialized], list[str], int]], wanted: list[str]
+) -> list[dict[str, Any]]:
+    """The update-graph messages for ``tasks``, in order, at most ``GRAPH_CHUNK`` tasks each.
+
+    A task depends only on keys the scheduler knows or on tasks before it, so
+    the chunks go in order; each names the wanted keys among its tasks, and
+    the last also those that are not tasks of this graph.
+    """
+    if len(tasks) <= GRAPH_CHUNK:
+        return [{"op": "update-graph", "tasks": [list(t) for t in tasks], "wanted": wanted}]
+    wanted_set = set(wanted)
+    messages: list[dict[str, Any]] = []
+    for start in range(0, len(tasks), GRAPH_CHUNK):
+        chunk = [list(t) for t in tasks[start : start + GRAPH_CHUNK]]
+        keys = [t[0] for t in chunk if t[0] in wanted_set]
+        messages.append({"op": "update-graph", "tasks": chunk, "wanted": keys})
+    in_graph = {t[0] for t in tasks}
+    messages[-1]["wanted"] += [key for key in wanted if key not in in_graph]
+    return messages
+
+
 class ClientCore:
     """The asynchronous machinery behind :class:`trioclust.Client`."""
 
@@ -208,15 +238,15 @@ class ClientCore:
             except CommClosedError:
                 pass
 
-    def send(self, msg: dict[str, Any]) -> None:
-        """Send to the scheduler, after any queued releases."""
+    def send(self, msg: dict[str, Any], *, weight: int = 1) -> None:
+        """Send to the scheduler, after any queued releases (``weight``: see :meth:`Link.send`)."""
         if self.status != "running" or self._link is None:
             raise SchedulerLostError(
                 f"This client is {self.status}: it cannot talk to the scheduler at {self.address}."
             )
         self.inbox.drain()  # whatever was queued before this goes first
         self._flush_releases()
-        self._link.send(msg)
+        self._link.send(msg, weight=weight)
 
     # ---------------------------------------------------- scheduler events
     def _on_key_in_memory(self, msg: dict[str, Any]) -> None:
@@ -259,12 +289,16 @@ class ClientCore:
             )
         futures = [Future(key, self.client) for key in wanted]
         # a key the scheduler already knows keeps its state there; resending is harmless
-        msg = {"op": "update-graph", "tasks": [list(t) for t in tasks], "wanted": wanted}
+        messages = _graph_messages(tasks, wanted)
         if threading.get_ident() == self._loop_thread:
-            self.send(msg)
+            self._send_graph(messages)
         else:
-            self.inbox.call_soon(lambda: self.send(msg))
+            self.inbox.call_soon(lambda: self._send_graph(messages))
         return futures
+
+    def _send_graph(self, messages: list[dict[str, Any]]) -> None:
+        for msg in messages:
+            self.send(msg, weight=len(msg["tasks"]))
 
     # ------------------------------------------------------------- results
     async def result_of(self, future: Future, timeout: float | None) -> Any:

@@ -6,7 +6,9 @@ Every wire message on a link's comm is a *batch*: a list of op dicts
 (``{"op": "task-finished", ...}``). :meth:`Link.send` only appends to an
 outgoing list and, if the writer task is idle, wakes it. The writer takes the
 whole list as one batch and writes it; whatever is sent while that write is in
-flight accumulates and becomes the next batch. So an idle link sends at once
+flight accumulates and becomes the next batch. Heavy messages (a client's
+graph in chunks of 1,000 tasks, sent with a ``weight``) close a batch, so that
+each is encoded, sent and decoded on its own rather than all at once. So an idle link sends at once
 (no timer, no 10 ms floor) and a busy one coalesces many small messages into
 few writes.
 
@@ -68,6 +70,27 @@ class LinkStatistics:
     queued: int
 
 
+#: The weight (see :meth:`Link.send`) at which a wire batch closes.
+BATCH_WEIGHT = 1000
+
+
+def _split(batch: list[dict[str, Any]], weights: dict[int, int]) -> list[list[dict[str, Any]]]:
+    """``batch`` in order, cut after each part reaching :data:`BATCH_WEIGHT`."""
+    parts: list[list[dict[str, Any]]] = []
+    part: list[dict[str, Any]] = []
+    weight = 0
+    for msg in batch:
+        part.append(msg)
+        weight += weights.get(id(msg), 1)
+        if weight >= BATCH_WEIGHT:
+            parts.append(part)
+            part = []
+            weight = 0
+    if part:
+        parts.append(part)
+    return parts
+
+
 class _Pending:
     __slots__ = ("error", "event", "reply")
 
@@ -117,6 +140,7 @@ class Link:
         self.name = name or f"link to {comm.peer_address}"
         self._on_close = on_close
         self._outbox: list[dict[str, Any]] = []
+        self._weights: dict[int, int] = {}  # id of a queued heavy message -> its weight
         self._wakeup: anyio.Event | None = None  # set by send() to wake an idle writer
         self._drained: anyio.Event | None = None  # set by the writer when the outbox empties
         self._writing = False
@@ -156,10 +180,17 @@ class Link:
         )
 
     # ---------------------------------------------------------------- sending
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: dict[str, Any], *, weight: int = 1) -> None:
         """Queue a one-way message; it leaves with the next batch.
 
         Not thread-safe: call it from the event loop that runs the link.
+
+        Args:
+            msg: the message.
+            weight: how many ordinary messages this one is worth (an
+                update-graph: its number of tasks). A wire batch closes once
+                it holds :data:`BATCH_WEIGHT`, so that heavy messages queued
+                together still travel, and are decoded, a part at a time.
 
         Raises:
             CommClosedError: the link has ended or is closing.
@@ -167,6 +198,8 @@ class Link:
         if self._closed or self._closing:
             raise self._closed_error()
         self._outbox.append(msg)
+        if weight > 1:
+            self._weights[id(msg)] = weight
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -267,7 +300,6 @@ class Link:
                 logger.exception("%s: on_close callback failed", self.name)
 
     async def _writer(self) -> None:
-        comm = self.comm
         while True:
             while not self._outbox:
                 if self._drained is not None:
@@ -278,23 +310,39 @@ class Link:
             batch, self._outbox = self._outbox, []
             self._writing = True
             try:
-                try:
-                    await comm.send(batch)
-                except CommClosedError:
-                    break
-                except Exception:  # an unencodable message: send the rest without it
-                    batch = self._salvage(batch)
-                    await comm.send(batch)
-            except CommClosedError:
-                break
-            except Exception:
-                logger.exception("%s: cannot send a batch; closing the link", self.name)
-                await comm.aclose()
-                break
+                if self._weights:
+                    weights, self._weights = self._weights, {}
+                    for part in _split(batch, weights):
+                        if not await self._write(part):
+                            return self._end_writer()
+                elif not await self._write(batch):
+                    return self._end_writer()
             finally:
                 self._writing = False
-            self._sent[0] += len(batch)
-            self._sent[1] += 1
+            del batch  # not kept alive while the link is idle
+
+    async def _write(self, batch: list[dict[str, Any]]) -> bool:
+        """Send one wire batch; False once the link cannot send any more."""
+        comm = self.comm
+        try:
+            try:
+                await comm.send(batch)
+            except CommClosedError:
+                return False
+            except Exception:  # an unencodable message: send the rest without it
+                batch = self._salvage(batch)
+                await comm.send(batch)
+        except CommClosedError:
+            return False
+        except Exception:
+            logger.exception("%s: cannot send a batch; closing the link", self.name)
+            await comm.aclose()
+            return False
+        self._sent[0] += len(batch)
+        self._sent[1] += 1
+        return True
+
+    def _end_writer(self) -> None:
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
 
@@ -346,8 +394,14 @@ class Link:
                 return
             self._received[0] += len(batch)
             self._received[1] += 1
-            for msg in batch:
-                self._dispatch(msg)
+            self._dispatch_all(batch)
+            # not kept alive while waiting for the next one (a graph of
+            # 100,000 tasks is a large batch)
+            del batch
+
+    def _dispatch_all(self, batch: list[Any]) -> None:
+        for msg in batch:
+            self._dispatch(msg)
 
     def _dispatch(self, msg: Any) -> None:
         if type(msg) is not dict:

@@ -21,13 +21,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from trioclust.core.events import NewTask
-from trioclust.core.scheduler_tasks import TaskState
+from trioclust.core.scheduler_tasks import SmallSets, TaskState
 
 __all__ = ["link_new_tasks"]
 
 
 def link_new_tasks(
-    tasks: Mapping[str, TaskState], new: list[TaskState], specs: Mapping[str, NewTask]
+    tasks: Mapping[str, TaskState],
+    new: list[TaskState],
+    specs: Mapping[str, NewTask],
+    sets: SmallSets | None = None,
 ) -> dict[TaskState, None]:
     """Link new tasks to their dependencies and find those that can never run.
 
@@ -35,17 +38,21 @@ def link_new_tasks(
         tasks: Every task the scheduler knows, the new ones included.
         new: The tasks just created for this graph, in submission order.
         specs: The graph's ``NewTask`` records, by key.
+        sets: Interns the ``dependencies`` tuples (the 10,000 tasks of a
+            ``map`` over one future share one); None: no interning.
 
     Returns:
         The tasks that can never run (ordered), their exception already set.
     """
     bad: dict[TaskState, None] = {}
     for ts in new:
+        deps: dict[TaskState, None] = {}
         for dep_key in specs[ts.key].dependencies:
             dts = tasks.get(dep_key)
             if dts is not None and dts is not ts:
-                ts.dependencies[dts] = None
-                dts.dependents[ts] = None
+                if dts not in deps:
+                    deps[dts] = None
+                    dts.link_dependent(ts)
             elif ts not in bad:
                 exc = ValueError(
                     f"{ts.key!r} depends on itself"
@@ -55,6 +62,8 @@ def link_new_tasks(
                 )
                 ts.set_exception(exc, None, str(exc), ts.key)
                 bad[ts] = None
+        if deps:
+            ts.dependencies = tuple(deps) if sets is None else sets.tuple(tuple(deps))
     # Cycles can only run through new tasks: peel them off in topological
     # order (Kahn); whatever is left is in a cycle or downstream of one.
     is_new = set(new)
@@ -80,7 +89,7 @@ def link_new_tasks(
             # Unlinked, so that the cycle does not keep itself alive.
             for dep in ts.dependencies:
                 dep.dependents.pop(ts, None)
-            ts.dependencies.clear()
+            ts.dependencies = ()
             if ts not in bad:
                 exc = ValueError(f"{ts.key!r} is part of, or depends on, a dependency cycle")
                 ts.set_exception(exc, None, str(exc), ts.key)

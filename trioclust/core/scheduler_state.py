@@ -206,7 +206,7 @@ class SchedulerState(SchedulerTransitions):
         self._client_wants.setdefault(client, {})
 
     def _want(self, ts: TaskState, client: str) -> None:
-        ts.who_wants.add(client)
+        ts.who_wants = self._sets.add(ts.who_wants, client)
         self._client_wants[client][ts.key] = None
 
     def _unknown_key(self, client: str, key: str, stimulus_id: str) -> None:
@@ -241,7 +241,7 @@ class SchedulerState(SchedulerTransitions):
         for key, nt in specs.items():
             if key not in self.tasks:
                 new.append(self._new_task(key, nt.run_spec, nt.priority))
-        bad = link_new_tasks(self.tasks, new, specs)
+        bad = link_new_tasks(self.tasks, new, specs, self._sets)
         is_new = set(new)
         recs: Recs = {}
         for key in event.wanted:
@@ -289,7 +289,7 @@ class SchedulerState(SchedulerTransitions):
             ts = self.tasks.get(key)
             if ts is None or client not in ts.who_wants:
                 continue
-            ts.who_wants.discard(client)
+            ts.who_wants = self._sets.discard(ts.who_wants, client)
             wants.pop(key, None)
             if not ts.who_wants and not ts.waiters:
                 rec = self._unneeded(ts)
@@ -416,7 +416,7 @@ class SchedulerState(SchedulerTransitions):
         lost: list[TaskState] = []
         for key in ws.has_what:
             ts = self.tasks[key]
-            ts.who_has.discard(address)
+            ts.who_has = self._sets.discard(ts.who_has, address)
             if not ts.who_has:
                 lost.append(ts)
         ws.has_what.clear()

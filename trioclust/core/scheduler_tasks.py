@@ -15,6 +15,18 @@
 # sets of strings (``who_has``, ``who_wants``, ``processing``, ``has_what``)
 # are only tested for membership or sorted before they are walked.
 #
+# Memory: a scheduler may hold millions of tasks, most of them pending, so a
+# TaskState is kept small. ``dependencies`` is a tuple (fixed once the task
+# is linked). The four sets start as the shared empty frozenset ``EMPTY`` and
+# stay *interned frozensets* while small (``SmallSets``): 100,000 tasks that
+# one client wants and that wait on one slow task share one
+# ``frozenset({client})`` and one ``frozenset({slow})`` instead of holding
+# 400,000 sets of 216 bytes each. A set that outgrows ``SMALL_SET`` becomes an
+# ordinary mutable ``set`` (the waiters of a task with 100,000 dependents).
+# Readers see a set either way; writers go through ``SmallSets.add`` and
+# ``SmallSets.discard``, which return the object to store back. An empty
+# ``dependents`` is the shared ``NO_DEPENDENTS`` until a dependent is linked.
+#
 # Two back-links make the "is this task still needed?" question O(1):
 # ``waiters`` is the set of dependents that are active (waiting, queued,
 # no-worker or processing) and so still need this task's data;
@@ -24,6 +36,89 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
+from typing import Any, TypeVar
+
+_T = TypeVar("_T", bound=Hashable)
+_H = TypeVar("_H", bound=Hashable)
+
+#: The empty set every task's sets start as (shared, immutable).
+EMPTY: frozenset[Any] = frozenset()
+
+#: The empty ``dependents`` of a task nothing depends on (shared: written only
+#: through ``link_dependent``, which replaces it first).
+NO_DEPENDENTS: dict[Any, None] = {}
+
+#: Sets up to this size stay interned frozensets; larger ones are mutable sets.
+SMALL_SET = 8
+
+# A set is a ``frozenset`` (small, shared, replaced on change) or a ``set``
+# (large, changed in place).
+AnySet = frozenset[_T] | set[_T]
+
+
+class SmallSets:
+    """Adds to and discards from task sets, interning the small ones.
+
+    Each operation returns the set to store back into the task (the same
+    object when it is a mutable ``set``). The table of interned sets is
+    bounded: when it grows past ``limit`` it is emptied, which only ends the
+    sharing of sets made before (they stay valid). Its entries keep the tasks
+    in them alive until then; a forgotten task has dropped its run_spec and
+    exception, so what they keep is small, and the scheduler empties the table
+    whenever it holds no tasks.
+    """
+
+    __slots__ = ("_limit", "_table")
+
+    def __init__(self, limit: int = 16384) -> None:
+        self._table: dict[Any, Any] = {}  # frozensets and tuples, each to itself
+        self._limit = limit
+
+    def _intern(self, new: _H) -> _H:
+        # a tuple and a frozenset are never equal, so both share one table
+        table = self._table
+        found: _H | None = table.get(new)
+        if found is not None:
+            return found
+        if len(table) >= self._limit:
+            table.clear()
+        table[new] = new
+        return new
+
+    def clear(self) -> None:
+        """Forget every interned set (the sets themselves stay valid)."""
+        self._table.clear()
+
+    def tuple(self, items: tuple[_T, ...]) -> tuple[_T, ...]:
+        """``items``, or an equal tuple interned before (small tuples only)."""
+        if len(items) > SMALL_SET:
+            return items
+        return self._intern(items)
+
+    def add(self, current: AnySet[_T], item: _T) -> AnySet[_T]:
+        """``current`` with ``item`` in it."""
+        if isinstance(current, set):
+            current.add(item)
+            return current
+        if item in current:
+            return current
+        if len(current) >= SMALL_SET:
+            grown = set(current)
+            grown.add(item)
+            return grown
+        return self._intern(current | {item})
+
+    def discard(self, current: AnySet[_T], item: _T) -> AnySet[_T]:
+        """``current`` without ``item``."""
+        if isinstance(current, set):
+            current.discard(item)
+            return current
+        if item not in current:
+            return current
+        if len(current) == 1:
+            return EMPTY
+        return self._intern(current - {item})
 
 RELEASED = "released"
 WAITING = "waiting"
@@ -52,8 +147,9 @@ class TaskState:
         priority: Lower runs first.
         seq: Creation order; breaks ties between equal priorities.
         state: One of ``TASK_STATES`` (``"forgotten"`` once removed).
-        dependencies: The tasks whose results this one needs (ordered set).
-        dependents: The tasks that need this one's result (ordered set).
+        dependencies: The tasks whose results this one needs (a tuple, in order).
+        dependents: The tasks that need this one's result (ordered set:
+            a dict with ``None`` values).
         waiters: The active dependents that still need this task's data.
         waiting_on: For a waiting task, the dependencies not yet in memory.
         who_wants: The clients that hold a future to this key.
@@ -103,12 +199,12 @@ class TaskState:
         self.priority = priority
         self.seq = seq
         self.state = RELEASED
-        self.dependencies: dict[TaskState, None] = {}
-        self.dependents: dict[TaskState, None] = {}
-        self.waiters: set[TaskState] = set()
-        self.waiting_on: set[TaskState] = set()
-        self.who_wants: set[str] = set()
-        self.who_has: set[str] = set()
+        self.dependencies: tuple[TaskState, ...] = ()
+        self.dependents: dict[TaskState, None] = NO_DEPENDENTS
+        self.waiters: AnySet[TaskState] = EMPTY
+        self.waiting_on: AnySet[TaskState] = EMPTY
+        self.who_wants: AnySet[str] = EMPTY
+        self.who_has: AnySet[str] = EMPTY
         self.processing_on: WorkerInfo | None = None
         self.nbytes = 0
         self.type_name = ""
@@ -118,6 +214,12 @@ class TaskState:
         self.exception_blame: str | None = None
         self.suspicious = 0
         self.started = False
+
+    def link_dependent(self, dependent: TaskState) -> None:
+        """Record that ``dependent`` needs this task's result."""
+        if self.dependents is NO_DEPENDENTS:
+            self.dependents = {}
+        self.dependents[dependent] = None
 
     def set_exception(
         self, exception: object, traceback: object, text: str, blame: str | None

@@ -44,6 +44,7 @@ from trioclust.core.instructions import (
 from trioclust.core.scheduler_placement import Placement
 from trioclust.core.scheduler_tasks import (
     ACTIVE_STATES,
+    EMPTY,
     ERRED,
     FORGOTTEN,
     MEMORY,
@@ -53,6 +54,7 @@ from trioclust.core.scheduler_tasks import (
     RELEASED,
     TASK_STATES,
     WAITING,
+    SmallSets,
     TaskState,
     WorkerInfo,
 )
@@ -103,6 +105,7 @@ class SchedulerTransitions:
         self._seq = 0
         # inline results on their way from TaskFinished to KeyInMemory
         self._values: dict[str, object] = {}
+        self._sets = SmallSets()  # how tasks' sets are changed (interned while small)
         # holders of scattered keys on their way from UpdateData to memory
         self._scattered_to: dict[str, tuple[str, ...]] = {}
 
@@ -190,9 +193,8 @@ class SchedulerTransitions:
         """``ts`` will not run (any more): its dependencies may be unneeded now."""
         recs: Recs = {}
         for dep in ts.dependencies:
-            waiters = dep.waiters
-            if ts in waiters:
-                waiters.discard(ts)
+            if ts in dep.waiters:
+                waiters = dep.waiters = self._sets.discard(dep.waiters, ts)
                 if not waiters and not dep.who_wants:
                     rec = self._unneeded(dep)
                     if rec:
@@ -200,12 +202,12 @@ class SchedulerTransitions:
         return recs
 
     def _add_holder(self, ts: TaskState, ws: WorkerInfo) -> None:
-        ts.who_has.add(ws.address)
+        ts.who_has = self._sets.add(ts.who_has, ws.address)
         ws.has_what.add(ts.key)
         ws.nbytes_stored += ts.nbytes
 
     def _remove_holder(self, ts: TaskState, address: str) -> None:
-        ts.who_has.discard(address)
+        ts.who_has = self._sets.discard(ts.who_has, address)
         ws = self.workers.get(address)
         if ws is not None and ts.key in ws.has_what:
             ws.has_what.discard(ts.key)
@@ -273,15 +275,16 @@ class SchedulerTransitions:
 
     def _wait_for_dependencies(self, ts: TaskState) -> Recs:
         recs: Recs = {}
-        waiting_on = ts.waiting_on
-        waiting_on.clear()
+        sets = self._sets
+        waiting_on: frozenset[TaskState] | set[TaskState] = EMPTY
         for dep in ts.dependencies:
-            dep.waiters.add(ts)
+            dep.waiters = sets.add(dep.waiters, ts)
             if dep.state == MEMORY and dep.who_has:
                 continue
-            waiting_on.add(dep)
+            waiting_on = sets.add(waiting_on, dep)
             if dep.state == RELEASED:
                 recs[dep.key] = WAITING
+        ts.waiting_on = waiting_on
         if not waiting_on:
             heapq.heappush(self._ready, (ts.priority, ts.seq, ts.key))
         return recs
@@ -360,9 +363,8 @@ class SchedulerTransitions:
             )
         recs = self._drop_needs(ts)
         for dts in ts.dependents:
-            waiting_on = dts.waiting_on
-            if ts in waiting_on:
-                waiting_on.discard(ts)
+            if ts in dts.waiting_on:
+                waiting_on = dts.waiting_on = self._sets.discard(dts.waiting_on, ts)
                 if not waiting_on and dts.state == WAITING:
                     heapq.heappush(self._ready, (dts.priority, dts.seq, dts.key))
         if not ts.who_wants and not ts.waiters:
@@ -376,7 +378,7 @@ class SchedulerTransitions:
         elif state == NO_WORKER:
             del self._unrunnable[ts.key]
         ts.state = ERRED
-        ts.waiting_on.clear()
+        ts.waiting_on = EMPTY
         for client in sorted(ts.who_wants):
             self._out.append(self._key_erred(ts, client, stimulus_id))
         recs = self._drop_needs(ts)
@@ -408,7 +410,7 @@ class SchedulerTransitions:
         elif state == NO_WORKER:
             del self._unrunnable[ts.key]
         ts.state = RELEASED
-        ts.waiting_on.clear()
+        ts.waiting_on = EMPTY
         recs = self._drop_needs(ts)
         if ts.who_wants or ts.waiters:
             recs[ts.key] = WAITING
@@ -431,7 +433,7 @@ class SchedulerTransitions:
             for dts in ts.dependents:
                 if dts not in waiters:
                     continue
-                dts.waiting_on.add(ts)
+                dts.waiting_on = self._sets.add(dts.waiting_on, ts)
                 if dts.state == PROCESSING:
                     self._cancel(dts, stimulus_id)
                     recs[dts.key] = WAITING
@@ -450,7 +452,7 @@ class SchedulerTransitions:
         recs: Recs = {}
         for dep in ts.dependencies:
             dep.dependents.pop(ts, None)
-            dep.waiters.discard(ts)
+            dep.waiters = self._sets.discard(dep.waiters, ts)
             if (
                 not dep.dependents
                 and not dep.who_wants
@@ -458,6 +460,10 @@ class SchedulerTransitions:
                 and (dep.state == RELEASED or dep.state == ERRED)
             ):
                 recs[dep.key] = FORGOTTEN
+        # interned sets may keep this object a while: keep it light
+        ts.run_spec = ts.exception = ts.traceback = None
+        if not self.tasks:
+            self._sets.clear()
         return recs
 
     _TRANSITIONS: dict[tuple[str, str], Callable[[SchedulerTransitions, TaskState, str], Recs]] = {

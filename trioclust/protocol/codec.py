@@ -8,7 +8,9 @@ msgpack encodes natively stays in the header, except:
 
 * a :class:`~trioclust.protocol.serialize.Serialized` becomes an ExtType
   (code ``1``, payload ``<first frame index, frame count>``) and its frames are
-  appended after the header, uncopied;
+  appended after the header, uncopied; the same object met again in the same
+  message refers to the same frames, and decodes to one shared object (a
+  ``map``'s function pickle travels, and is held by the scheduler, once);
 * ``bytes``, ``bytearray`` and ``memoryview`` values of at least the
   out-of-band threshold (``comm.out-of-band-threshold``) become an ExtType
   (code ``2``, payload ``<frame index>``) and travel as their own frame, uncopied;
@@ -114,6 +116,10 @@ class _Encoder(threading.local):
     def __init__(self) -> None:
         self.frames: list[Frame] | None = None  # of the dumps() call in progress
         self.memo: dict[int, tuple[Any, Serialized]] = {}
+        # Serialized objects already placed in this header: the same object
+        # again (one function's pickle in 10,000 run_specs) refers to the same
+        # frames rather than adding them once more
+        self.placed: dict[int, Any] = {}
         self.packer = msgpack.Packer(use_bin_type=True, default=self.default)
 
     def default(self, obj: Any) -> Any:
@@ -128,9 +134,14 @@ class _Encoder(threading.local):
                 if seen is None:
                     seen = self.memo[id(obj)] = (obj, serialize(obj))
                 obj = seen[1]
-        start = len(frames)
-        frames.extend(obj.frames)
-        return _ExtType(_EXT_SERIALIZED, _SERIALIZED_REF.pack(start, len(obj.frames)))
+        ext = self.placed.get(id(obj))
+        if ext is None:
+            start = len(frames)
+            frames.extend(obj.frames)
+            ext = self.placed[id(obj)] = _ExtType(
+                _EXT_SERIALIZED, _SERIALIZED_REF.pack(start, len(obj.frames))
+            )
+        return ext
 
 
 _encoder = _Encoder()
@@ -172,11 +183,14 @@ def dumps(msg: Any, *, oob_threshold: int | None = None) -> list[Frame]:
             body = _extract(msg, buffers, oob_threshold)
             if body is not msg:
                 frames[1:] = buffers[1:]
+                enc.placed.clear()
                 header = enc.packer.pack(body)
     finally:
         enc.frames = None
         if enc.memo:
             enc.memo.clear()
+        if enc.placed:
+            enc.placed.clear()
     frames[0] = header
     return frames
 
@@ -190,6 +204,9 @@ def _no_ext_hook(code: int, data: bytes) -> Any:
 
 def _make_ext_hook(frames: Sequence[Frame], used: list[int]) -> Callable[[int, bytes], Any]:
     nframes = len(frames)
+    # one object per distinct reference: a pickle referred to many times
+    # (a function in many run_specs) is decoded, and then held, once
+    decoded: dict[bytes, Serialized] = {}
 
     def ext_hook(code: int, data: bytes) -> Any:
         if code == _EXT_BUFFER and len(data) == _BUFFER_REF.size:
@@ -201,10 +218,14 @@ def _make_ext_hook(frames: Sequence[Frame], used: list[int]) -> Callable[[int, b
                 f"message header references frame {index}, but the message has {nframes} frames"
             )
         if code == _EXT_SERIALIZED and len(data) == _SERIALIZED_REF.size:
+            seen = decoded.get(data)
+            if seen is not None:
+                return seen
             start, count = _SERIALIZED_REF.unpack(data)
             if start >= 1 and count >= 1 and start + count <= nframes:
                 used[0] += count
-                return Serialized(list(frames[start : start + count]))
+                seen = decoded[data] = Serialized(list(frames[start : start + count]))
+                return seen
             raise ProtocolError(
                 f"message header references frames {start}..{start + count - 1}, "
                 f"but the message has {nframes} frames"
