@@ -319,3 +319,28 @@ async def test_heavy_messages_close_a_batch() -> None:
             assert link.statistics().batches_sent == 3
             await link.aclose()
         await peer.aclose()
+
+
+@pytest.mark.anyio
+async def test_messages_that_are_not_urgent_gather_until_an_urgent_one() -> None:
+    from trioclust import config
+
+    with config.set(**{"comm.linger": 60.0}):  # longer than the test may take
+        async with stream_pair("inproc://") as (client_stream, server_stream):
+            link = Link(Comm(client_stream), {})
+            peer = Comm(server_stream)
+            async with anyio.create_task_group() as tg:
+                await tg.start(link.run)
+                link.send({"op": "first"}, urgent=False)  # an idle link writes at once
+                with anyio.fail_after(10):
+                    assert await peer.recv() == [{"op": "first"}]
+                for i in range(3):  # a moment after a write: these wait
+                    link.send({"op": "more", "i": i}, urgent=False)
+                    await anyio.lowlevel.checkpoint()
+                assert link.statistics().queued == 3
+                link.send({"op": "now"})  # ends the wait: all four in one batch
+                with anyio.fail_after(10):
+                    batch = await peer.recv()
+                assert [m.get("i") for m in batch] == [0, 1, 2, None]
+                await link.aclose()
+            await peer.aclose()

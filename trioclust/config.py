@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     # bytes of large receive buffers a process keeps for reuse once nothing
     # refers to them any more (a fresh buffer's pages cost a fault each)
     "comm.receive-buffer-cache": 512 * 2**20,
+    # a link that wrote less than this long ago (seconds) and holds only
+    # messages sent as not urgent waits out the rest before its next write,
+    # gathering more into the batch; an idle link, or an urgent message,
+    # writes at once. 0: every write as soon as possible
+    "comm.linger": 0.001,
     # a task whose workers died more than this many times errs with KilledWorker
     "scheduler.allowed-failures": 3,
     # a worker silent (no heartbeat) this long is removed, seconds

@@ -6,7 +6,11 @@ Every wire message on a link's comm is a *batch*: a list of op dicts
 (``{"op": "task-finished", ...}``). :meth:`Link.send` only appends to an
 outgoing list and, if the writer task is idle, wakes it. The writer takes the
 whole list as one batch and writes it; whatever is sent while that write is in
-flight accumulates and becomes the next batch. Heavy messages (a client's
+flight accumulates and becomes the next batch. A message sent as not urgent
+(more of its kind will follow soon) may wait up to ``comm.linger`` after the
+link's previous write, so that a busy stream of them goes out in fewer, larger
+batches; an urgent one, or any on a link idle for longer, leaves at once.
+Heavy messages (a client's
 graph in chunks of 1,000 tasks, sent with a ``weight``) close a batch, so that
 each is encoded, sent and decoded on its own rather than all at once. So an idle link sends at once
 (no timer, no 10 ms floor) and a busy one coalesces many small messages into
@@ -35,6 +39,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -141,6 +146,9 @@ class Link:
         self._on_close = on_close
         self._outbox: list[dict[str, Any]] = []
         self._weights: dict[int, int] = {}  # id of a queued heavy message -> its weight
+        self._linger = config.get_float("comm.linger")
+        self._urgent = False  # an urgent message is queued
+        self._lingering: anyio.Event | None = None  # set by an urgent send() to end a linger
         self._wakeup: anyio.Event | None = None  # set by send() to wake an idle writer
         self._drained: anyio.Event | None = None  # set by the writer when the outbox empties
         self._writing = False
@@ -180,7 +188,7 @@ class Link:
         )
 
     # ---------------------------------------------------------------- sending
-    def send(self, msg: dict[str, Any], *, weight: int = 1) -> None:
+    def send(self, msg: dict[str, Any], *, weight: int = 1, urgent: bool = True) -> None:
         """Queue a one-way message; it leaves with the next batch.
 
         Not thread-safe: call it from the event loop that runs the link.
@@ -191,6 +199,11 @@ class Link:
                 update-graph: its number of tasks). A wire batch closes once
                 it holds :data:`BATCH_WEIGHT`, so that heavy messages queued
                 together still travel, and are decoded, a part at a time.
+            urgent: False for a message that more of its kind will soon
+                follow (a task finished while others run): a link that wrote
+                less than ``comm.linger`` ago then waits out the rest before
+                writing it, gathering more into the batch. An urgent message
+                (the default) is written as soon as the link can.
 
         Raises:
             CommClosedError: the link has ended or is closing.
@@ -200,6 +213,12 @@ class Link:
         self._outbox.append(msg)
         if weight > 1:
             self._weights[id(msg)] = weight
+        if urgent:
+            self._urgent = True
+            lingering = self._lingering
+            if lingering is not None:
+                self._lingering = None
+                lingering.set()
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -300,6 +319,8 @@ class Link:
                 logger.exception("%s: on_close callback failed", self.name)
 
     async def _writer(self) -> None:
+        linger = self._linger
+        last_write = -math.inf
         while True:
             while not self._outbox:
                 if self._drained is not None:
@@ -307,6 +328,17 @@ class Link:
                     self._drained = None
                 self._wakeup = anyio.Event()
                 await self._wakeup.wait()
+            if linger > 0:
+                if not self._urgent and not self._closing:
+                    # nothing urgent, and wrote a moment ago: let the batch gather
+                    wait = last_write + linger - anyio.current_time()
+                    if wait > 0:
+                        lingering = self._lingering = anyio.Event()
+                        with anyio.move_on_after(wait):
+                            await lingering.wait()
+                        self._lingering = None
+                last_write = anyio.current_time()
+            self._urgent = False
             batch, self._outbox = self._outbox, []
             self._writing = True
             try:

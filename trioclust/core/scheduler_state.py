@@ -153,6 +153,10 @@ class SchedulerState(SchedulerTransitions):
         self._out = []
         return out
 
+    def count(self, state: str) -> int:
+        """How many tasks are in ``state`` (O(1))."""
+        return self._counts.get(state, 0)
+
     def tasks_by_state(self) -> dict[str, int]:
         """How many tasks are in each state (states with none are left out)."""
         return {state: n for state, n in self._counts.items() if n}

@@ -39,6 +39,7 @@ from trioclust.comm import serve as comm_serve
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.scheduler_state import SchedulerState
+from trioclust.core.scheduler_tasks import PROCESSING
 from trioclust.dashboard.task_stream import TaskStream
 from trioclust.runtime.execution import call_function
 from trioclust.runtime.log_capture import server_label
@@ -492,13 +493,17 @@ class Scheduler(Server):
         if isinstance(i, ins.ComputeTask):
             link = self.worker_links.get(i.worker)
             if link is not None:
+                # a worker with more tasks than threads is busy: this one may
+                # wait for the link's next batch (see comm.linger)
+                ws = self.state.workers.get(i.worker)
                 link.send(
                     {
                         "op": "compute-task", "key": i.key, "run_spec": i.run_spec,
                         "who_has": {k: list(v) for k, v in i.who_has.items()},
                         "nbytes": dict(i.nbytes), "priority": i.priority,
                         "stimulus_id": i.stimulus_id,
-                    }
+                    },
+                    urgent=ws is None or len(ws.processing) <= ws.nthreads,
                 )
         elif isinstance(i, ins.FreeKeys):
             link = self.worker_links.get(i.worker)
@@ -510,7 +515,8 @@ class Scheduler(Server):
                 msg: dict[str, Any] = {"op": "key-in-memory", "key": i.key, "type": i.type_name}
                 if i.value is not None:
                     msg["value"] = i.value
-                client_link.send(msg)
+                # while other tasks run, more results follow: batch them
+                client_link.send(msg, urgent=self.state.count(PROCESSING) == 0)
         elif isinstance(i, ins.KeyErred):
             client_link = self.client_links.get(i.client)
             if client_link is not None:

@@ -349,12 +349,12 @@ class Worker(Server):
         for instruction in self.state.handle(*events):
             self._dispatch(instruction)
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, msg: dict[str, Any], *, urgent: bool = True) -> None:
         link = self._scheduler_link
         if link is None or link.closed:
             return  # the scheduler is gone; it reschedules whatever this was about
         try:
-            link.send(msg)
+            link.send(msg, urgent=urgent)
         except CommClosedError:
             pass
 
@@ -369,7 +369,8 @@ class Worker(Server):
             inline = self._inline.pop(i.key, None)
             if inline is not None:
                 msg["value"] = inline
-            self._send(msg)
+            # with other tasks still running here, more results follow soon
+            self._send(msg, urgent=not self.state.executing)
         elif isinstance(i, ins.SendTaskErred):
             self._send(
                 {
