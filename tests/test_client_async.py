@@ -264,3 +264,26 @@ async def test_unreachable_scheduler_raises_clear_error() -> None:
 async def test_malformed_address_raises_value_error() -> None:
     with pytest.raises(ValueError, match=r"tcp://:::nonsense"):
         Client("tcp://:::nonsense", asynchronous=True)
+
+
+def test_impure_key_suffixes_are_unique_and_differ_in_a_forked_child() -> None:
+    import os
+    import warnings
+
+    from trioclust.client.keys import unique_suffix
+
+    drawn = {unique_suffix() for _ in range(10_000)}
+    assert len(drawn) == 10_000
+    assert all(len(s) == 32 and int(s, 16) >= 0 for s in drawn)
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns about fork with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child draws what the parent would draw next, unless reseeded
+        os.write(write, unique_suffix().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != unique_suffix()

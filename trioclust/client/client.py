@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Self
 from trioclust import config
 from trioclust.client.core import ClientCore
 from trioclust.client.futures import Future, FutureState
-from trioclust.client.keys import funcname, make_key, pack_futures, tokenize
+from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
 from trioclust.protocol import serialize
 from trioclust.protocol.run_spec import dumps_task
@@ -383,7 +383,7 @@ class Client:
             elif pure:
                 k = f"{prefix}-{tokenize(base, args)[:32]}"
             else:
-                k = f"{prefix}-{uuid.uuid4().hex}"
+                k = f"{prefix}-{unique_suffix()}"
             keys.append(k)
             tasks.append(
                 (k, dumps_task(func, args, packed_kwargs), sorted(deps), self._core.next_priority(priority))
@@ -433,7 +433,7 @@ class Client:
         else:
             items = list(data) if isinstance(data, list | tuple | set | frozenset) else [data]
             keys = [
-                f"{type(v).__name__}-{tokenize(v)[:32] if hash else uuid.uuid4().hex}" for v in items
+                f"{type(v).__name__}-{tokenize(v)[:32] if hash else unique_suffix()}" for v in items
             ]
         named = dict(zip(keys, items, strict=True))
         futures = await self._core.scatter(named, workers, broadcast)

@@ -10,6 +10,8 @@ keys; the worker puts their values back in.
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import uuid
 from typing import Any
 
@@ -35,9 +37,23 @@ def tokenize(*parts: Any) -> str:
     return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
 
 
+# Unique suffixes for impure keys: 128 random bits, like a uuid4, from a
+# generator seeded by the OS (uuid4 itself costs a system call per key, a
+# tenth of the client's time in a large map). Reseeded in a forked child, so
+# that parent and child never draw the same sequence.
+_unique = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _unique.seed(os.urandom(32)))
+
+
+def unique_suffix() -> str:
+    """32 random hex digits."""
+    return f"{_unique.getrandbits(128):032x}"
+
+
 def make_key(fn: Any, args: Any, kwargs: Any, pure: bool) -> str:
-    """``name-hash`` for pure tasks, ``name-uuid`` otherwise."""
-    suffix = tokenize(fn, args, kwargs) if pure else uuid.uuid4().hex
+    """``name-hash`` for pure tasks, ``name-<32 random hex digits>`` otherwise."""
+    suffix = tokenize(fn, args, kwargs) if pure else unique_suffix()
     return f"{funcname(fn)}-{suffix[:32]}"
 
 
