@@ -302,6 +302,32 @@ class DaskCluster:
         self.close()
 
 
+class TrioclustLocalCluster:
+    """trioclust's own ``LocalCluster(n, threads_per_worker=1, processes=True)``, for scenario a."""
+
+    def __init__(self, n_workers: int) -> None:
+        self.n_workers = n_workers
+        self._cluster: Any = None
+
+    def start(self) -> ClusterInfo:
+        from trioclust import LocalCluster
+
+        self._cluster = LocalCluster(
+            n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        pids = [n.worker_pid for n in self._cluster.workers.values() if n.worker_pid is not None]
+        for pid in pids:
+            record_process(pid, "trioclust LocalCluster worker")
+        return ClusterInfo(
+            "trioclust", self._cluster.scheduler_address, os.getpid(), self.n_workers, pids
+        )
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            cluster, self._cluster = self._cluster, None
+            cluster.close()
+
+
 class DaskLocalCluster:
     """dask's own ``LocalCluster(n, threads_per_worker=1, processes=True)``, for scenario a."""
 

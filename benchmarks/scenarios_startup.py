@@ -1,11 +1,9 @@
-"""Scenario a: how long a cluster of n worker processes takes to start, and to close.
+"""Scenario a: how long a ``LocalCluster`` of n worker processes takes to start, and to close.
 
-trioclust: a scheduler process and n nannies, each starting a worker process
-(:class:`clusters.TrioclustCluster`); started means every worker registered
-with the scheduler (a nanny reports started once its worker process has).
-dask: ``LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-dashboard_address=None)``, whose constructor returns once its workers have
-registered. Closed means every process has exited. Between start and close a
+Both systems: ``LocalCluster(n_workers=n, threads_per_worker=1,
+processes=True, dashboard_address=None)`` (the scheduler in this process,
+each worker in a process of its own under a nanny), whose constructor
+returns once its workers have registered. Closed means every process has exited. Between start and close a
 client checks that the cluster computes; that is not timed.
 """
 
@@ -16,7 +14,7 @@ import time
 from typing import Any
 
 from bench_tasks import inc
-from clusters import DaskLocalCluster, TrioclustCluster, sync_client
+from clusters import DaskLocalCluster, TrioclustLocalCluster, sync_client
 from sizes import Sizes
 
 
@@ -24,8 +22,8 @@ def run(system: str, sizes: Sizes, n_workers: int) -> dict[str, Any]:
     starts: list[float] = []
     closes: list[float] = []
     for _ in range(sizes.start_repeats):
-        cluster: TrioclustCluster | DaskLocalCluster = (
-            TrioclustCluster(n_workers) if system == "trioclust" else DaskLocalCluster(n_workers)
+        cluster: TrioclustLocalCluster | DaskLocalCluster = (
+            TrioclustLocalCluster(n_workers) if system == "trioclust" else DaskLocalCluster(n_workers)
         )
         t0 = time.perf_counter()
         try:

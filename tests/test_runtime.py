@@ -80,6 +80,14 @@ async def test_bad_input_closes_only_that_connection(
     assert any(r.levelno >= logging.WARNING and "trioclust" in r.name for r in caplog.records)
 
 
+async def test_closing_servers_that_never_served_returns_at_once() -> None:
+    for server in (Scheduler(), Worker("tcp://127.0.0.1:1")):
+        with trio.fail_after(10):  # it used to wait forever for a serve() that never ran
+            await server.close()
+        assert server.status == "closed"
+        await server.wait_closed()
+
+
 async def test_worker_gives_up_on_a_lost_scheduler_with_a_reason() -> None:
     with config.set(**{"comm.timeouts.connect": 0.2}):
         s = Scheduler()

@@ -294,6 +294,8 @@ class Link:
             drained = self._drained
             if self._wakeup is not None:
                 self._wakeup.set()
+            if self._lingering is not None:  # flush now, not after the linger
+                self._lingering.set()
             with anyio.move_on_after(config.get_float("runtime.close-timeout"), shield=True):
                 await drained.wait()
         self._finish("this side closed the link")

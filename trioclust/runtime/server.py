@@ -8,13 +8,19 @@ A server (Scheduler, Worker, Nanny) is written once, for trio, as
   under asyncio (or anything that is not trio), runs the same ``serve()`` in a
   ``trio.run`` on a thread the server owns. The user's code does not change;
   leaving the block closes the server gracefully and joins that thread.
+
+``close()`` waits for ``serve()`` to end; on a server whose ``serve()`` never
+ran there is nothing to wait for, so it just marks it closed (every
+subclass's ``serve`` is wrapped to record that it was entered).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -33,10 +39,18 @@ class Server:
     _thread: threading.Thread | None = None
     _thread_token: trio.lowlevel.TrioToken | None = None
 
+    _serve_entered = False
+
     def __init__(self) -> None:
         self._close_requested = trio.Event()
         self._closed = trio.Event()
         self.status = "created"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        serve = cls.__dict__.get("serve")
+        if serve is not None and not getattr(serve, "_records_entry", False):
+            cls.serve = _recording_entry(serve)  # type: ignore[method-assign]
 
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         raise NotImplementedError
@@ -53,6 +67,10 @@ class Server:
             await self._close_threaded()
             return
         self._request_close()
+        if not self._serve_entered:  # it never served: nothing to wait for
+            self.status = "closed"
+            self._closed.set()
+            return
         await self._closed.wait()
 
     async def wait_closed(self) -> None:
@@ -167,3 +185,17 @@ def _single_error(exc: BaseException) -> BaseException:
             return exc
         exc = real[0]
     return exc
+
+
+def _recording_entry(
+    serve: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """``serve``, recording on the server that it was entered."""
+
+    @functools.wraps(serve)
+    async def wrapped(self: Server, *args: Any, **kwargs: Any) -> None:
+        self._serve_entered = True
+        await serve(self, *args, **kwargs)
+
+    wrapped._records_entry = True  # type: ignore[attr-defined]
+    return wrapped
