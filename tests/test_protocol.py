@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+import sys
 import threading
 from typing import Any
 
@@ -381,3 +382,36 @@ def test_taskref_pickles_by_reference() -> None:
     assert pickle.loads(data) == TaskRef("k")
     with pytest.raises(AttributeError):
         TaskRef("k").key = "other"  # type: ignore[misc]
+
+
+def test_importable_objects_pickle_by_reference_and_the_rest_by_value() -> None:
+    import operator
+
+    fast = serialize(operator.add)  # the standard pickler: a reference
+    assert b"operator" in bytes(fast.frames[0])
+    assert deserialize(fast) is operator.add
+    offset = 3
+    local = serialize(lambda x: x + offset)  # cloudpickle: by value
+    assert deserialize(local)(1) == 4
+
+    def pretend_main(x: int) -> int:
+        return x * 2
+
+    pretend_main.__module__ = "__main__"  # the worker has another __main__
+    assert deserialize(serialize(pretend_main))(2) == 4
+
+
+def test_modules_registered_by_value_travel_by_value() -> None:
+    import types
+
+    module = types.ModuleType("trioclust_by_value_example")
+    exec("def triple(x):\n    return 3 * x\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        pickled = serialize(module.triple)
+        del sys.modules[module.__name__]  # as on a worker that cannot import it
+        assert deserialize(pickled)(2) == 6
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+        sys.modules.pop(module.__name__, None)

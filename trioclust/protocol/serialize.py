@@ -63,8 +63,18 @@ class Serialized:
         return (Serialized, ([bytes(f) for f in self.frames],))
 
 
+def _names_by_value_module(header: bytes) -> bool:
+    """Whether the pickle refers to a module registered with cloudpickle to
+    travel by value (``cloudpickle.register_pickle_by_value``)."""
+    registered = cloudpickle.list_registry_pickle_by_value()
+    return bool(registered) and any(name.encode() in header for name in registered)
+
+
 def serialize(obj: Any) -> Serialized:
-    """Cloudpickle ``obj`` with protocol 5, keeping large buffers out of band.
+    """Pickle ``obj`` with protocol 5, keeping large buffers out of band.
+
+    The standard pickler is tried first; objects it cannot pickle, or pickles
+    by reference to ``__main__``, are cloudpickled (by value).
 
     Contiguous buffers (numpy arrays and other ``PickleBuffer`` exporters) are
     not copied: their frames are memoryviews of the original memory, so the
@@ -77,7 +87,19 @@ def serialize(obj: Any) -> Serialized:
         The pickle stream and its out-of-band buffers.
     """
     buffers: list[pickle.PickleBuffer] = []
-    header = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    # The standard pickler first, as dask does: it is several times faster
+    # than cloudpickle's, and gives the same bytes for anything importable.
+    # What it cannot do by reference (lambdas, local or dynamic classes and
+    # functions), or does only by a reference to __main__ (which the worker
+    # does not share) or to a module registered to travel by value, goes to
+    # cloudpickle, which pickles it by value.
+    try:
+        header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception:
+        header = b""
+    if not header or b"__main__" in header or _names_by_value_module(header):
+        buffers.clear()
+        header = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     frames: list[Frame] = [header]
     for buffer in buffers:
         try:
