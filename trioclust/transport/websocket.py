@@ -275,7 +275,8 @@ async def client_upgrade(
                             raise _refused(peer, status, body)
                 try:
                     data = await transport.receive()
-                except anyio.EndOfStream:
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    # closed or reset (a refusing TLS server does either)
                     if status is not None:
                         raise _refused(peer, status, body) from None
                     if secure:
