@@ -6,6 +6,7 @@ import asyncio
 import operator
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,31 @@ def test_futures_that_live_only_in_the_arguments(address: str) -> None:
     with Client(address) as client:
         assert client.submit(sum, client.map(inc, range(10))).result() == sum(range(1, 11))
         assert client.submit(sum, [client.submit(inc, i) for i in range(5)]).result() == 15
+
+
+def until_file(path: str) -> int:
+    import os
+    import time
+
+    while not os.path.exists(path):  # the task polls; the test itself waits on nothing
+        time.sleep(0.01)
+    return 0
+
+
+def test_threads_waiting_on_one_future_all_get_its_result(address: str, tmp_path: Path) -> None:
+    with Client(address) as client:
+        go = tmp_path / "go"
+        future = client.submit(inc, client.submit(until_file, str(go), pure=False))
+        got: list[int] = []
+        threads = [threading.Thread(target=lambda: got.append(future.result(timeout=60))) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        go.touch()  # the threads wait in result() (or are about to): release the task
+        for thread in threads:
+            thread.join(timeout=60)
+        assert got == [1, 1, 1, 1]
+        seen: list[int] = []
+        done = threading.Event()
+        future.add_done_callback(lambda f: (seen.append(f.result()), done.set()))  # on the loop thread
+        assert done.wait(30)
+        assert seen == [1]

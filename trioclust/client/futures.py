@@ -9,6 +9,8 @@ one is dropped the client releases the key on the cluster.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +31,8 @@ class FutureState:
     """What the client knows of one key: status, inline value, error, waiters."""
 
     __slots__ = (
-        "callbacks", "event", "exception", "key", "refs", "status", "text", "traceback",
-        "type_name", "value",
+        "callbacks", "event", "exception", "key", "refs", "status", "text", "thread_event",
+        "traceback", "type_name", "value",
     )
 
     def __init__(self, key: str) -> None:
@@ -43,6 +45,8 @@ class FutureState:
         self.text = ""
         self.refs = 0
         self.event: anyio.Event | None = None
+        # what threads of a synchronous client wait on (see Future.result)
+        self.thread_event: threading.Event | None = None
         self.callbacks: list[Callable[[], None]] = []
 
     def done(self) -> bool:
@@ -59,9 +63,15 @@ class FutureState:
             await self.event.wait()
 
     def _changed(self) -> None:
+        # the status is already set: a thread that registers its event after
+        # this read sees it, one that registered before is woken here
         if self.event is not None:
             self.event.set()
             self.event = None
+        thread_event = self.thread_event
+        if thread_event is not None:
+            self.thread_event = None
+            thread_event.set()
         if self.done():
             callbacks, self.callbacks = self.callbacks, []
             for callback in callbacks:
@@ -144,9 +154,38 @@ class Future:
         With an asynchronous client this returns an awaitable.
         """
         state = self._state
-        if state.status == "finished" and state.has_value and not self._client.asynchronous:
+        if self._client.asynchronous:
+            return self._client._sync(self._client._core.result_of, self, timeout)
+        if state.status == "finished" and state.has_value:
             return state.value  # no trip through the event loop thread
+        if threading.get_ident() != self._client._core._loop_thread:
+            # wait in this thread, without a trip through the event loop
+            # thread, for the usual case: a result that comes inline
+            remaining = self._wait_in_thread(timeout)
+            if state.status == "finished" and state.has_value:
+                return state.value
+            if remaining is not None:
+                timeout = remaining
         return self._client._sync(self._client._core.result_of, self, timeout)
+
+    def _wait_in_thread(self, timeout: float | None) -> float | None:
+        """Block this (non-loop) thread until the state is done or ``timeout``
+        passes; returns the time left (None: no timeout)."""
+        state = self._state
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lock = self._client._core._lock
+        while not state.done():
+            with lock:  # one event per state, however many threads wait
+                event = state.thread_event
+                if event is None:
+                    event = state.thread_event = threading.Event()
+            if state.done():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return 0.0
+            event.wait(remaining)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def exception(self, timeout: float | None = None) -> Any:
         """The task's exception once it failed, None if it succeeded."""
