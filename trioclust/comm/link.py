@@ -6,15 +6,16 @@ Every wire message on a link's comm is a *batch*: a list of op dicts
 (``{"op": "task-finished", ...}``). :meth:`Link.send` only appends to an
 outgoing list and, if the writer task is idle, wakes it. The writer takes the
 whole list as one batch and writes it; whatever is sent while that write is in
-flight accumulates and becomes the next batch. A message sent as not urgent
-(more of its kind will follow soon) may wait up to ``comm.linger`` after the
-link's previous write, so that a busy stream of them goes out in fewer, larger
-batches; an urgent one, or any on a link idle for longer, leaves at once.
-Heavy messages (a client's
-graph in chunks of 1,000 tasks, sent with a ``weight``) close a batch, so that
-each is encoded, sent and decoded on its own rather than all at once. So an idle link sends at once
+flight accumulates and becomes the next batch. So an idle link sends at once
 (no timer, no 10 ms floor) and a busy one coalesces many small messages into
 few writes.
+
+Two refinements. A message sent as not urgent (more of its kind will follow
+soon) may wait up to ``comm.linger`` after the link's previous write, so that
+a busy stream of them goes out in fewer, larger batches; an urgent one, or any
+on a link idle for longer, leaves at once. Heavy messages (a client's graph in
+chunks of 1,000 tasks, sent with a ``weight``) close a batch, so that each is
+encoded, sent and decoded on its own rather than all at once.
 
 The reader task receives batches and dispatches each op inline:
 

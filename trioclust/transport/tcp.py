@@ -67,8 +67,9 @@ class TCPStream(ByteStream):
         return await self._stream.receive(max_bytes)
 
     async def _receive_into_trio(self, buffer: memoryview) -> int:
-        # trio's own pattern for a socket operation: a cancellation point
-        # before, none after bytes were taken from the kernel (they would be lost)
+        # trio's own pattern for a socket operation: a cancellation point before
+        # the read; after it only a scheduling point that cannot be cancelled
+        # (bytes taken from the kernel must not be lost)
         await anyio.lowlevel.checkpoint_if_cancelled()
         raw = self._raw
         while True:
