@@ -38,7 +38,6 @@ the network's delay.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import re
@@ -59,13 +58,13 @@ OUTCOMES = ("memory", "erred", "cancelled", "lost", "rescheduled")
 _HASH_PART = re.compile(r"(?:[0-9a-f]{8,}|[0-9]+)")
 
 
-@functools.lru_cache(maxsize=2**17)
 def key_prefix(key: str) -> str:
     """The readable part of a key: ``"inc-3f2a9c0d..."`` gives ``"inc"``.
 
     Trailing ``-``-separated parts that look like hashes (8 or more hex
     digits) or counters (digits) are dropped; a key made only of such parts is
-    its own prefix.
+    its own prefix. Not cached: most keys are unique (a cache of them only
+    kept them alive in the scheduler), and this costs about a microsecond.
     """
     parts = key.split("-")
     while len(parts) > 1 and _HASH_PART.fullmatch(parts[-1]):
