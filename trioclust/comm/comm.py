@@ -105,6 +105,8 @@ class Comm:
             max_message_bytes=max_message_bytes,
         )
         self._oob_threshold = config.get_int("comm.out-of-band-threshold")
+        # reads straight into a large frame's buffer, where the transport can
+        self._receive_into = getattr(stream, "receive_into", None)
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._receiving = False
         self._closed = False
@@ -234,7 +236,7 @@ class Comm:
                 raise ProtocolError(
                     f"{self.peer_address} sent data that is not trioclust's protocol: {exc}"
                 ) from None
-            receive_into = getattr(self._stream, "receive_into", None)
+            receive_into = self._receive_into
             try:
                 if receive_into is not None and (target := reader.large_target()) is not None:
                     with target:

@@ -30,7 +30,7 @@ def link_new_tasks(
     tasks: Mapping[str, TaskState],
     new: list[TaskState],
     specs: Mapping[str, NewTask],
-    sets: SmallSets | None = None,
+    sets: SmallSets,
 ) -> dict[TaskState, None]:
     """Link new tasks to their dependencies and find those that can never run.
 
@@ -39,7 +39,7 @@ def link_new_tasks(
         new: The tasks just created for this graph, in submission order.
         specs: The graph's ``NewTask`` records, by key.
         sets: Interns the ``dependencies`` tuples (the 10,000 tasks of a
-            ``map`` over one future share one); None: no interning.
+            ``map`` over one future share one).
 
     Returns:
         The tasks that can never run (ordered), their exception already set.
@@ -63,7 +63,7 @@ def link_new_tasks(
                 ts.set_exception(exc, None, str(exc), ts.key)
                 bad[ts] = None
         if deps:
-            ts.dependencies = tuple(deps) if sets is None else sets.tuple(tuple(deps))
+            ts.dependencies = sets.tuple(tuple(deps))
     # Cycles can only run through new tasks: peel them off in topological
     # order (Kahn); whatever is left is in a cycle or downstream of one.
     is_new = set(new)

@@ -54,6 +54,7 @@ from trioclust.core.scheduler_tasks import (
     RELEASED,
     TASK_STATES,
     WAITING,
+    AnySet,
     SmallSets,
     TaskState,
     WorkerInfo,
@@ -276,7 +277,7 @@ class SchedulerTransitions:
     def _wait_for_dependencies(self, ts: TaskState) -> Recs:
         recs: Recs = {}
         sets = self._sets
-        waiting_on: frozenset[TaskState] | set[TaskState] = EMPTY
+        waiting_on: AnySet[TaskState] = EMPTY
         for dep in ts.dependencies:
             dep.waiters = sets.add(dep.waiters, ts)
             if dep.state == MEMORY and dep.who_has:
