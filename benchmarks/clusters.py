@@ -15,7 +15,7 @@ on ``tcp://127.0.0.1``; the client runs in the benchmark process.
   The scheduler sits in its own process for the same reason as trioclust's:
   scenario f measures its memory, and a scheduler inside the client process
   (dask's ``LocalCluster``) would share the client's GIL in the others.
-  Scenario a times dask's ``LocalCluster`` itself (:class:`DaskLocalCluster`).
+  Scenario a times each system's own ``LocalCluster`` (:class:`OwnLocalCluster`).
 
 With ``--quick`` and ``--tiny`` (:data:`share_clusters`), scenarios b, c, d,
 e and g share one cluster per system, since starting a cluster takes longer
@@ -302,48 +302,39 @@ class DaskCluster:
         self.close()
 
 
-class TrioclustLocalCluster:
-    """trioclust's own ``LocalCluster(n, threads_per_worker=1, processes=True)``, for scenario a."""
+class OwnLocalCluster:
+    """A system's own ``LocalCluster(n, threads_per_worker=1, processes=True)``, for scenario a.
 
-    def __init__(self, n_workers: int) -> None:
+    ``system`` is ``"trioclust"`` or ``"dask"``; both are built with the same
+    arguments, so the scenario compares the same shape.
+    """
+
+    def __init__(self, system: str, n_workers: int) -> None:
+        self.system = system
         self.n_workers = n_workers
         self._cluster: Any = None
 
     def start(self) -> ClusterInfo:
-        from trioclust import LocalCluster
+        if self.system == "trioclust":
+            from trioclust import LocalCluster
+        else:
+            from distributed import LocalCluster
 
         self._cluster = LocalCluster(
             n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
         )
-        pids = [n.worker_pid for n in self._cluster.workers.values() if n.worker_pid is not None]
+        pids = [self._worker_pid(w) for w in self._cluster.workers.values()]
+        pids = [pid for pid in pids if pid is not None]
         for pid in pids:
-            record_process(pid, "trioclust LocalCluster worker")
+            record_process(pid, f"{self.system} LocalCluster worker")
         return ClusterInfo(
-            "trioclust", self._cluster.scheduler_address, os.getpid(), self.n_workers, pids
+            self.system, self._cluster.scheduler_address, os.getpid(), self.n_workers, pids
         )
 
-    def close(self) -> None:
-        if self._cluster is not None:
-            cluster, self._cluster = self._cluster, None
-            cluster.close()
-
-
-class DaskLocalCluster:
-    """dask's own ``LocalCluster(n, threads_per_worker=1, processes=True)``, for scenario a."""
-
-    def __init__(self, n_workers: int) -> None:
-        self.n_workers = n_workers
-        self._cluster: Any = None
-
-    def start(self) -> ClusterInfo:
-        from distributed import LocalCluster
-
-        self._cluster = LocalCluster(
-            n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        for nanny in self._cluster.workers.values():
-            record_process(nanny.process.process.pid, "dask LocalCluster worker")
-        return ClusterInfo("dask", self._cluster.scheduler_address, os.getpid(), self.n_workers)
+    def _worker_pid(self, worker: Any) -> int | None:
+        if self.system == "trioclust":
+            return worker.worker_pid
+        return worker.process.process.pid
 
     def close(self) -> None:
         if self._cluster is not None:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bench_tasks import inc
-from clusters import DaskLocalCluster, TrioclustLocalCluster, sync_client
+from clusters import OwnLocalCluster, sync_client
 from sizes import Sizes
 
 
@@ -22,9 +22,7 @@ def run(system: str, sizes: Sizes, n_workers: int) -> dict[str, Any]:
     starts: list[float] = []
     closes: list[float] = []
     for _ in range(sizes.start_repeats):
-        cluster: TrioclustLocalCluster | DaskLocalCluster = (
-            TrioclustLocalCluster(n_workers) if system == "trioclust" else DaskLocalCluster(n_workers)
-        )
+        cluster = OwnLocalCluster(system, n_workers)
         t0 = time.perf_counter()
         try:
             info = cluster.start()
