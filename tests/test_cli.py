@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -127,16 +128,25 @@ def test_scheduler_and_worker_with_tls_certificate_files(tmp_path: Path) -> None
     cert = _write_private(tmp_path / "cert.pem", str(made.tls_scheduler_cert))
     key = _write_private(tmp_path / "key.pem", str(made.tls_scheduler_key))
     tls = ["--tls-ca-file", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
-    scheduler = Running("trioclust", "scheduler", "--port", "0", "--no-dashboard", *tls)
+    security = Security(tls_ca_file=str(ca), tls_client_cert=str(cert), tls_client_key=str(key))
+    run_scheduler_and_worker("tls", tls, tls, security)
+
+
+def run_scheduler_and_worker(
+    scheme: str, scheduler_options: list[str], worker_options: list[str], security: Any = None
+) -> None:
+    """``trioclust scheduler`` and one ``trioclust worker`` over ``scheme``: a Client
+    computes through them, the worker leaves with exit code 0, so does the scheduler."""
+    scheduler = Running("trioclust", "scheduler", "--port", "0", "--no-dashboard", *scheduler_options)
     workers: Running | None = None
     try:
-        address = scheduler.wait_for_line(r"Scheduler at: (tls://127\.0\.0\.1:\d+)").group(1)
-        workers = Running("trioclust", "worker", address, "--nworkers", "1", "--nthreads", "1", *tls)
-        security = Security(tls_ca_file=str(ca), tls_client_cert=str(cert), tls_client_key=str(key))
+        pattern = rf"Scheduler at: ({scheme}://127\.0\.0\.1:\d+)"
+        address = scheduler.wait_for_line(pattern).group(1)
+        workers = Running("trioclust", "worker", address, "--nworkers", "1", "--nthreads", "1", *worker_options)
         with Client(address, security=security) as client:
             client.wait_for_workers(1, timeout=60)
             assert client.submit(lambda: 1 + 1).result() == 2
-            assert [w.startswith("tls://") for w in client.scheduler_info()["workers"]] == [True]
+            assert [w.startswith(f"{scheme}://") for w in client.scheduler_info()["workers"]] == [True]
         assert workers.stop() == 0
     finally:
         if workers is not None and workers.proc.poll() is None:

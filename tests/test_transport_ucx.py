@@ -275,22 +275,6 @@ async def test_cupy_arrays_cross_workers_over_ucx() -> None:
 @needs_ucxx
 @pytest.mark.slow
 def test_scheduler_and_worker_over_ucx_from_the_command_line() -> None:
-    import signal
+    from test_cli import run_scheduler_and_worker  # the command-line tests' own check
 
-    from test_cli import Running  # the command-line tests' process reader
-
-    scheduler = Running("trioclust", "scheduler", "--port", "0", "--no-dashboard", "--protocol", "ucx")
-    workers: Running | None = None
-    try:
-        address = scheduler.wait_for_line(r"Scheduler at: (ucx://127\.0\.0\.1:\d+)").group(1)
-        workers = Running("trioclust", "worker", address, "--nworkers", "1", "--nthreads", "1")
-        with Client(address) as client:
-            client.wait_for_workers(1, timeout=60)
-            assert client.submit(lambda: 1 + 1).result() == 2
-            assert [w.startswith("ucx://") for w in client.scheduler_info()["workers"]] == [True]
-        assert workers.stop() == 0
-    finally:
-        if workers is not None and workers.proc.poll() is None:
-            workers.stop(signal.SIGKILL)
-        if scheduler.proc.poll() is None:
-            assert scheduler.stop() == 0
+    run_scheduler_and_worker("ucx", ["--protocol", "ucx"], [])
