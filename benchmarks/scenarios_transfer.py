@@ -53,21 +53,33 @@ def run(system: str, sizes: Sizes, n_workers: int) -> dict[str, Any]:
             _wait(system, [future])
             holders = client.run_on_scheduler(trioclust_who_has, future.key)
             fetch = trioclust_fetch
-        assert len(holders) == 1, f"expected one holder, got {holders}"
-        holder = holders[0]
-        fetcher = next(w for w in workers if w != holder)
-        runs = []
-        for _ in range(sizes.transfer_repeats + 1):
-            seconds, total = client.run(fetch, future.key, holder, workers=[fetcher])[fetcher]
-            assert total == array_sum_expected(nbytes), "the fetched array is wrong"
-            runs.append(seconds)
+        record = timed_fetches(client, fetch, future.key, holders, workers, nbytes, sizes.transfer_repeats)
         del future
-    best = min(runs[1:])
+    return record
+
+
+def timed_fetches(
+    client: Any, fetch: Any, key: str, holders: list[str], workers: list[str], nbytes: int, repeats: int
+) -> dict[str, Any]:
+    """Fetch ``key`` from its one holder on another worker, a warm-up and ``repeats`` timed runs.
+
+    Each run checks the array's sum. Returns ``bytes``, ``holder``,
+    ``fetcher``, ``mb_per_s`` (of the best run, 1 MB = 10**6 bytes),
+    ``runs_s`` and ``warmup_s``.
+    """
+    assert len(holders) == 1, f"expected one holder, got {holders}"
+    holder = holders[0]
+    fetcher = next(w for w in workers if w != holder)
+    runs = []
+    for _ in range(repeats + 1):
+        seconds, total = client.run(fetch, key, holder, workers=[fetcher])[fetcher]
+        assert total == array_sum_expected(nbytes), "the fetched array is wrong"
+        runs.append(seconds)
     return {
         "bytes": nbytes,
         "holder": holder,
         "fetcher": fetcher,
-        "mb_per_s": nbytes / best / 1e6,
+        "mb_per_s": nbytes / min(runs[1:]) / 1e6,
         "runs_s": runs[1:],
         "warmup_s": runs[0],
     }

@@ -42,7 +42,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import trio  # noqa: E402
-from bench_tasks import array_sum_expected, make_array, trioclust_fetch, trioclust_who_has  # noqa: E402
+from bench_tasks import make_array, trioclust_fetch, trioclust_who_has  # noqa: E402
+from scenarios_transfer import timed_fetches  # noqa: E402
 
 START_TIMEOUT = 120.0  # seconds the cluster may take to start (UCX's first start is slow)
 DEFAULT_BYTES = 200 * 2**20
@@ -150,27 +151,10 @@ def run(
         future = client.submit(maker, nbytes, pure=False)
         future.result()
         holders = client.run_on_scheduler(trioclust_who_has, future.key)
-        assert len(holders) == 1, f"expected one holder, got {holders}"
-        holder = holders[0]
-        fetcher = next(w for w in workers if w != holder)
-        assert holder.startswith(f"{scheme}://"), holder
-        runs = []
-        for _ in range(repeats + 1):
-            seconds, total = client.run(trioclust_fetch, future.key, holder, workers=[fetcher])[fetcher]
-            assert total == array_sum_expected(nbytes), "the fetched array is wrong"
-            runs.append(seconds)
+        assert all(h.startswith(f"{scheme}://") for h in holders), holders
+        record = timed_fetches(client, trioclust_fetch, future.key, holders, workers, nbytes, repeats)
         del future
-    best = min(runs[1:])
-    return {
-        "scheme": scheme,
-        "array": array,
-        "bytes": nbytes,
-        "mb_per_s": nbytes / best / 1e6,
-        "runs_s": runs[1:],
-        "warmup_s": runs[0],
-        "holder": holder,
-        "fetcher": fetcher,
-    }
+    return {"scheme": scheme, "array": array, **record}
 
 
 def run_scenario(system: str, sizes: Any, n_workers: int) -> dict[str, Any]:
