@@ -14,7 +14,6 @@ and serves the link exactly as for its own listener.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from starlette.websockets import WebSocket
 
 from trioclust.transport import ConnectionHandler, TransportAttribute
 from trioclust.transport.addresses import unparse_host_port
-from trioclust.transport.websocket import MAX_MESSAGE_BYTES
+from trioclust.transport.websocket import MAX_MESSAGE_BYTES, MessageChunks
 
 __all__ = ["COMM_PATH", "ASGIWebSocketStream", "comm_endpoint"]
 
@@ -47,8 +46,7 @@ class ASGIWebSocketStream(ByteStream):
         self._ws = websocket
         self._local = local
         self._peer = peer
-        self._chunks: deque[bytes] = deque()
-        self._offset = 0
+        self._chunks = MessageChunks()
         self._eof = False
         self._closed = False
 
@@ -70,15 +68,7 @@ class ASGIWebSocketStream(ByteStream):
                     )
                 if data:
                     self._chunks.append(data)
-        chunk = self._chunks[0]
-        start = self._offset
-        end = start + max_bytes
-        if end >= len(chunk):
-            self._chunks.popleft()
-            self._offset = 0
-            return chunk[start:] if start else chunk
-        self._offset = end
-        return chunk[start:end]
+        return self._chunks.take(max_bytes)
 
     async def send(self, item: bytes) -> None:
         if self._closed:

@@ -108,6 +108,40 @@ def _with_scheme(scheme: str, url: str) -> str:
     return f"{scheme}://" + url.partition("://")[2]
 
 
+class MessageChunks:
+    """Received websocket message data, handed out as a byte stream.
+
+    ``take(max_bytes)`` returns at most ``max_bytes`` from the oldest message,
+    without regard for message boundaries; whole messages are returned
+    uncopied. Shared by the websocket streams over wsproto and over ASGI.
+    """
+
+    __slots__ = ("_chunks", "_offset")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # into self._chunks[0]
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks)
+
+    def append(self, data: bytes) -> None:
+        """Queue a message's (non-empty) data."""
+        self._chunks.append(data)
+
+    def take(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of the queued data; there must be some."""
+        chunk = self._chunks[0]
+        start = self._offset
+        end = start + max_bytes
+        if end >= len(chunk):
+            self._chunks.popleft()
+            self._offset = 0
+            return chunk[start:] if start else chunk
+        self._offset = end
+        return chunk[start:end]
+
+
 class WebSocketStream(ByteStream):
     """Binary websocket messages over a byte stream, as a byte stream.
 
@@ -121,8 +155,7 @@ class WebSocketStream(ByteStream):
         self._ws = ws
         self._local = local
         self._peer = peer
-        self._chunks: deque[bytes] = deque()
-        self._offset = 0  # into self._chunks[0]
+        self._chunks = MessageChunks()
         self._outgoing: list[bytes] = []  # control replies the reader owes the peer
         self._send_lock = anyio.Lock()
         self._eof = False
@@ -173,15 +206,7 @@ class WebSocketStream(ByteStream):
                 raise anyio.BrokenResourceError(
                     f"{self._peer} broke the websocket protocol: {exc}"
                 ) from None
-        chunk = self._chunks[0]
-        start = self._offset
-        end = start + max_bytes
-        if end >= len(chunk):
-            self._chunks.popleft()
-            self._offset = 0
-            return chunk[start:] if start else chunk
-        self._offset = end
-        return chunk[start:end]
+        return self._chunks.take(max_bytes)
 
     async def send(self, item: bytes) -> None:
         if self._closed:
