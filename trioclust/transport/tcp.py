@@ -149,6 +149,27 @@ class TCPListener:
 
         return accept
 
+    async def serve_upgraded(
+        self,
+        upgrade: Callable[[ByteStream], Awaitable[ByteStream | None]],
+        handler: ConnectionHandler,
+    ) -> None:
+        """:meth:`serve`, with each connection first passed through ``upgrade``
+        (a TLS or websocket handshake): ``handler`` gets the upgraded stream,
+        which is closed when it returns; None from ``upgrade`` drops the
+        connection (``upgrade`` has closed it and said why)."""
+
+        async def on_connection(raw: ByteStream) -> None:
+            stream = await upgrade(raw)
+            if stream is None:
+                return
+            try:
+                await handler(stream)
+            finally:
+                await anyio.aclose_forcefully(stream)
+
+        await self.serve(on_connection)
+
     async def aclose(self) -> None:
         """Close the listening sockets; accepted connections stay open."""
         for listener in self._listeners:

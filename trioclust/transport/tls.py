@@ -468,17 +468,7 @@ class TLSListener:
 
     async def serve(self, handler: ConnectionHandler) -> None:
         """Accept connections until :meth:`aclose`; each is handshaken, then handled, in its own task."""
-
-        async def on_connection(raw: ByteStream) -> None:
-            stream = await self.accept_tls(raw)
-            if stream is None:
-                return
-            try:
-                await handler(stream)
-            finally:
-                await anyio.aclose_forcefully(stream)
-
-        await self._tcp.serve(on_connection)
+        await self._tcp.serve_upgraded(self.accept_tls, handler)
 
     async def aclose(self) -> None:
         """Close the listening sockets; accepted connections stay open."""

@@ -436,17 +436,7 @@ class WebSocketListener:
 
     async def serve(self, handler: ConnectionHandler) -> None:
         """Accept connections until :meth:`aclose`; each is upgraded, then handled, in its own task."""
-
-        async def on_connection(raw: ByteStream) -> None:
-            stream = await self._accept(raw)
-            if stream is None:
-                return
-            try:
-                await handler(stream)
-            finally:
-                await anyio.aclose_forcefully(stream)
-
-        await self._tcp.serve(on_connection)
+        await self._tcp.serve_upgraded(self._accept, handler)
 
     async def aclose(self) -> None:
         """Close the listening sockets; accepted connections stay open."""
