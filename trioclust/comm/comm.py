@@ -243,20 +243,23 @@ class Comm:
                         reader.advance(await receive_into(target))
                     continue
                 data = await self._stream.receive(reader.read_size)
-            except anyio.EndOfStream:
-                if reader.in_message:
-                    reason = "the peer closed the connection in the middle of a message"
-                else:
-                    reason = PEER_CLOSE
-                await self._abort(reason)
-                raise self._closed_error() from None
-            except anyio.ClosedResourceError:
-                await self._abort(LOCAL_CLOSE)
-                raise self._closed_error() from None
-            except _TRANSPORT_ERRORS as exc:
-                await self._abort(_describe_loss(exc))
-                raise self._closed_error() from exc
+            except (anyio.EndOfStream, *_TRANSPORT_ERRORS) as exc:
+                raise await self._receive_failed(exc) from _breakage(exc)
             reader.feed(data)
+
+    async def _receive_failed(self, exc: BaseException) -> CommClosedError:
+        """Close the comm after a read ended with ``exc``; the error to raise."""
+        if isinstance(exc, anyio.EndOfStream):
+            if self._reader.in_message:
+                reason = "the peer closed the connection in the middle of a message"
+            else:
+                reason = PEER_CLOSE
+        elif isinstance(exc, anyio.ClosedResourceError):
+            reason = LOCAL_CLOSE
+        else:
+            reason = _describe_loss(exc)
+        await self._abort(reason)
+        return self._closed_error()
 
     # ------------------------------------------------------------- handshake
     async def handshake(self, *, role: str, name: str, timeout: float) -> dict[str, Any]:
@@ -302,15 +305,8 @@ class Comm:
             return
         try:
             data = await self._stream.receive(self._reader.read_size)
-        except anyio.EndOfStream:
-            await self._abort(PEER_CLOSE)
-            raise self._closed_error() from None
-        except anyio.ClosedResourceError:
-            await self._abort(LOCAL_CLOSE)
-            raise self._closed_error() from None
-        except _TRANSPORT_ERRORS as exc:
-            await self._abort(_describe_loss(exc))
-            raise self._closed_error() from exc
+        except (anyio.EndOfStream, *_TRANSPORT_ERRORS) as exc:
+            raise await self._receive_failed(exc) from _breakage(exc)
         foreign = None
         if looks_like_tls(data):
             foreign = "TLS (one side uses tls:// or wss:// and the other does not"
@@ -346,6 +342,12 @@ class Comm:
         info = {k: v for k, v in msg.items() if k != "op"}
         info.setdefault("name", "")
         return info
+
+
+def _breakage(exc: BaseException) -> BaseException | None:
+    """What a read's failure is caused by: nothing for an orderly end (the
+    peer's or ours), the error itself for a broken connection."""
+    return None if isinstance(exc, anyio.EndOfStream | anyio.ClosedResourceError) else exc
 
 
 def _describe_loss(exc: BaseException) -> str:
