@@ -412,3 +412,37 @@ async def test_send_cancelled_before_writing_keeps_the_comm() -> None:
         assert not a.closed
         await a.send({"sent": True})
         assert await b.recv() == {"sent": True}
+
+
+@pytest.mark.anyio
+async def test_send_nowait_holds_what_the_kernel_does_not_take(anyio_backend: str) -> None:
+    """Writes from ``send_nowait`` stay whole and in order when the peer reads
+    nothing for a while: the kernel's refusal or part-write is kept for
+    ``flush``/the next send, and nothing is written while a rest waits."""
+    async with comm_pair("tcp://127.0.0.1:0") as (a, b):
+        msgs = [{"i": i, "data": bytes([i % 256]) * 40_000} for i in range(400)]
+        if anyio_backend != "trio":  # asyncio's transport owns the socket
+            assert a.send_nowait(msgs[0]) is False
+            return
+        taken = 0
+        for msg in msgs:  # the peer reads nothing: the buffers fill up
+            if not a.send_nowait(msg):
+                break
+            taken += 1
+            if a.unsent:
+                assert a.send_nowait({"i": -1}) is False, "a rest waits: nothing may pass it"
+                break
+        assert 0 < taken < len(msgs), "the socket buffers never filled"
+        assert a.send_nowait({"big": b"x" * 100_000}) is False, "large messages take send()"
+
+        async def rest() -> None:
+            await a.flush()
+            for msg in msgs[taken:]:
+                await a.send(msg)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rest)
+            with anyio.fail_after(30):
+                for msg in msgs:
+                    assert await b.recv() == msg
+        assert not a.unsent

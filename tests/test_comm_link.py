@@ -6,13 +6,14 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import ByteStream
 
-from trioclust.comm import Comm, CommClosedError, Handler, Link, RemoteError
+from trioclust.comm import Comm, CommClosedError, Handler, Link, RemoteError, writes_deferred
 from trioclust.protocol import Serialized
 from trioclust.testing import comm_pair, stream_pair
 
@@ -344,3 +345,53 @@ async def test_messages_that_are_not_urgent_gather_until_an_urgent_one() -> None
                 assert [m.get("i") for m in batch] == [0, 1, 2, None]
                 await link.aclose()
             await peer.aclose()
+
+
+@pytest.mark.anyio
+async def test_sends_in_writes_deferred_leave_as_one_batch(address: str, anyio_backend: str) -> None:
+    written: list[str] = []
+    all_written = anyio.Event()
+
+    def on_written(i: int) -> None:
+        written.append(f"m{i}")
+        if i == 2:
+            all_written.set()
+
+    async with comm_pair(address) as (a, b), anyio.create_task_group() as tg:
+        link = Link(a, {}, name="client")
+        await tg.start(link.run)
+        with writes_deferred():
+            for i in range(3):
+                link.send({"op": "m", "i": i}, on_written=partial(on_written, i))
+            assert link.statistics().batches_sent == 0, "nothing leaves inside the block"
+        # trio's TCP sockets take the batch from here, without a task switch;
+        # elsewhere the link's writer sends it
+        direct = anyio_backend == "trio" and address.startswith("tcp")
+        assert (link.statistics().batches_sent == 1) is direct
+        assert (written == ["m0", "m1", "m2"]) is direct
+        with anyio.fail_after(10):
+            assert await b.recv() == [{"op": "m", "i": i} for i in range(3)]
+        assert link.statistics().batches_sent == 1
+        with anyio.fail_after(10):
+            await all_written.wait()
+        assert written == ["m0", "m1", "m2"]
+        await link.aclose()
+
+
+@pytest.mark.anyio
+async def test_on_written_runs_when_the_link_ends_first() -> None:
+    from trioclust import config
+
+    called: list[str] = []
+    with config.set(**{"comm.linger": 60.0}):  # the second message waits for the linger
+        async with stream_pair("inproc://") as (client_stream, server_stream):
+            link = Link(Comm(client_stream), {})
+            peer = Comm(server_stream)
+            async with anyio.create_task_group() as tg:
+                await tg.start(link.run)
+                link.send({"op": "first"}, on_written=lambda: called.append("first"))
+                with anyio.fail_after(10):
+                    assert await peer.recv() == [{"op": "first"}]
+                link.send({"op": "later"}, urgent=False, on_written=lambda: called.append("later"))
+                await peer.aclose()  # the link ends before it writes "later"
+            assert called == ["first", "later"]

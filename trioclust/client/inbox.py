@@ -21,6 +21,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from trioclust.comm.link import writes_deferred
+
 logger = logging.getLogger("trioclust.client")
 
 
@@ -61,14 +63,16 @@ class ThreadInbox:
         try:
             self._pending = False
             calls = self._calls
-            while calls:
-                fn = calls.popleft()
-                try:
-                    fn()
-                except Exception:
-                    logger.exception("A queued client call failed")
-            if self._after_drain is not None:
-                self._after_drain()
+            # a burst of submits leaves as one write, from here when it can
+            with writes_deferred():
+                while calls:
+                    fn = calls.popleft()
+                    try:
+                        fn()
+                    except Exception:
+                        logger.exception("A queued client call failed")
+                if self._after_drain is not None:
+                    self._after_drain()
         finally:
             self._draining = False
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from trioclust.comm.comm import Comm, CommHandler, connect, handle_stream, serve
 from trioclust.comm.errors import CommClosedError, HandshakeTimeout, RemoteError
-from trioclust.comm.link import Handler, Link, LinkStatistics
+from trioclust.comm.link import Handler, Link, LinkStatistics, writes_deferred
 
 __all__ = [
     "Comm",
@@ -23,4 +23,5 @@ __all__ = [
     "connect",
     "handle_stream",
     "serve",
+    "writes_deferred",
 ]

@@ -107,6 +107,9 @@ class Comm:
         self._oob_threshold = config.get_int("comm.out-of-band-threshold")
         # reads straight into a large frame's buffer, where the transport can
         self._receive_into = getattr(stream, "receive_into", None)
+        # writes without waiting, where the transport can (see send_nowait)
+        self._send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
+        self._unsent: memoryview | None = None  # the rest of a send_nowait the kernel did not take
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._receiving = False
         self._closed = False
@@ -159,8 +162,48 @@ class Comm:
             raise self._closed_error()
         await self.send_frames(dumps(msg, oob_threshold=self._oob_threshold))
 
+    def send_nowait(self, msg: Any) -> bool:
+        """Encode ``msg`` and write it now, without waiting, if possible.
+
+        Possible when the transport offers it (TCP under trio), no other
+        send is in progress, and the message is small. Whatever part of it
+        the kernel does not take at once goes out first with the next
+        :meth:`send_frames` or :meth:`flush`; call one of them soon.
+
+        Returns:
+            True if the message is written (or its rest is held for the next
+            send); False if nothing was written: send it the usual way.
+
+        Raises:
+            TypeError, pickle.PicklingError: as :meth:`send`.
+        """
+        send = self._send_nowait
+        if send is None or self._closed or self._unsent is not None or self._send_lock.locked():
+            return False
+        frames = dumps(msg, oob_threshold=self._oob_threshold)
+        data = b"".join([frame_prefix(frames), *frames])
+        if len(data) > _JOIN_LIMIT:
+            return False
+        try:
+            sent = send(data)
+        except OSError:  # would block, or broken: the usual path waits, or reports it
+            return False
+        if sent < len(data):
+            self._unsent = memoryview(data)[sent:]
+        return True
+
+    @property
+    def unsent(self) -> bool:
+        """Whether part of a :meth:`send_nowait` message still waits for :meth:`flush`."""
+        return self._unsent is not None
+
+    async def flush(self) -> None:
+        """Write what :meth:`send_nowait` left unsent. Raises like :meth:`send`."""
+        await self.send_frames([])
+
     async def send_frames(self, frames: list[Any]) -> None:
-        """Write already-encoded frames as one message (see :meth:`send`)."""
+        """Write already-encoded frames as one message (see :meth:`send`); an
+        empty list writes only what :meth:`send_nowait` left unsent."""
         lengths = frames_nbytes(frames)
         total = sum(lengths)
         async with self._send_lock:
@@ -170,6 +213,12 @@ class Comm:
             await anyio.lowlevel.checkpoint_if_cancelled()
             finished = False
             try:
+                if self._unsent is not None:
+                    await self._stream.send(self._unsent)  # type: ignore[arg-type]
+                    self._unsent = None
+                if not frames:
+                    finished = True
+                    return
                 if total <= _JOIN_LIMIT:
                     await self._stream.send(b"".join([frame_prefix(frames), *frames]))
                 else:

@@ -10,7 +10,13 @@ flight accumulates and becomes the next batch. So an idle link sends at once
 (no timer, no 10 ms floor) and a busy one coalesces many small messages into
 few writes.
 
-Two refinements. A message sent as not urgent (more of its kind will follow
+Three refinements. Sends made inside a :func:`writes_deferred` block (every
+reader runs its handlers in one) do not wake an idle writer: at the end of
+the block each link they went to writes its batch right there, from the
+reacting code, without a task switch, where the comm can write without
+waiting (:meth:`Comm.send_nowait`: TCP under trio), and wakes its writer
+otherwise. What a handler sends in reply to one received batch thus leaves
+in one write per link, at once. A message sent as not urgent (more of its kind will follow
 soon) may wait up to ``comm.linger`` after the link's previous write, so that
 a busy stream of them goes out in fewer, larger batches; an urgent one, or any
 on a link idle for longer, leaves at once. Heavy messages (a client's graph in
@@ -37,12 +43,14 @@ first flushes what was already sent (bounded by ``runtime.close-timeout``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
 import math
+import threading
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +64,7 @@ from trioclust.protocol.codec import dumps
 from trioclust.protocol.errors import ProtocolError
 from trioclust.protocol.serialize import Serialized, serialize
 
-__all__ = ["Handler", "Link", "LinkStatistics"]
+__all__ = ["Handler", "Link", "LinkStatistics", "writes_deferred"]
 
 logger = logging.getLogger("trioclust.comm")
 
@@ -95,6 +103,37 @@ def _split(batch: list[dict[str, Any]], weights: dict[int, int]) -> list[list[di
     if part:
         parts.append(part)
     return parts
+
+
+class _Deferred(threading.local):
+    links: list[Link] | None = None
+
+
+_deferred = _Deferred()
+
+
+@contextlib.contextmanager
+def writes_deferred() -> Iterator[None]:
+    """Send what the block sends to idle links in one write per link, at its end.
+
+    Inside the block, :meth:`Link.send` to a link whose writer is idle does
+    not wake the writer; at the end, each such link writes its batch from
+    here, without a task switch, where its comm can (:meth:`Comm.send_nowait`),
+    and wakes its writer otherwise. Each link's reader runs its handlers in
+    such a block; use it around other synchronous code that reacts to one
+    event with several sends (a worker handing back finished tasks). Nests.
+    """
+    if _deferred.links is not None:
+        yield
+        return
+    links: list[Link] = []
+    _deferred.links = links
+    try:
+        yield
+    finally:
+        _deferred.links = None
+        for link in links:
+            link._write_deferred()
 
 
 class _Pending:
@@ -146,6 +185,7 @@ class Link:
         self.name = name or f"link to {comm.peer_address}"
         self._on_close = on_close
         self._outbox: list[dict[str, Any]] = []
+        self._on_written: list[Callable[[], object]] = []  # for the queued messages
         self._weights: dict[int, int] = {}  # id of a queued heavy message -> its weight
         self._linger = config.get_float("comm.linger")
         self._urgent = False  # an urgent message is queued
@@ -153,6 +193,8 @@ class Link:
         self._wakeup: anyio.Event | None = None  # set by send() to wake an idle writer
         self._drained: anyio.Event | None = None  # set by the writer when the outbox empties
         self._writing = False
+        self._deferred = False  # in the current writes_deferred() block's list
+        self._last_write = -math.inf
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -189,7 +231,14 @@ class Link:
         )
 
     # ---------------------------------------------------------------- sending
-    def send(self, msg: dict[str, Any], *, weight: int = 1, urgent: bool = True) -> None:
+    def send(
+        self,
+        msg: dict[str, Any],
+        *,
+        weight: int = 1,
+        urgent: bool = True,
+        on_written: Callable[[], object] | None = None,
+    ) -> None:
         """Queue a one-way message; it leaves with the next batch.
 
         Not thread-safe: call it from the event loop that runs the link.
@@ -205,6 +254,11 @@ class Link:
                 less than ``comm.linger`` ago then waits out the rest before
                 writing it, gathering more into the batch. An urgent message
                 (the default) is written as soon as the link can.
+            on_written: called (in the event loop, without arguments) once
+                the batch holding ``msg`` is in the kernel's hands, or when
+                the link ends before that: what must not happen before the
+                peer can know of ``msg`` (a worker starts a task's code only
+                after telling the scheduler that it starts it).
 
         Raises:
             CommClosedError: the link has ended or is closing.
@@ -212,6 +266,8 @@ class Link:
         if self._closed or self._closing:
             raise self._closed_error()
         self._outbox.append(msg)
+        if on_written is not None:
+            self._on_written.append(on_written)
         if weight > 1:
             self._weights[id(msg)] = weight
         if urgent:
@@ -222,8 +278,39 @@ class Link:
                 lingering.set()
         wakeup = self._wakeup
         if wakeup is not None:
+            deferred = _deferred.links
+            if deferred is not None:
+                if not self._deferred:
+                    self._deferred = True
+                    deferred.append(self)
+                return
             self._wakeup = None
             wakeup.set()
+
+    def _write_deferred(self) -> None:
+        """The end of a :func:`writes_deferred` block: write now, or wake the writer."""
+        self._deferred = False
+        wakeup = self._wakeup
+        if wakeup is None or not self._outbox:
+            return  # the writer is awake (or the link ended): it takes the batch
+        if self._urgent and not self._weights and not self._closing:
+            batch = self._outbox
+            try:
+                written = self.comm.send_nowait(batch)
+            except Exception:
+                written = False  # the writer salvages what it can encode
+            if written:
+                self._outbox = []
+                self._urgent = False
+                self._last_write = anyio.current_time()
+                self._sent[0] += len(batch)
+                self._sent[1] += 1
+                if self._on_written:
+                    self._run_on_written()
+                if not self.comm.unsent:
+                    return
+        self._wakeup = None
+        wakeup.set()
 
     async def request(self, op: str, **kwargs: Any) -> Any:
         """Send ``{"op": op, **kwargs}`` with a fresh id and wait for the reply.
@@ -289,7 +376,7 @@ class Link:
         if self._closed:
             return
         self._closing = True
-        if self._started and (self._outbox or self._writing):
+        if self._started and (self._outbox or self._writing or self.comm.unsent):
             if self._drained is None:  # a concurrent aclose() may be waiting already
                 self._drained = anyio.Event()
             drained = self._drained
@@ -311,6 +398,7 @@ class Link:
         self._closed = True
         self._close_reason = reason
         self._outbox.clear()
+        self._run_on_written()
         for pending in self._pending.values():
             pending.event.set()  # reply stays None: the request raises CommClosedError
         if self._drained is not None:
@@ -323,8 +411,12 @@ class Link:
 
     async def _writer(self) -> None:
         linger = self._linger
-        last_write = -math.inf
         while True:
+            if self.comm.unsent and not self._outbox:
+                try:
+                    await self.comm.flush()
+                except CommClosedError:
+                    return self._end_writer()
             while not self._outbox:
                 if self._drained is not None:
                     self._drained.set()
@@ -334,15 +426,16 @@ class Link:
             if linger > 0:
                 if not self._urgent and not self._closing:
                     # nothing urgent, and wrote a moment ago: let the batch gather
-                    wait = last_write + linger - anyio.current_time()
+                    wait = self._last_write + linger - anyio.current_time()
                     if wait > 0:
                         lingering = self._lingering = anyio.Event()
                         with anyio.move_on_after(wait):
                             await lingering.wait()
                         self._lingering = None
-                last_write = anyio.current_time()
+                self._last_write = anyio.current_time()
             self._urgent = False
             batch, self._outbox = self._outbox, []
+            on_written, self._on_written = self._on_written, []
             self._writing = True
             try:
                 if self._weights:
@@ -354,7 +447,18 @@ class Link:
                     return self._end_writer()
             finally:
                 self._writing = False
+                if on_written:
+                    self._run_on_written(on_written)
             del batch  # not kept alive while the link is idle
+
+    def _run_on_written(self, callbacks: list[Callable[[], object]] | None = None) -> None:
+        if callbacks is None:
+            callbacks, self._on_written = self._on_written, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("%s: an on_written callback failed", self.name)
 
     async def _write(self, batch: list[dict[str, Any]]) -> bool:
         """Send one wire batch; False once the link cannot send any more."""
@@ -429,7 +533,8 @@ class Link:
                 return
             self._received[0] += len(batch)
             self._received[1] += 1
-            self._dispatch_all(batch)
+            with writes_deferred():
+                self._dispatch_all(batch)
             # not kept alive while waiting for the next one (a graph of
             # 100,000 tasks is a large batch)
             del batch

@@ -21,6 +21,8 @@ from typing import Any
 
 import trio
 
+from trioclust.comm.link import writes_deferred
+
 logger = logging.getLogger("trioclust.worker")
 
 _STOP = object()
@@ -81,9 +83,11 @@ class ThreadPool:
         """In the loop thread: hand over every finished job, oldest first."""
         self._delivery_pending = False
         finished = self._finished
-        while finished:
-            done, outcome = finished.popleft()
-            done(outcome)
+        # what the callbacks send (task-finished) leaves in one write per link
+        with writes_deferred():
+            while finished:
+                done, outcome = finished.popleft()
+                done(outcome)
 
     def _thread_exited(self) -> None:
         self._exited += 1

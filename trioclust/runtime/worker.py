@@ -28,6 +28,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -349,14 +350,25 @@ class Worker(Server):
         for instruction in self.state.handle(*events):
             self._dispatch(instruction)
 
-    def _send(self, msg: dict[str, Any], *, urgent: bool = True) -> None:
+    def _send(
+        self,
+        msg: dict[str, Any],
+        *,
+        urgent: bool = True,
+        on_written: Callable[[], object] | None = None,
+    ) -> None:
+        """Send to the scheduler; ``on_written`` as :meth:`Link.send`'s, at once
+        when there is no scheduler to send to."""
         link = self._scheduler_link
-        if link is None or link.closed:
-            return  # the scheduler is gone; it reschedules whatever this was about
-        try:
-            link.send(msg, urgent=urgent)
-        except CommClosedError:
-            pass
+        if link is not None and not link.closed:
+            try:
+                link.send(msg, urgent=urgent, on_written=on_written)
+                return
+            except CommClosedError:
+                pass
+        # the scheduler is gone; it reschedules whatever this was about
+        if on_written is not None:
+            on_written()
 
     def _dispatch(self, i: Any) -> None:
         if isinstance(i, ins.Execute):
@@ -397,8 +409,6 @@ class Worker(Server):
     def _execute(self, key: str) -> None:
         ts = self.state.tasks[key]
         generation = self._generation
-        # before any user code runs: a task that kills this worker is blamed, not its neighbours
-        self._send({"op": "task-started", "key": key})
         try:
             fn, args, kwargs = loads_task(ts.run_spec)
             if ts.dependencies:
@@ -408,14 +418,24 @@ class Worker(Server):
             self._finish(key, generation, pack_failure(exc, skip_frames=0))
             return
         if inspect.iscoroutinefunction(fn):
-            assert self._nursery is not None
-            self._nursery.start_soon(self._run_coroutine, key, generation, fn, args, kwargs)
+            nursery = self._nursery
+            assert nursery is not None
+
+            def start() -> None:
+                nursery.start_soon(self._run_coroutine, key, generation, fn, args, kwargs)
+
         else:
             limit = self.inline_limit
-            self._threads.submit(
-                lambda: run_sync(fn, args, kwargs, limit),
-                lambda outcome: self._finish(key, generation, outcome),
-            )
+
+            def start() -> None:
+                self._threads.submit(
+                    lambda: run_sync(fn, args, kwargs, limit),
+                    lambda outcome: self._finish(key, generation, outcome),
+                )
+
+        # the code starts once the scheduler can know that it started: a task that
+        # kills this worker is then blamed, and not its neighbours
+        self._send({"op": "task-started", "key": key}, on_written=start)
 
     async def _run_coroutine(
         self, key: str, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -49,6 +49,10 @@ class TCPStream(ByteStream):
     #: ``await stream.receive_into(buffer)`` -> bytes read (>= 1), or None
     #: where unsupported. Raises like :meth:`receive`.
     receive_into: Callable[[memoryview], Awaitable[int]] | None
+    #: ``stream.send_nowait(data)`` -> bytes the kernel took at once (raises
+    #: ``BlockingIOError`` when none; other ``OSError`` when broken), or None
+    #: where unsupported. Not a checkpoint; the caller keeps writes in order.
+    send_nowait: Callable[[bytes], int] | None
 
     def __init__(self, stream: SocketStream) -> None:
         self._stream = stream
@@ -62,6 +66,7 @@ class TCPStream(ByteStream):
         except sniffio.AsyncLibraryNotFoundError:
             trio_loop = False
         self.receive_into = self._receive_into_trio if trio_loop else None
+        self.send_nowait = raw.send if trio_loop else None
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         return await self._stream.receive(max_bytes)
