@@ -98,12 +98,6 @@ class TaskRecord:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    worker: str
-    sent: float
-
-
 class TaskStream:
     """A bounded record of task runs, fed with the scheduler's events and instructions.
 
@@ -115,8 +109,11 @@ class TaskStream:
 
     def __init__(self, maxlen: int | None = None, *, clock: Callable[[], float] = time.time) -> None:
         length = maxlen if maxlen is not None else config.get_int("dashboard.task-stream-length")
-        self._records: deque[TaskRecord] = deque(maxlen=length)
-        self._running: dict[str, _Run] = {}
+        # finished runs as (id, key, worker, sent, start, stop, status): the
+        # scheduler's hot path only appends a tuple; TaskRecords (and their
+        # prefixes) are made when the dashboard reads them
+        self._records: deque[tuple[int, str, str, float, float, float, str]] = deque(maxlen=length)
+        self._running: dict[str, tuple[str, float]] = {}  # key -> (worker, sent)
         # per worker, a heap of the times its threads became free
         self._threads: dict[str, list[float]] = {}
         self._ids = itertools.count(1)
@@ -145,31 +142,30 @@ class TaskStream:
                 case ev.AddWorker():
                     self._threads[event.address] = [0.0] * max(event.nthreads, 1)
                 case ev.RemoveWorker():
-                    for key in [k for k, run in self._running.items() if run.worker == event.address]:
+                    for key in [k for k, run in self._running.items() if run[0] == event.address]:
                         self._end(key, event.address, "lost", now)
                     self._threads.pop(event.address, None)
         for instruction in instructions:
             match instruction:
                 case ins.ComputeTask():
-                    self._running[instruction.key] = _Run(instruction.worker, sent=now)
+                    self._running[instruction.key] = (instruction.worker, now)
                 case ins.FreeKeys():
                     for key in instruction.keys:
                         self._end(key, instruction.worker, "cancelled", now)
 
     def _end(self, key: str, worker: str, status: str, now: float) -> None:
         run = self._running.get(key)
-        if run is None or run.worker != worker:
+        if run is None or run[0] != worker:
             return
         del self._running[key]
-        start = run.sent
+        sent = start = run[1]
         threads = self._threads.get(worker)
-        if threads is not None and status in ("memory", "erred"):
-            start = max(run.sent, heapq.heappop(threads))
-            heapq.heappush(threads, now)
+        if threads is not None and (status == "memory" or status == "erred"):
+            free = heapq.heapreplace(threads, now)
+            if free > start:
+                start = free
         self.totals[status] += 1
-        self._records.append(
-            TaskRecord(next(self._ids), key, key_prefix(key), worker, run.sent, start, now, status)
-        )
+        self._records.append((next(self._ids), key, worker, sent, start, now, status))
 
     @property
     def completed(self) -> int:
@@ -179,7 +175,7 @@ class TaskStream:
     @property
     def last_id(self) -> int:
         """The ``id`` of the newest finished run, 0 before the first."""
-        return self._records[-1].id if self._records else 0
+        return self._records[-1][0] if self._records else 0
 
     def recent(self, n: int | None = None, *, since: int = 0) -> list[TaskRecord]:
         """Finished runs, oldest first.
@@ -189,10 +185,10 @@ class TaskStream:
             since: Only runs whose ``id`` is greater than this.
         """
         out: list[TaskRecord] = []
-        for record in reversed(self._records):
-            if record.id <= since or (n is not None and len(out) >= n):
+        for rid, key, worker, sent, start, stop, status in reversed(self._records):
+            if rid <= since or (n is not None and len(out) >= n):
                 break
-            out.append(record)
+            out.append(TaskRecord(rid, key, key_prefix(key), worker, sent, start, stop, status))
         out.reverse()
         return out
 
@@ -203,16 +199,16 @@ class TaskStream:
         worker as it has threads (the oldest), None for the rest: those wait
         in the worker's queue.
         """
-        runs = sorted(self._running.items(), key=lambda item: item[1].sent)
+        runs = sorted(self._running.items(), key=lambda item: item[1][1])
         free = {worker: sorted(times) for worker, times in self._threads.items()}
         out: list[tuple[str, str, float, float | None]] = []
-        for key, run in runs:
-            times = free.get(run.worker)
+        for key, (worker, sent) in runs:
+            times = free.get(worker)
             if times is None:
-                start: float | None = run.sent  # a worker we never saw join
+                start: float | None = sent  # a worker we never saw join
             elif times:
-                start = max(run.sent, times.pop(0))
+                start = max(sent, times.pop(0))
             else:
                 start = None
-            out.append((key, run.worker, run.sent, start))
+            out.append((key, worker, sent, start))
         return out
