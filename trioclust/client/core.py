@@ -303,16 +303,21 @@ class ClientCore:
     # ------------------------------------------------------------- results
     async def result_of(self, future: Future, timeout: float | None) -> Any:
         state = future._state
+        if timeout is None:  # no cancel scope: this is every await of a future
+            return await self._result(state)
         with anyio.fail_after(timeout):
-            while True:
-                await state.wait()
-                if state.status != "finished":
-                    state.reraise()
-                if state.has_value:
-                    return state.value
-                values = await self._fetch([state])
-                if state.key in values:
-                    return values[state.key]
+            return await self._result(state)
+
+    async def _result(self, state: FutureState) -> Any:
+        while True:
+            await state.wait()
+            if state.status != "finished":
+                state.reraise()
+            if state.has_value:
+                return state.value
+            values = await self._fetch([state])
+            if state.key in values:
+                return values[state.key]
 
     async def exception_of(self, future: Future, timeout: float | None) -> Any:
         state = future._state

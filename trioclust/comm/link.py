@@ -50,7 +50,7 @@ import logging
 import math
 import threading
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,15 +105,31 @@ def _split(batch: list[dict[str, Any]], weights: dict[int, int]) -> list[list[di
     return parts
 
 
-class _Deferred(threading.local):
+class _WritesDeferred(threading.local):
+    """The context manager :func:`writes_deferred` returns: one per thread
+    (each event loop has its own links), a class rather than a generator
+    because every received batch enters it."""
+
+    depth = 0
     links: list[Link] | None = None
 
+    def __enter__(self) -> None:
+        self.depth += 1
+        if self.links is None:
+            self.links = []
 
-_deferred = _Deferred()
+    def __exit__(self, *exc_info: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            links, self.links = self.links, None
+            for link in links or ():
+                link._write_deferred()
 
 
-@contextlib.contextmanager
-def writes_deferred() -> Iterator[None]:
+_deferred = _WritesDeferred()
+
+
+def writes_deferred() -> contextlib.AbstractContextManager[None]:
     """Send what the block sends to idle links in one write per link, at its end.
 
     Inside the block, :meth:`Link.send` to a link whose writer is idle does
@@ -121,19 +137,10 @@ def writes_deferred() -> Iterator[None]:
     here, without a task switch, where its comm can (:meth:`Comm.send_nowait`),
     and wakes its writer otherwise. Each link's reader runs its handlers in
     such a block; use it around other synchronous code that reacts to one
-    event with several sends (a worker handing back finished tasks). Nests.
+    event with several sends (a worker handing back finished tasks). Nests:
+    the outermost block writes.
     """
-    if _deferred.links is not None:
-        yield
-        return
-    links: list[Link] = []
-    _deferred.links = links
-    try:
-        yield
-    finally:
-        _deferred.links = None
-        for link in links:
-            link._write_deferred()
+    return _deferred
 
 
 class _Pending:
