@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 
 import pytest
 import trio
@@ -191,3 +192,26 @@ async def test_retiring_a_worker_moves_its_data_first() -> None:
                 key in on_a and finish == "processing" and stim.startswith("remove-worker")
                 for stim, key, _, finish in s.state.transition_log
             )
+
+
+def _take_a_while(x: int) -> int:
+    time.sleep(0.005)  # the work itself: a task longer than worker.prefetch-duration allows
+    return x
+
+
+async def test_worker_queues_more_tasks_for_its_threads_while_tasks_are_short() -> None:
+    async with Scheduler() as s, Worker(s.address, nthreads=2) as w:
+        assert w.state.nthreads == 2 * (1 + 1)  # worker.prefetch-per-thread before any task
+        async with Client(s.address, asynchronous=True) as client:
+            # worker.prefetch-short-tasks: 3 queued per thread. Durations are wall
+            # time, so a loaded machine may stretch a few; more tiny ones follow then
+            for _ in range(20):
+                assert await client.gather(client.map(inc, range(50), pure=False)) == list(
+                    range(1, 51)
+                )
+                if w.state.nthreads == 2 * (1 + 3):
+                    break
+            assert w.state.nthreads == 2 * (1 + 3)
+            for i in range(3):  # one at a time: each is measured before the next
+                assert await client.submit(_take_a_while, i, pure=False) == i
+            assert w.state.nthreads == 2 * (1 + 1)

@@ -62,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
     # tasks a worker hands its thread pool beyond one per thread, per thread:
     # a thread that finishes a task starts the next without waiting for the loop
     "worker.prefetch-per-thread": 1,
+    # ... this many instead while the recent tasks were short enough that the
+    # queue holds less than worker.prefetch-duration seconds of work
+    "worker.prefetch-short-tasks": 3,
+    "worker.prefetch-duration": 0.001,
     # parallel gathers of dependencies one worker runs at once
     "worker.max-concurrent-gathers": 16,
     # the nanny's escalation on close: ask, then SIGTERM, then SIGKILL, seconds each

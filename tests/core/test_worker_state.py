@@ -13,6 +13,7 @@ from trioclust.core.events import (
     FreeRequested,
     GatherFailed,
     GatherSucceeded,
+    SlotsChanged,
     WorkerEvent,
 )
 from trioclust.core.instructions import (
@@ -35,10 +36,12 @@ class Harness:
 
     def __init__(self, nthreads: int = 1, **kwargs: int) -> None:
         self.w = WorkerState(address=ME, nthreads=nthreads, **kwargs)
+        self.most_slots = nthreads
 
     def __call__(self, *events: WorkerEvent) -> list[WorkerInstruction]:
         out = self.w.handle(*events)
-        check_worker(self.w)
+        check_worker(self.w, self.most_slots)
+        self.most_slots = max(self.most_slots, self.w.nthreads)
         return out
 
     def state(self, key: str) -> str:
@@ -181,6 +184,25 @@ def test_nthreads_limits_concurrent_execution() -> None:
     ]
     assert h.state("c") == "ready"
     assert h(ok("a")) == [finished("a"), Execute(key="c", stimulus_id="done-a")]
+
+
+def test_slots_changed_starts_more_at_once_and_fewer_as_tasks_end() -> None:
+    h = Harness(nthreads=1)
+    out = h(compute("a"), compute("b"), compute("c"), compute("d"))
+    assert out == [Execute(key="a", stimulus_id="compute-d")]
+    more = SlotsChanged(slots=3, stimulus_id="deeper")
+    assert h(more) == [
+        Execute(key="b", stimulus_id="deeper"),
+        Execute(key="c", stimulus_id="deeper"),
+    ]
+    assert h.w.executing == {"a", "b", "c"}
+    fewer = SlotsChanged(slots=1, stimulus_id="shallower")
+    assert h(fewer) == [], "nothing running is taken back"
+    assert h(ok("a")) == [finished("a")]
+    assert h(ok("b")) == [finished("b")]
+    assert h(ok("c")) == [finished("c"), Execute(key="d", stimulus_id="done-c")]
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        h.w.handle(SlotsChanged(slots=0))
 
 
 def test_priority_order() -> None:

@@ -220,6 +220,15 @@ class GatherFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SlotsChanged:
+    """The runtime now takes up to ``slots`` tasks at once (running, or queued
+    for its threads: it deepens that queue while tasks are short)."""
+
+    slots: int
+    stimulus_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DataUpdated:
     """A client scattered data to this worker."""
 
@@ -235,5 +244,5 @@ SchedulerEvent = (
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded
-    | GatherFailed | DataUpdated
+    | GatherFailed | DataUpdated | SlotsChanged
 )

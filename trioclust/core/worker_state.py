@@ -6,7 +6,8 @@
 # ``WorkerState.handle(*events)`` applies events from the scheduler
 # (ComputeRequested, FreeRequested, DataUpdated), from its own threads
 # (ExecuteSucceeded, ExecuteFailed) and from its peers (GatherSucceeded,
-# GatherFailed), then decides what to start: ``Execute`` while a thread is
+# GatherFailed), and from the runtime (SlotsChanged: how many tasks its
+# threads take at once), then decides what to start: ``Execute`` while a slot is
 # free, ``Gather`` while a peer and a gather slot are free. Deciding only
 # after the whole batch is applied means a batch of requests starts in
 # priority order. Nothing here blocks or reads a clock.
@@ -66,6 +67,7 @@ from trioclust.core.events import (
     FreeRequested,
     GatherFailed,
     GatherSucceeded,
+    SlotsChanged,
     WorkerEvent,
 )
 from trioclust.core.instructions import (
@@ -167,7 +169,9 @@ class WorkerState:
 
     Args:
         address: This worker's own address (it never fetches from itself).
-        nthreads: How many tasks run at once.
+        nthreads: How many tasks run at once (``Execute`` instructions not yet
+            answered): the runtime's threads, and the queue it keeps for them.
+            ``SlotsChanged`` changes it.
         max_concurrent_gathers: How many Gather requests may be in flight.
         transition_log_length: How many transitions ``transition_log`` keeps.
 
@@ -254,6 +258,10 @@ class WorkerState:
                 self._free_requested(event)
             case DataUpdated():
                 self._data_updated(event)
+            case SlotsChanged():
+                if event.slots < 1:
+                    raise ValueError(f"slots must be >= 1, got {event.slots!r}")
+                self.nthreads = event.slots  # more start below, fewer as tasks end
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a worker event: {event!r}")
 

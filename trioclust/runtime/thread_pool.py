@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from trioclust.comm.link import writes_deferred
 logger = logging.getLogger("trioclust.worker")
 
 _STOP = object()
+_DURATION_WEIGHT = 0.2  # of the newest job in ThreadPool.mean_duration
 
 
 class ThreadPool:
@@ -41,6 +43,9 @@ class ThreadPool:
         self._all_exited = trio.Event()
         self._finished: deque[tuple[Callable[[Any], None], Any]] = deque()
         self._delivery_pending = False
+        #: seconds a job took, averaged over the last few (an exponential
+        #: moving average, written by the threads); 0.0 before the first
+        self.mean_duration = 0.0
 
     def start(self) -> None:
         """Start the threads; call from within the trio run that receives results."""
@@ -66,7 +71,11 @@ class ThreadPool:
                 if item is _STOP:
                     return
                 job, done = item
-                self._finished.append((done, job()))
+                start = time.perf_counter()
+                outcome = job()
+                duration = time.perf_counter() - start
+                self.mean_duration += (duration - self.mean_duration) * _DURATION_WEIGHT
+                self._finished.append((done, outcome))
                 if not self._delivery_pending:
                     self._delivery_pending = True
                     try:

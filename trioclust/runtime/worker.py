@@ -125,6 +125,11 @@ class Worker(Server):
         self.id = f"Worker-{uuid.uuid4()}"
         self.address = ""
         self.close_reason: str | None = None
+        self._threads = ThreadPool(nthreads, name=f"trioclust-worker-{name or 'worker'}")
+        self._process = psutil.Process()
+        self._prefetch = config.get_int("worker.prefetch-per-thread")
+        self._prefetch_short = config.get_int("worker.prefetch-short-tasks")
+        self._prefetch_duration = config.get_float("worker.prefetch-duration")
         self.state = self._new_state()
         self._generation = 0
         self._inline: dict[str, Serialized] = {}
@@ -132,18 +137,30 @@ class Worker(Server):
         self._scheduler_link: Link | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ConnectionPool | None = None
-        self._threads = ThreadPool(nthreads, name=f"trioclust-worker-{name or 'worker'}")
-        self._process = psutil.Process()
 
     def _new_state(self) -> WorkerState:
-        # The state may start a few more tasks than there are threads: the
-        # extra ones wait in the pool's queue, so a thread that finishes one
-        # task starts the next at once instead of waiting for the event loop.
         return WorkerState(
             address=self.address,
-            nthreads=self.nthreads + self.nthreads * config.get_int("worker.prefetch-per-thread"),
+            nthreads=self._slots(),
             max_concurrent_gathers=config.get_int("worker.max-concurrent-gathers"),
         )
+
+    def _slots(self) -> int:
+        """How many tasks the threads take at once (the core's ``nthreads``).
+
+        One running per thread, and a queue per thread, so that a thread that
+        finishes one task starts the next at once instead of waiting for the
+        event loop: ``worker.prefetch-per-thread`` tasks, or
+        ``worker.prefetch-short-tasks`` while the recent tasks were so short
+        that this deeper queue holds less than ``worker.prefetch-duration``
+        of work (a task sent later with a better priority then waits for
+        little; each queued task is one wake-up of a thread fewer).
+        """
+        queue = self._prefetch
+        mean = self._threads.mean_duration
+        if 0 < mean * self._prefetch_short < self._prefetch_duration:
+            queue = max(queue, self._prefetch_short)
+        return self.nthreads * (1 + queue)
 
     def __repr__(self) -> str:
         return (
@@ -458,23 +475,29 @@ class Worker(Server):
     def _finish(self, key: str, generation: int, outcome: Success | Failure) -> None:
         if generation != self._generation:
             return  # the state it belonged to was reset
+        events: list[Any] = []
+        slots = self._slots()
+        if slots != self.state.nthreads:
+            events.append(ev.SlotsChanged(slots=slots, stimulus_id=f"execute-{key}"))
         if isinstance(outcome, Success):
             if outcome.inline is not None:
                 self._inline[key] = outcome.inline
-            self._handle(
+            events.append(
                 ev.ExecuteSucceeded(
                     key=key, value=outcome.value, nbytes=outcome.nbytes,
                     type_name=outcome.type_name, stimulus_id=f"execute-{key}",
                 )
             )
+            self._handle(*events)
             self._inline.pop(key, None)
         else:
-            self._handle(
+            events.append(
                 ev.ExecuteFailed(
                     key=key, exception=outcome.exception, traceback=outcome.traceback,
                     exception_text=outcome.text, stimulus_id=f"execute-{key}",
                 )
             )
+            self._handle(*events)
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
