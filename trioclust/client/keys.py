@@ -57,16 +57,25 @@ def make_key(fn: Any, args: Any, kwargs: Any, pure: bool) -> str:
     return f"{funcname(fn)}-{suffix[:32]}"
 
 
+#: Types that never hold a future: returned as they are at once.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
 def pack_futures(obj: Any, future_type: type[Any], deps: set[str]) -> Any:
     """Replace futures in ``obj`` (and lists, tuples, dicts inside it) by TaskRefs.
 
     Dependency keys are added to ``deps``. Containers without futures are
     returned as they are, uncopied.
     """
+    typ = type(obj)
+    if typ in _PLAIN:
+        return obj
     if isinstance(obj, future_type):
         deps.add(obj.key)
         return TaskRef(obj.key)
-    if type(obj) in (list, tuple):
+    if typ is tuple or typ is list:
+        if all(type(item) in _PLAIN for item in obj):  # a map's usual arguments
+            return obj
         packed = [pack_futures(item, future_type, deps) for item in obj]
         if all(a is b for a, b in zip(packed, obj, strict=True)):
             return obj

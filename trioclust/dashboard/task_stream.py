@@ -130,28 +130,31 @@ class TaskStream:
             events: The events passed to ``handle``, in order.
             instructions: The instructions it returned, in order.
         """
+        # exact type tests, the most frequent first: this runs for every
+        # message the scheduler handles
         now = self._clock()
         for event in events:
-            match event:
-                case ev.TaskFinished():
-                    self._end(event.key, event.worker, "memory", now)
-                case ev.TaskErred():
-                    self._end(event.key, event.worker, "erred", now)
-                case ev.RescheduleTask():
-                    self._end(event.key, event.worker, "rescheduled", now)
-                case ev.AddWorker():
-                    self._threads[event.address] = [0.0] * max(event.nthreads, 1)
-                case ev.RemoveWorker():
-                    for key in [k for k, run in self._running.items() if run[0] == event.address]:
-                        self._end(key, event.address, "lost", now)
-                    self._threads.pop(event.address, None)
+            if type(event) is ev.TaskFinished:
+                self._end(event.key, event.worker, "memory", now)
+            elif type(event) is ev.TaskErred:
+                self._end(event.key, event.worker, "erred", now)
+            elif type(event) is ev.RescheduleTask:
+                self._end(event.key, event.worker, "rescheduled", now)
+            elif type(event) is ev.AddWorker:
+                self._threads[event.address] = [0.0] * max(event.nthreads, 1)
+            elif type(event) is ev.RemoveWorker:
+                address = event.address
+                for key in [k for k, run in self._running.items() if run[0] == address]:
+                    self._end(key, address, "lost", now)
+                self._threads.pop(address, None)
+        running = self._running
         for instruction in instructions:
-            match instruction:
-                case ins.ComputeTask():
-                    self._running[instruction.key] = (instruction.worker, now)
-                case ins.FreeKeys():
-                    for key in instruction.keys:
-                        self._end(key, instruction.worker, "cancelled", now)
+            if type(instruction) is ins.ComputeTask:
+                running[instruction.key] = (instruction.worker, now)
+            elif type(instruction) is ins.FreeKeys:
+                worker = instruction.worker
+                for key in instruction.keys:
+                    self._end(key, worker, "cancelled", now)
 
     def _end(self, key: str, worker: str, status: str, now: float) -> None:
         run = self._running.get(key)

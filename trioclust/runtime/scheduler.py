@@ -496,15 +496,14 @@ class Scheduler(Server):
                 # a worker with more tasks than threads is busy: this one may
                 # wait for the link's next batch (see comm.linger)
                 ws = self.state.workers.get(i.worker)
-                link.send(
-                    {
-                        "op": "compute-task", "key": i.key, "run_spec": i.run_spec,
-                        "who_has": {k: list(v) for k, v in i.who_has.items()},
-                        "nbytes": dict(i.nbytes), "priority": i.priority,
-                        "stimulus_id": i.stimulus_id,
-                    },
-                    urgent=ws is None or len(ws.processing) <= ws.nthreads,
-                )
+                task: dict[str, Any] = {
+                    "op": "compute-task", "key": i.key, "run_spec": i.run_spec,
+                    "priority": i.priority, "stimulus_id": i.stimulus_id,
+                }
+                if i.who_has:  # the worker reads a missing one as none
+                    task["who_has"] = {k: list(v) for k, v in i.who_has.items()}
+                    task["nbytes"] = dict(i.nbytes)
+                link.send(task, urgent=ws is None or len(ws.processing) <= ws.nthreads)
         elif isinstance(i, ins.FreeKeys):
             link = self.worker_links.get(i.worker)
             if link is not None:
