@@ -360,6 +360,7 @@ async def test_sends_in_writes_deferred_leave_as_one_batch(address: str, anyio_b
     async with comm_pair(address) as (a, b), anyio.create_task_group() as tg:
         link = Link(a, {}, name="client")
         await tg.start(link.run)
+        await anyio.wait_all_tasks_blocked()  # its writer is idle
         with writes_deferred():
             for i in range(3):
                 link.send({"op": "m", "i": i}, on_written=partial(on_written, i))
@@ -395,3 +396,27 @@ async def test_on_written_runs_when_the_link_ends_first() -> None:
                 link.send({"op": "later"}, urgent=False, on_written=lambda: called.append("later"))
                 await peer.aclose()  # the link ends before it writes "later"
             assert called == ["first", "later"]
+
+
+@pytest.mark.anyio
+async def test_a_lazy_message_waits_for_company_even_on_an_idle_link() -> None:
+    from trioclust import config
+
+    with config.set(**{"comm.linger": 60.0}):  # longer than the test may take
+        async with stream_pair("inproc://") as (client_stream, server_stream):
+            link = Link(Comm(client_stream), {})
+            peer = Comm(server_stream)
+            async with anyio.create_task_group() as tg:
+                await tg.start(link.run)
+                link.send({"op": "release"}, lazy=True)  # idle link, yet it waits
+                for _ in range(10):
+                    await anyio.lowlevel.checkpoint()
+                assert link.statistics().queued == 1
+                link.send({"op": "submit"})  # urgent: both leave together
+                with anyio.fail_after(10):
+                    assert await peer.recv() == [{"op": "release"}, {"op": "submit"}]
+                link.send({"op": "release", "last": True}, lazy=True)
+                await link.aclose()  # flushes it rather than waiting out the linger
+                with anyio.fail_after(10):
+                    assert await peer.recv() == [{"op": "release", "last": True}]
+            await peer.aclose()

@@ -234,7 +234,9 @@ class ClientCore:
             keys.append(self._pending_release.popleft())
         if keys and self._link is not None and not self._link.closed:
             try:
-                self._link.send({"op": "release-keys", "keys": keys})
+                # nothing waits for a release: it goes with the next submit,
+                # or on its own after comm.linger
+                self._link.send({"op": "release-keys", "keys": keys}, lazy=True)
             except CommClosedError:
                 pass
 

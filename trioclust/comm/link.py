@@ -202,6 +202,7 @@ class Link:
         self._writing = False
         self._deferred = False  # in the current writes_deferred() block's list
         self._last_write = -math.inf
+        self._lazy_until: float | None = None  # a lazy message waits until then
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -244,6 +245,7 @@ class Link:
         *,
         weight: int = 1,
         urgent: bool = True,
+        lazy: bool = False,
         on_written: Callable[[], object] | None = None,
     ) -> None:
         """Queue a one-way message; it leaves with the next batch.
@@ -261,6 +263,10 @@ class Link:
                 less than ``comm.linger`` ago then waits out the rest before
                 writing it, gathering more into the batch. An urgent message
                 (the default) is written as soon as the link can.
+            lazy: nothing waits for this message (a client's releases): it
+                waits up to ``comm.linger`` from now for company, even on an
+                idle link, unless something urgent comes first. Implies not
+                urgent.
             on_written: called (in the event loop, without arguments) once
                 the batch holding ``msg`` is in the kernel's hands, or when
                 the link ends before that: what must not happen before the
@@ -277,29 +283,36 @@ class Link:
             self._on_written.append(on_written)
         if weight > 1:
             self._weights[id(msg)] = weight
-        if urgent:
+        if lazy:
+            if self._lazy_until is None:
+                self._lazy_until = anyio.current_time() + self._linger
+        elif urgent:
             self._urgent = True
-            lingering = self._lingering
-            if lingering is not None:
-                self._lingering = None
-                lingering.set()
-        wakeup = self._wakeup
+        if self._wakeup is None and (self._lingering is None or not self._urgent):
+            return  # the writer is writing, or lingers for company: it takes this too
+        deferred = _deferred.links
+        if deferred is not None:
+            if not self._deferred:
+                self._deferred = True
+                deferred.append(self)
+            return
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """End the writer's wait for messages, or its linger."""
+        wakeup, lingering = self._wakeup, self._lingering
         if wakeup is not None:
-            deferred = _deferred.links
-            if deferred is not None:
-                if not self._deferred:
-                    self._deferred = True
-                    deferred.append(self)
-                return
             self._wakeup = None
             wakeup.set()
+        if lingering is not None:
+            self._lingering = None
+            lingering.set()
 
     def _write_deferred(self) -> None:
         """The end of a :func:`writes_deferred` block: write now, or wake the writer."""
         self._deferred = False
-        wakeup = self._wakeup
-        if wakeup is None or not self._outbox:
-            return  # the writer is awake (or the link ended): it takes the batch
+        if (self._wakeup is None and self._lingering is None) or not self._outbox:
+            return  # the writer is writing (or the link ended): it takes the batch
         if self._urgent and not self._weights and not self._closing:
             batch = self._outbox
             try:
@@ -309,15 +322,15 @@ class Link:
             if written:
                 self._outbox = []
                 self._urgent = False
+                self._lazy_until = None
                 self._last_write = anyio.current_time()
                 self._sent[0] += len(batch)
                 self._sent[1] += 1
                 if self._on_written:
                     self._run_on_written()
                 if not self.comm.unsent:
-                    return
-        self._wakeup = None
-        wakeup.set()
+                    return  # a lingering writer finds nothing left when its linger ends
+        self._wake_writer()
 
     async def request(self, op: str, **kwargs: Any) -> Any:
         """Send ``{"op": op, **kwargs}`` with a fresh id and wait for the reply.
@@ -432,15 +445,22 @@ class Link:
                 await self._wakeup.wait()
             if linger > 0:
                 if not self._urgent and not self._closing:
-                    # nothing urgent, and wrote a moment ago: let the batch gather
-                    wait = self._last_write + linger - anyio.current_time()
+                    # nothing urgent, and wrote a moment ago (or a lazy message
+                    # waits for company): let the batch gather
+                    wait = self._last_write + linger
+                    if self._lazy_until is not None and self._lazy_until > wait:
+                        wait = self._lazy_until
+                    wait -= anyio.current_time()
                     if wait > 0:
                         lingering = self._lingering = anyio.Event()
                         with anyio.move_on_after(wait):
                             await lingering.wait()
                         self._lingering = None
+                        if not self._outbox:
+                            continue  # written meanwhile, from a writes_deferred() block
                 self._last_write = anyio.current_time()
             self._urgent = False
+            self._lazy_until = None
             batch, self._outbox = self._outbox, []
             on_written, self._on_written = self._on_written, []
             self._writing = True
