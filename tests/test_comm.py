@@ -417,8 +417,8 @@ async def test_send_cancelled_before_writing_keeps_the_comm() -> None:
 @pytest.mark.anyio
 async def test_send_nowait_holds_what_the_kernel_does_not_take(anyio_backend: str) -> None:
     """Writes from ``send_nowait`` stay whole and in order when the peer reads
-    nothing for a while: the kernel's refusal or part-write is kept for
-    ``flush``/the next send, and nothing is written while a rest waits."""
+    nothing for a while: what the kernel refuses, or takes only part of, is
+    held for ``flush``/the next send, and nothing else is written meanwhile."""
     async with comm_pair("tcp://127.0.0.1:0") as (a, b):
         msgs = [{"i": i, "data": bytes([i % 256]) * 40_000} for i in range(400)]
         if anyio_backend != "trio":  # asyncio's transport owns the socket
@@ -426,14 +426,13 @@ async def test_send_nowait_holds_what_the_kernel_does_not_take(anyio_backend: st
             return
         taken = 0
         for msg in msgs:  # the peer reads nothing: the buffers fill up
-            if not a.send_nowait(msg):
-                break
+            assert a.send_nowait(msg)
             taken += 1
             if a.unsent:
-                assert a.send_nowait({"i": -1}) is False, "a rest waits: nothing may pass it"
                 break
-        assert 0 < taken < len(msgs), "the socket buffers never filled"
-        assert a.send_nowait({"big": b"x" * 100_000}) is False, "large messages take send()"
+        assert a.unsent, "the socket buffers never filled"
+        assert taken < len(msgs)
+        assert a.send_nowait({"i": -1}) is False, "a held message waits: nothing may pass it"
 
         async def rest() -> None:
             await a.flush()
@@ -445,4 +444,20 @@ async def test_send_nowait_holds_what_the_kernel_does_not_take(anyio_backend: st
             with anyio.fail_after(30):
                 for msg in msgs:
                     assert await b.recv() == msg
+        assert not a.unsent
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])  # send_nowait writes on trio's sockets only
+async def test_send_nowait_holds_a_large_message_for_flush(anyio_backend: str) -> None:
+    """A large message is encoded once and written from its own buffers by
+    ``flush`` (the next send would do it too), not joined into one copy."""
+    async with comm_pair("tcp://127.0.0.1:0") as (a, b):
+        big = {"op": "data", "value": bytes(range(256)) * 40_000}  # ~10 MB: out of band
+        assert a.send_nowait(big)
+        assert a.unsent
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.flush)
+            with anyio.fail_after(30):
+                assert await b.recv() == big
         assert not a.unsent

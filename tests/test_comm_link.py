@@ -420,3 +420,21 @@ async def test_a_lazy_message_waits_for_company_even_on_an_idle_link() -> None:
                 with anyio.fail_after(10):
                     assert await peer.recv() == [{"op": "release", "last": True}]
             await peer.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_large_message_from_writes_deferred_reaches_the_peer(address: str) -> None:
+    """Over trio's TCP the direct write holds a large message for the writer
+    (and its callback until it is written); nothing else has to follow."""
+    written = anyio.Event()
+    big = {"op": "data", "value": bytes(range(256)) * 20_000}  # ~5 MB
+    async with comm_pair(address) as (a, b), anyio.create_task_group() as tg:
+        link = Link(a, {}, name="client")
+        await tg.start(link.run)
+        await anyio.wait_all_tasks_blocked()  # its writer is idle
+        with writes_deferred():
+            link.send(big, on_written=written.set)
+        with anyio.fail_after(30):
+            assert await b.recv() == [big]
+            await written.wait()
+        await link.aclose()

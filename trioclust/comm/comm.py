@@ -109,7 +109,9 @@ class Comm:
         self._receive_into = getattr(stream, "receive_into", None)
         # writes without waiting, where the transport can (see send_nowait)
         self._send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
-        self._unsent: memoryview | None = None  # the rest of a send_nowait the kernel did not take
+        # what send_nowait holds for the next send: the rest of a small message
+        # the kernel did not take, or a large message's frames and lengths
+        self._unsent: memoryview | tuple[list[Any], list[int]] | None = None
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._receiving = False
         self._closed = False
@@ -165,14 +167,15 @@ class Comm:
     def send_nowait(self, msg: Any) -> bool:
         """Encode ``msg`` and write it now, without waiting, if possible.
 
-        Possible when the transport offers it (TCP under trio), no other
-        send is in progress, and the message is small. Whatever part of it
-        the kernel does not take at once goes out first with the next
-        :meth:`send_frames` or :meth:`flush`; call one of them soon.
+        Possible when the transport offers it (TCP under trio) and no other
+        send is in progress or held. A large message, or whatever part of a
+        small one the kernel does not take at once, is held, encoded, and
+        goes out first with the next :meth:`send_frames` or :meth:`flush`;
+        call one of them soon (:attr:`unsent` says whether one is due).
 
         Returns:
-            True if the message is written (or its rest is held for the next
-            send); False if nothing was written: send it the usual way.
+            True if the message is written or held; False if nothing was
+            done (nothing encoded): send it the usual way.
 
         Raises:
             TypeError, pickle.PicklingError: as :meth:`send`.
@@ -181,13 +184,15 @@ class Comm:
         if send is None or self._closed or self._unsent is not None or self._send_lock.locked():
             return False
         frames = dumps(msg, oob_threshold=self._oob_threshold)
+        lengths = frames_nbytes(frames)
+        if sum(lengths) > _JOIN_LIMIT:  # written from the caller's buffers, by flush
+            self._unsent = (frames, lengths)
+            return True
         data = b"".join([frame_prefix(frames), *frames])
-        if len(data) > _JOIN_LIMIT:
-            return False
         try:
             sent = send(data)
-        except OSError:  # would block, or broken: the usual path waits, or reports it
-            return False
+        except OSError:  # would block, or broken: flush waits, or reports it
+            sent = 0
         if sent < len(data):
             self._unsent = memoryview(data)[sent:]
         return True
@@ -213,8 +218,12 @@ class Comm:
             await anyio.lowlevel.checkpoint_if_cancelled()
             finished = False
             try:
-                if self._unsent is not None:
-                    await self._stream.send(self._unsent)  # type: ignore[arg-type]
+                unsent = self._unsent
+                if unsent is not None:
+                    if isinstance(unsent, memoryview):
+                        await self._stream.send(unsent)  # type: ignore[arg-type]
+                    else:
+                        await self._send_large(*unsent)
                     self._unsent = None
                 if not frames:
                     finished = True

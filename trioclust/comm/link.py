@@ -326,10 +326,11 @@ class Link:
                 self._last_write = anyio.current_time()
                 self._sent[0] += len(batch)
                 self._sent[1] += 1
-                if self._on_written:
-                    self._run_on_written()
                 if not self.comm.unsent:
+                    if self._on_written:
+                        self._run_on_written()
                     return  # a lingering writer finds nothing left when its linger ends
+                # the writer writes what the comm holds, then runs the callbacks
         self._wake_writer()
 
     async def request(self, op: str, **kwargs: Any) -> Any:
@@ -433,16 +434,25 @@ class Link:
         linger = self._linger
         while True:
             if self.comm.unsent and not self._outbox:
+                # held by a direct write; its messages' callbacks wait for it
+                held, self._on_written = self._on_written, []
                 try:
                     await self.comm.flush()
                 except CommClosedError:
                     return self._end_writer()
+                finally:
+                    if held:
+                        self._run_on_written(held)
             while not self._outbox:
+                if self.comm.unsent:
+                    break  # a direct write left something to flush (at the top)
                 if self._drained is not None:
                     self._drained.set()
                     self._drained = None
                 self._wakeup = anyio.Event()
                 await self._wakeup.wait()
+            if not self._outbox:
+                continue
             if linger > 0:
                 if not self._urgent and not self._closing:
                     # nothing urgent, and wrote a moment ago (or a lazy message
