@@ -50,6 +50,22 @@ async def link_pair(
             await server.aclose()
 
 
+@asynccontextmanager
+async def lingering_link() -> AsyncIterator[tuple[Link, Comm]]:
+    """A running link whose ``comm.linger`` (60 s) outlasts any test, and its
+    peer's comm; the task group ends when the link does."""
+    from trioclust import config
+
+    with config.set(**{"comm.linger": 60.0}):
+        async with stream_pair("inproc://") as (client_stream, server_stream):
+            link = Link(Comm(client_stream), {})
+            peer = Comm(server_stream)
+            async with anyio.create_task_group() as tg:
+                await tg.start(link.run)
+                yield link, peer
+            await peer.aclose()
+
+
 def _boom(msg: dict[str, Any]) -> None:
     raise ZeroDivisionError("division by zero")
 
@@ -324,27 +340,19 @@ async def test_heavy_messages_close_a_batch() -> None:
 
 @pytest.mark.anyio
 async def test_messages_that_are_not_urgent_gather_until_an_urgent_one() -> None:
-    from trioclust import config
-
-    with config.set(**{"comm.linger": 60.0}):  # longer than the test may take
-        async with stream_pair("inproc://") as (client_stream, server_stream):
-            link = Link(Comm(client_stream), {})
-            peer = Comm(server_stream)
-            async with anyio.create_task_group() as tg:
-                await tg.start(link.run)
-                link.send({"op": "first"}, urgent=False)  # an idle link writes at once
-                with anyio.fail_after(10):
-                    assert await peer.recv() == [{"op": "first"}]
-                for i in range(3):  # a moment after a write: these wait
-                    link.send({"op": "more", "i": i}, urgent=False)
-                    await anyio.lowlevel.checkpoint()
-                assert link.statistics().queued == 3
-                link.send({"op": "now"})  # ends the wait: all four in one batch
-                with anyio.fail_after(10):
-                    batch = await peer.recv()
-                assert [m.get("i") for m in batch] == [0, 1, 2, None]
-                await link.aclose()
-            await peer.aclose()
+    async with lingering_link() as (link, peer):
+        link.send({"op": "first"}, urgent=False)  # an idle link writes at once
+        with anyio.fail_after(10):
+            assert await peer.recv() == [{"op": "first"}]
+        for i in range(3):  # a moment after a write: these wait
+            link.send({"op": "more", "i": i}, urgent=False)
+            await anyio.lowlevel.checkpoint()
+        assert link.statistics().queued == 3
+        link.send({"op": "now"})  # ends the wait: all four in one batch
+        with anyio.fail_after(10):
+            batch = await peer.recv()
+        assert [m.get("i") for m in batch] == [0, 1, 2, None]
+        await link.aclose()
 
 
 @pytest.mark.anyio
@@ -381,45 +389,31 @@ async def test_sends_in_writes_deferred_leave_as_one_batch(address: str, anyio_b
 
 @pytest.mark.anyio
 async def test_on_written_runs_when_the_link_ends_first() -> None:
-    from trioclust import config
-
     called: list[str] = []
-    with config.set(**{"comm.linger": 60.0}):  # the second message waits for the linger
-        async with stream_pair("inproc://") as (client_stream, server_stream):
-            link = Link(Comm(client_stream), {})
-            peer = Comm(server_stream)
-            async with anyio.create_task_group() as tg:
-                await tg.start(link.run)
-                link.send({"op": "first"}, on_written=lambda: called.append("first"))
-                with anyio.fail_after(10):
-                    assert await peer.recv() == [{"op": "first"}]
-                link.send({"op": "later"}, urgent=False, on_written=lambda: called.append("later"))
-                await peer.aclose()  # the link ends before it writes "later"
-            assert called == ["first", "later"]
+    async with lingering_link() as (link, peer):
+        link.send({"op": "first"}, on_written=lambda: called.append("first"))
+        with anyio.fail_after(10):
+            assert await peer.recv() == [{"op": "first"}]
+        # not urgent, a moment after a write: it waits for the linger
+        link.send({"op": "later"}, urgent=False, on_written=lambda: called.append("later"))
+        await peer.aclose()  # the link ends before it writes "later"
+    assert called == ["first", "later"]
 
 
 @pytest.mark.anyio
 async def test_a_lazy_message_waits_for_company_even_on_an_idle_link() -> None:
-    from trioclust import config
-
-    with config.set(**{"comm.linger": 60.0}):  # longer than the test may take
-        async with stream_pair("inproc://") as (client_stream, server_stream):
-            link = Link(Comm(client_stream), {})
-            peer = Comm(server_stream)
-            async with anyio.create_task_group() as tg:
-                await tg.start(link.run)
-                link.send({"op": "release"}, lazy=True)  # idle link, yet it waits
-                for _ in range(10):
-                    await anyio.lowlevel.checkpoint()
-                assert link.statistics().queued == 1
-                link.send({"op": "submit"})  # urgent: both leave together
-                with anyio.fail_after(10):
-                    assert await peer.recv() == [{"op": "release"}, {"op": "submit"}]
-                link.send({"op": "release", "last": True}, lazy=True)
-                await link.aclose()  # flushes it rather than waiting out the linger
-                with anyio.fail_after(10):
-                    assert await peer.recv() == [{"op": "release", "last": True}]
-            await peer.aclose()
+    async with lingering_link() as (link, peer):
+        link.send({"op": "release"}, lazy=True)  # idle link, yet it waits
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+        assert link.statistics().queued == 1
+        link.send({"op": "submit"})  # urgent: both leave together
+        with anyio.fail_after(10):
+            assert await peer.recv() == [{"op": "release"}, {"op": "submit"}]
+        link.send({"op": "release", "last": True}, lazy=True)
+        await link.aclose()  # flushes it rather than waiting out the linger
+        with anyio.fail_after(10):
+            assert await peer.recv() == [{"op": "release", "last": True}]
 
 
 @pytest.mark.anyio
