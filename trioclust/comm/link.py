@@ -10,18 +10,24 @@ flight accumulates and becomes the next batch. So an idle link sends at once
 (no timer, no 10 ms floor) and a busy one coalesces many small messages into
 few writes.
 
-Three refinements. Sends made inside a :func:`writes_deferred` block (every
-reader runs its handlers in one) do not wake an idle writer: at the end of
-the block each link they went to writes its batch right there, from the
-reacting code, without a task switch, where the comm can write without
-waiting (:meth:`Comm.send_nowait`: TCP under trio), and wakes its writer
-otherwise. What a handler sends in reply to one received batch thus leaves
-in one write per link, at once. A message sent as not urgent (more of its kind will follow
-soon) may wait up to ``comm.linger`` after the link's previous write, so that
-a busy stream of them goes out in fewer, larger batches; an urgent one, or any
-on a link idle for longer, leaves at once. Heavy messages (a client's graph in
-chunks of 1,000 tasks, sent with a ``weight``) close a batch, so that each is
-encoded, sent and decoded on its own rather than all at once.
+Refinements:
+
+* Sends made inside a :func:`writes_deferred` block (every reader runs its
+  handlers in one) do not wake an idle writer: at the end of the block each
+  link they went to writes its batch right there, without a task switch,
+  where the comm can write without waiting (:meth:`Comm.send_nowait`: TCP
+  under trio), and wakes its writer otherwise. What a handler sends in reply
+  to one received batch thus leaves in one write per link, at once.
+* A message sent as not urgent (more of its kind will follow soon) may wait
+  up to ``comm.linger`` after the link's previous write, so that a busy stream
+  of them goes out in fewer, larger batches; a lazy one (nothing waits for
+  it) may wait up to ``comm.linger`` from when it was sent, even on an idle
+  link; an urgent one ends either wait.
+* Heavy messages (a client's graph in chunks of 1,000 tasks, sent with a
+  ``weight``) close a batch, so that each is encoded, sent and decoded on its
+  own rather than all at once.
+* ``on_written`` callbacks run once their message's batch is written (or the
+  link ends).
 
 The reader task receives batches and dispatches each op inline:
 
@@ -443,9 +449,8 @@ class Link:
                 finally:
                     if held:
                         self._run_on_written(held)
-            while not self._outbox:
-                if self.comm.unsent:
-                    break  # a direct write left something to flush (at the top)
+            # a direct write may leave something held: flushed at the top
+            while not self._outbox and not self.comm.unsent:
                 if self._drained is not None:
                     self._drained.set()
                     self._drained = None

@@ -475,29 +475,29 @@ class Worker(Server):
     def _finish(self, key: str, generation: int, outcome: Success | Failure) -> None:
         if generation != self._generation:
             return  # the state it belonged to was reset
+        stim = f"execute-{key}"
         events: list[Any] = []
         slots = self._slots()
         if slots != self.state.nthreads:
-            events.append(ev.SlotsChanged(slots=slots, stimulus_id=f"execute-{key}"))
+            events.append(ev.SlotsChanged(slots=slots, stimulus_id=stim))
         if isinstance(outcome, Success):
             if outcome.inline is not None:
                 self._inline[key] = outcome.inline
             events.append(
                 ev.ExecuteSucceeded(
                     key=key, value=outcome.value, nbytes=outcome.nbytes,
-                    type_name=outcome.type_name, stimulus_id=f"execute-{key}",
+                    type_name=outcome.type_name, stimulus_id=stim,
                 )
             )
-            self._handle(*events)
-            self._inline.pop(key, None)
         else:
             events.append(
                 ev.ExecuteFailed(
                     key=key, exception=outcome.exception, traceback=outcome.traceback,
-                    exception_text=outcome.text, stimulus_id=f"execute-{key}",
+                    exception_text=outcome.text, stimulus_id=stim,
                 )
             )
-            self._handle(*events)
+        self._handle(*events)
+        self._inline.pop(key, None)  # read while handling ExecuteSucceeded
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
