@@ -52,11 +52,11 @@ async def link_pair(
 
 @asynccontextmanager
 async def lingering_link() -> AsyncIterator[tuple[Link, Comm]]:
-    """A running link whose ``comm.linger`` (60 s) outlasts any test, and its
-    peer's comm; the task group ends when the link does."""
+    """A running link whose ``comm.linger`` and ``comm.lazy-linger`` (60 s)
+    outlast any test, and its peer's comm; the task group ends when the link does."""
     from trioclust import config
 
-    with config.set(**{"comm.linger": 60.0}):
+    with config.set(**{"comm.linger": 60.0, "comm.lazy-linger": 60.0}):
         async with stream_pair("inproc://") as (client_stream, server_stream):
             link = Link(Comm(client_stream), {})
             peer = Comm(server_stream)

@@ -194,6 +194,39 @@ async def test_retiring_a_worker_moves_its_data_first() -> None:
             )
 
 
+async def _until_cancelled() -> None:
+    _events["started"].set()
+    try:
+        await trio.sleep_forever()
+    finally:
+        _events["cancelled"].set()
+
+
+async def test_dropping_data_waits_for_the_next_batch_and_a_cancel_does_not() -> None:
+    """A free-keys that only drops data rides with the worker link's next batch
+    (waking an idle worker for it would take a core from the work in flight);
+    one that cancels work leaves at once."""
+    _events["started"], _events["cancelled"] = trio.Event(), trio.Event()
+    with config.set(**{"comm.lazy-linger": 60.0}):  # outlasts the test: lazy means "with company"
+        async with Scheduler() as s, Worker(s.address) as w:
+            async with Client(s.address, asynchronous=True) as client:
+                x = client.submit(inc, 1)
+                assert await x == 2
+                key = x.key
+                del x
+                await client.scheduler_info()  # a request: takes the lazy release along
+                assert key not in s.state.tasks
+                assert key in w.data, "the data is dropped with the next batch, not alone"
+                assert s.worker_links[w.address].statistics().queued == 1
+                assert await client.submit(inc, 2) == 3  # its compute-task takes it along
+                assert key not in w.data
+                future = client.submit(_until_cancelled)
+                await _events["started"].wait()
+                await client.cancel([future])
+                with trio.fail_after(10):
+                    await _events["cancelled"].wait()
+
+
 def _take_a_while(x: int) -> int:
     time.sleep(0.005)  # the work itself: a task longer than worker.prefetch-duration allows
     return x

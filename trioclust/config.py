@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     # gathering more into the batch; an idle link, or an urgent message,
     # writes at once. 0: every write as soon as possible
     "comm.linger": 0.001,
+    # a message nothing waits for (a client's releases, a scheduler's order to
+    # drop data) waits up to this long (seconds) for company even on an idle
+    # link, unless something urgent comes first: it usually leaves with the
+    # next message there instead of waking the peer on its own
+    "comm.lazy-linger": 0.01,
     # a task whose workers died more than this many times errs with KilledWorker
     "scheduler.allowed-failures": 3,
     # a worker silent (no heartbeat) this long is removed, seconds

@@ -79,6 +79,10 @@ def free(worker: str, key: str, stim: str) -> FreeKeys:
     return FreeKeys(worker=worker, keys=(key,), stimulus_id=stim)
 
 
+def cancel(worker: str, key: str, stim: str) -> FreeKeys:
+    return FreeKeys(worker=worker, keys=(key,), stimulus_id=stim, cancel=True)
+
+
 class Harness:
     """A SchedulerState whose invariants are checked after every step."""
 
@@ -137,7 +141,7 @@ def test_chain_runs_where_its_data_is() -> None:
     assert h(done("w1", "c")) == [in_memory("c"), free("w1", "b", "f")]
     assert h.s.tasks_by_state() == {"released": 2, "memory": 2, "processing": 1}
     assert h(ReleaseKeys(client="c", keys=("c", "z1", "z2"), stimulus_id="r")) == [
-        free("w1", "z2", "r"),
+        cancel("w1", "z2", "r"),
         free("w2", "z1", "r"),
         free("w1", "c", "r"),
     ]
@@ -344,9 +348,9 @@ def test_release_cancels_and_forgets_everything() -> None:
     h(done("w1", "a", nbytes=3))
     assert h.state("c") == "processing"
     assert h(ReleaseKeys(client="c", keys=("b", "d"), stimulus_id="r")) == [
-        free("w1", "c", "r"),  # cancel c (d was only waiting: nothing to tell)
+        cancel("w1", "c", "r"),  # d was only waiting: nothing to tell
         free("w1", "a", "r"),  # drop a's data, needed by c only
-        free("w2", "b", "r"),  # cancel b
+        cancel("w2", "b", "r"),
     ]
     assert h.s.tasks == {}
     assert h.s.tasks_by_state() == {}
@@ -411,7 +415,7 @@ def test_dependent_processing_elsewhere_is_cancelled_when_data_is_lost() -> None
         compute("w2", "b", {"a": ("w1",), "a2": ("w2",)}, {"a": 10, "a2": 100}, stim="f")
     ]
     out = h(RemoveWorker(address="w1", stimulus_id="rm"))
-    assert out == [free("w2", "b", "rm"), compute("w2", "a", stim="rm")]
+    assert out == [cancel("w2", "b", "rm"), compute("w2", "a", stim="rm")]
     assert h.state("b") == "waiting"
     assert h.s.tasks["b"].suspicious == 0
 
@@ -422,7 +426,7 @@ def test_missing_data_recomputes_and_stale_reschedule_is_ignored() -> None:
     h(done("w1", "a", nbytes=10), done("w2", "a2", nbytes=100))
     assert h.state("b") == "processing"
     out = h(MissingData(worker="w2", key="a", errant_worker="w1", stimulus_id="m"))
-    assert out == [free("w2", "b", "m"), compute("w1", "a", stim="m")]
+    assert out == [cancel("w2", "b", "m"), compute("w1", "a", stim="m")]
     assert h.s.workers["w1"].has_what == {"a"} - {"a"}
     # The worker also gave b back; b is no longer processing there.
     assert h(RescheduleTask(worker="w2", key="b", stimulus_id="rs")) == []

@@ -21,8 +21,8 @@ Refinements:
 * A message sent as not urgent (more of its kind will follow soon) may wait
   up to ``comm.linger`` after the link's previous write, so that a busy stream
   of them goes out in fewer, larger batches; a lazy one (nothing waits for
-  it) may wait up to ``comm.linger`` from when it was sent, even on an idle
-  link; an urgent one ends either wait.
+  it) may wait up to ``comm.lazy-linger`` from when it was sent, even on an
+  idle link; an urgent one ends either wait.
 * Heavy messages (a client's graph in chunks of 1,000 tasks, sent with a
   ``weight``) close a batch, so that each is encoded, sent and decoded on its
   own rather than all at once.
@@ -201,6 +201,7 @@ class Link:
         self._on_written: list[Callable[[], object]] = []  # for the queued messages
         self._weights: dict[int, int] = {}  # id of a queued heavy message -> its weight
         self._linger = config.get_float("comm.linger")
+        self._lazy_linger = config.get_float("comm.lazy-linger")
         self._urgent = False  # an urgent message is queued
         self._lingering: anyio.Event | None = None  # set by an urgent send() to end a linger
         self._wakeup: anyio.Event | None = None  # set by send() to wake an idle writer
@@ -269,10 +270,10 @@ class Link:
                 less than ``comm.linger`` ago then waits out the rest before
                 writing it, gathering more into the batch. An urgent message
                 (the default) is written as soon as the link can.
-            lazy: nothing waits for this message (a client's releases): it
-                waits up to ``comm.linger`` from now for company, even on an
-                idle link, unless something urgent comes first. Implies not
-                urgent.
+            lazy: nothing waits for this message (a client's releases, a
+                scheduler's order to drop data): it waits up to
+                ``comm.lazy-linger`` from now for company, even on an idle
+                link, unless something urgent comes first. Implies not urgent.
             on_written: called (in the event loop, without arguments) once
                 the batch holding ``msg`` is in the kernel's hands, or when
                 the link ends before that: what must not happen before the
@@ -291,7 +292,7 @@ class Link:
             self._weights[id(msg)] = weight
         if lazy:
             if self._lazy_until is None:
-                self._lazy_until = anyio.current_time() + self._linger
+                self._lazy_until = anyio.current_time() + self._lazy_linger
         elif urgent:
             self._urgent = True
         if self._wakeup is None and (self._lingering is None or not self._urgent):
@@ -458,7 +459,7 @@ class Link:
                 await self._wakeup.wait()
             if not self._outbox:
                 continue
-            if linger > 0:
+            if linger > 0 or self._lazy_until is not None:
                 if not self._urgent and not self._closing:
                     # nothing urgent, and wrote a moment ago (or a lazy message
                     # waits for company): let the batch gather

@@ -28,11 +28,17 @@ class ComputeTask:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FreeKeys:
-    """Tell ``worker`` to drop these keys: their data, or their running work."""
+    """Tell ``worker`` to drop these keys: their data, or their running work.
+
+    ``cancel`` is True when the keys are work given to that worker (queued or
+    running) that must stop; False when they are data or records nobody needs
+    any more, which nothing waits for.
+    """
 
     worker: str
     keys: tuple[str, ...]
     stimulus_id: str = ""
+    cancel: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -396,7 +396,9 @@ class SchedulerTransitions:
     def _cancel(self, ts: TaskState, stimulus_id: str) -> None:
         ws = ts.processing_on
         if ws is not None and self.workers.get(ws.address) is ws:
-            self._out.append(FreeKeys(worker=ws.address, keys=(ts.key,), stimulus_id=stimulus_id))
+            self._out.append(
+                FreeKeys(worker=ws.address, keys=(ts.key,), stimulus_id=stimulus_id, cancel=True)
+            )
 
     def _t_processing_waiting(self, ts: TaskState, stimulus_id: str) -> Recs:
         self._unassign(ts)

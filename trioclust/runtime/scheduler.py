@@ -507,7 +507,13 @@ class Scheduler(Server):
         elif isinstance(i, ins.FreeKeys):
             link = self.worker_links.get(i.worker)
             if link is not None:
-                link.send({"op": "free-keys", "keys": list(i.keys), "stimulus_id": i.stimulus_id})
+                # dropping data waits for the link's next batch (within
+                # comm.linger): nothing waits for it, and waking an idle
+                # worker for it would take a core from the task in flight
+                link.send(
+                    {"op": "free-keys", "keys": list(i.keys), "stimulus_id": i.stimulus_id},
+                    lazy=not i.cancel,
+                )
         elif isinstance(i, ins.KeyInMemory):
             client_link = self.client_links.get(i.client)
             if client_link is not None:
