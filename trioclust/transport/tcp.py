@@ -68,6 +68,7 @@ class TCPStream(ByteStream):
             trio_loop = sniffio.current_async_library() == "trio"
         except sniffio.AsyncLibraryNotFoundError:
             trio_loop = False
+        self._drained = False  # the last read (under trio) took less than it asked for
         self.receive_into = self._receive_into_trio if trio_loop else None
         self.send_nowait = raw.send if trio_loop else None
         if trio_loop:
@@ -80,39 +81,47 @@ class TCPStream(ByteStream):
         data = await self._read(self._raw.recv, max_bytes)
         if not data:
             raise anyio.EndOfStream
+        self._drained = len(data) < max_bytes
         return data
 
     async def _receive_into_trio(self, buffer: memoryview) -> int:
         n = await self._read(self._raw.recv_into, buffer)
         if n == 0:
             raise anyio.EndOfStream
+        self._drained = n < len(buffer)
         return n
 
     async def _read(self, read: Callable[[Any], _T], arg: Any) -> _T:
         """``read(arg)`` on the socket, waiting until it is readable.
 
-        trio's pattern for a socket operation, one task switch shorter: a
-        cancellation point before the read, and after it only a scheduling
-        point that cannot be cancelled (bytes taken from the kernel must not be
-        lost) -- which the wait for the socket already was, if there was one.
-        anyio's stream always adds it: one more pass through the event loop
-        per message on an idle connection.
+        trio's pattern for a socket operation, shorter: a cancellation point
+        before the read, and after it only a scheduling point that cannot be
+        cancelled (bytes taken from the kernel must not be lost) -- which the
+        wait for the socket already was, if there was one. anyio's stream
+        always adds it: one more pass through the event loop per message on an
+        idle connection. And after a read that took less than it asked for
+        (``_drained``) the socket is almost surely empty: it waits first
+        rather than trying a read that fails with ``EAGAIN``.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
         raw = self._raw
-        waited = False
-        while True:
-            try:
-                result = read(arg)
-            except BlockingIOError:
+        try:
+            if self._drained:
                 await anyio.wait_readable(raw)  # ClosedResourceError if closed meanwhile
                 waited = True
-                continue
-            except OSError as exc:
-                if raw.fileno() == -1 or exc.errno == errno.EBADF:
-                    raise anyio.ClosedResourceError from None
-                raise anyio.BrokenResourceError(exc) from exc
-            break
+            else:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                waited = False
+            while True:
+                try:
+                    result = read(arg)
+                    break
+                except BlockingIOError:
+                    await anyio.wait_readable(raw)
+                    waited = True
+        except OSError as exc:
+            if raw.fileno() == -1 or exc.errno == errno.EBADF:
+                raise anyio.ClosedResourceError from None
+            raise anyio.BrokenResourceError(exc) from exc
         if not waited:
             await anyio.lowlevel.cancel_shielded_checkpoint()
         return result
