@@ -8,6 +8,17 @@ Finished jobs go on a deque, and the first of a burst schedules one
 ``TrioToken.run_sync_soon`` delivery that hands the event loop everything
 finished so far. Short tasks therefore come back in groups, which become one
 batch on the wire, instead of costing the loop a wake-up each.
+
+A job submitted alone (nothing else queued or running) while recent jobs
+took under ``short_job`` seconds on average is waited for right there, by the
+event loop's thread, for up to ``short_wait``: blocked on a lock, that thread
+lets the job's thread take the GIL at once (rather than when the loop next
+sleeps), and the result comes back through that lock, without a pass
+through the event loop. A job that turns out longer is handed back the usual
+way; the loop lost at most ``short_wait``, and only while it had nothing else
+running. A job submitted while results are being handed over (a finished
+task's successor, queued on the worker) is not waited for: that would nest
+one delivery inside another, as deep as the queue is long.
 """
 
 from __future__ import annotations
@@ -31,10 +42,27 @@ _DURATION_WEIGHT = 0.2  # of the newest job in ThreadPool.mean_duration
 
 
 class ThreadPool:
-    """``nthreads`` threads running jobs; results come back through ``run_sync_soon``."""
+    """``nthreads`` threads running jobs; results come back through ``run_sync_soon``.
 
-    def __init__(self, nthreads: int, *, name: str = "trioclust-worker") -> None:
+    Args:
+        nthreads: how many threads.
+        name: the threads' name prefix.
+        short_job: jobs are short while their mean wall time is under this
+            (seconds); a short job submitted alone is waited for.
+        short_wait: how long :meth:`submit` waits for such a job, at most.
+    """
+
+    def __init__(
+        self,
+        nthreads: int,
+        *,
+        name: str = "trioclust-worker",
+        short_job: float = 200e-6,
+        short_wait: float = 500e-6,
+    ) -> None:
         self.nthreads = nthreads
+        self.short_job = short_job
+        self.short_wait = short_wait
         self._name = name
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -43,6 +71,14 @@ class ThreadPool:
         self._all_exited = trio.Event()
         self._finished: deque[tuple[Callable[[Any], None], Any]] = deque()
         self._delivery_pending = False
+        self._in_flight = 0  # submitted and not yet delivered (event loop thread only)
+        self._delivering = False  # in _deliver (event loop thread only)
+        # the loop thread waiting for a short job: a flag under a lock, and a
+        # lock held until the job's thread releases it
+        self._waiting_lock = threading.Lock()
+        self._waiting = False
+        self._waited = threading.Lock()
+        self._waited.acquire()
         #: seconds a job took, averaged over the last few (an exponential
         #: moving average, written by the threads); 0.0 before the first
         self.mean_duration = 0.0
@@ -59,8 +95,24 @@ class ThreadPool:
         """Run ``job()`` on a thread; then ``done(job's return value)`` on the trio thread.
 
         ``job`` must not raise: wrap user code so that it returns its outcome.
+        A short job submitted alone is waited for here (see the module's
+        notes), and then ``done`` has run when this returns.
         """
+        self._in_flight += 1
         self._jobs.put((job, done))
+        if self._in_flight == 1 and not self._delivering and 0.0 < self.mean_duration < self.short_job:
+            self._wait_for_job()
+
+    def _wait_for_job(self) -> None:
+        with self._waiting_lock:
+            self._waiting = True
+        got = self._waited.acquire(timeout=self.short_wait)
+        with self._waiting_lock:
+            if not got:  # released after the timeout but before this lock?
+                got = self._waited.acquire(blocking=False)
+            self._waiting = False
+        if got:
+            self._deliver()
 
     def _loop(self) -> None:
         token = self._token
@@ -76,6 +128,11 @@ class ThreadPool:
                 duration = time.perf_counter() - start
                 self.mean_duration += (duration - self.mean_duration) * _DURATION_WEIGHT
                 self._finished.append((done, outcome))
+                with self._waiting_lock:
+                    if self._waiting:  # the loop's thread waits for this job
+                        self._waiting = False
+                        self._waited.release()
+                        continue
                 if not self._delivery_pending:
                     self._delivery_pending = True
                     try:
@@ -92,11 +149,16 @@ class ThreadPool:
         """In the loop thread: hand over every finished job, oldest first."""
         self._delivery_pending = False
         finished = self._finished
-        # what the callbacks send (task-finished) leaves in one write per link
-        with writes_deferred():
-            while finished:
-                done, outcome = finished.popleft()
-                done(outcome)
+        outer, self._delivering = self._delivering, True
+        try:
+            # what the callbacks send (task-finished) leaves in one write per link
+            with writes_deferred():
+                while finished:
+                    done, outcome = finished.popleft()
+                    self._in_flight -= 1
+                    done(outcome)
+        finally:
+            self._delivering = outer
 
     def _thread_exited(self) -> None:
         self._exited += 1
