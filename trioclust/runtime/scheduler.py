@@ -508,7 +508,7 @@ class Scheduler(Server):
             link = self.worker_links.get(i.worker)
             if link is not None:
                 # dropping data waits for the link's next batch (within
-                # comm.linger): nothing waits for it, and waking an idle
+                # comm.lazy-linger): nothing waits for it, and waking an idle
                 # worker for it would take a core from the task in flight
                 link.send(
                     {"op": "free-keys", "keys": list(i.keys), "stimulus_id": i.stimulus_id},

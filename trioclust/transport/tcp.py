@@ -88,7 +88,8 @@ class TCPStream(ByteStream):
         n = await self._read(self._raw.recv_into, buffer)
         if n == 0:
             raise anyio.EndOfStream
-        self._drained = n < len(buffer)
+        # a large frame streams in: more is likely there by the next read
+        self._drained = False
         return n
 
     async def _read(self, read: Callable[[Any], _T], arg: Any) -> _T:
@@ -99,9 +100,11 @@ class TCPStream(ByteStream):
         cancelled (bytes taken from the kernel must not be lost) -- which the
         wait for the socket already was, if there was one. anyio's stream
         always adds it: one more pass through the event loop per message on an
-        idle connection. And after a read that took less than it asked for
-        (``_drained``) the socket is almost surely empty: it waits first
-        rather than trying a read that fails with ``EAGAIN``.
+        idle connection. And after a read of small messages that took less
+        than it asked for (``_drained``) the socket is almost surely empty: it
+        waits first rather than trying a read that fails with ``EAGAIN``. Not
+        while a large frame streams in (``receive_into``): by the next read
+        more of it has usually arrived.
         """
         raw = self._raw
         try:
