@@ -106,11 +106,14 @@ class ThreadPool:
     def _wait_for_job(self) -> None:
         with self._waiting_lock:
             self._waiting = True
-        got = self._waited.acquire(timeout=self.short_wait)
-        with self._waiting_lock:
-            if not got:  # released after the timeout but before this lock?
-                got = self._waited.acquire(blocking=False)
-            self._waiting = False
+        got = False
+        try:
+            got = self._waited.acquire(timeout=self.short_wait)
+        finally:  # also when a signal interrupts the wait: later jobs come back as usual
+            with self._waiting_lock:
+                if not got:  # released after the timeout but before this lock?
+                    got = self._waited.acquire(blocking=False)
+                self._waiting = False
         if got:
             self._deliver()
 
