@@ -235,7 +235,7 @@ class ClientCore:
         if keys and self._link is not None and not self._link.closed:
             try:
                 # nothing waits for a release: it goes with the next submit,
-                # or on its own after comm.linger
+                # or on its own after comm.lazy-linger
                 self._link.send({"op": "release-keys", "keys": keys}, lazy=True)
             except CommClosedError:
                 pass
