@@ -432,3 +432,25 @@ async def test_a_large_message_from_writes_deferred_reaches_the_peer(address: st
             assert await b.recv() == [big]
             await written.wait()
         await link.aclose()
+
+
+@pytest.mark.anyio
+async def test_on_batch_runs_after_each_received_batch_handlers(anyio_backend: str) -> None:
+    seen: list[Any] = []
+    async with stream_pair("inproc://") as (link_stream, peer_stream):
+        link = Link(
+            Comm(link_stream),
+            {"note": lambda msg: seen.append(msg["i"])},
+            on_batch=lambda: seen.append("end"),
+        )
+        peer = Comm(peer_stream)
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            await peer.send([{"op": "note", "i": 1}, {"op": "note", "i": 2}])
+            await peer.send([{"op": "note", "i": 3}])
+            await peer.send([{"op": "ping", "id": 7}])  # unknown: answered with an error
+            reply = await peer.recv()
+            assert reply[0]["status"] == "error"
+            assert seen == [1, 2, "end", 3, "end", "end"]
+            await link.aclose()
+        await peer.aclose()

@@ -227,6 +227,24 @@ async def test_dropping_data_waits_for_the_next_batch_and_a_cancel_does_not() ->
                     await _events["cancelled"].wait()
 
 
+async def test_data_dropped_together_leaves_in_one_free_keys() -> None:
+    """Keys a client releases at once reach their worker as one free-keys."""
+    with config.set(**{"comm.lazy-linger": 60.0}):  # dropped data rides with the next compute-task
+        async with Scheduler() as s, Worker(s.address) as w:
+            async with Client(s.address, asynchronous=True) as client:
+                futures = client.map(inc, range(20), pure=False)
+                assert await client.gather(futures) == list(range(1, 21))
+                keys = [f.key for f in futures]
+                link = w._scheduler_link
+                assert link is not None
+                before = link.statistics().messages_received
+                del futures
+                assert await client.submit(inc, 100) == 101  # takes the release along
+                assert not any(k in w.data for k in keys)
+                # the compute-task and one free-keys for all 20 (not 20 of them)
+                assert link.statistics().messages_received - before == 2
+
+
 def _take_a_while(x: int) -> int:
     time.sleep(0.005)  # the work itself: a task longer than worker.prefetch-duration allows
     return x

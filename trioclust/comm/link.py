@@ -183,6 +183,10 @@ class Link:
             may gain entries later. ``"reply"`` is reserved.
         name: for log messages (default: the peer's address).
         on_close: called once, with the reason, when the link ends.
+        on_batch: called after the handlers of each received batch have run,
+            inside the same :func:`writes_deferred` block: a side whose
+            handlers only gather one-way messages (a scheduler's task
+            reports) acts on the whole batch's worth here, at once.
     """
 
     def __init__(
@@ -192,11 +196,13 @@ class Link:
         *,
         name: str = "",
         on_close: Callable[[str], object] | None = None,
+        on_batch: Callable[[], object] | None = None,
     ) -> None:
         self.comm = comm
         self.handlers = handlers
         self.name = name or f"link to {comm.peer_address}"
         self._on_close = on_close
+        self._on_batch = on_batch
         self._outbox: list[dict[str, Any]] = []
         self._on_written: list[Callable[[], object]] = []  # for the queued messages
         self._weights: dict[int, int] = {}  # id of a queued heavy message -> its weight
@@ -578,6 +584,11 @@ class Link:
             self._received[1] += 1
             with writes_deferred():
                 self._dispatch_all(batch)
+                if self._on_batch is not None:
+                    try:
+                        self._on_batch()
+                    except Exception:
+                        logger.exception("%s: on_batch callback failed", self.name)
             # not kept alive while waiting for the next one (a graph of
             # 100,000 tasks is a large batch)
             del batch

@@ -236,8 +236,20 @@ class Scheduler(Server):
             self._last_seen[address] = time.monotonic()
             return address
 
+        # A worker's task reports of one received batch are handled together
+        # at its end (one pass of the state machine, and the free-keys for
+        # one worker that they lead to leave as one message); any other
+        # message handles the reports before it first, so order is kept.
+        reports: list[Any] = []
+
+        def handle_reports() -> None:
+            if reports:
+                events = reports.copy()
+                reports.clear()
+                self._handle(*events)
+
         def task_finished(msg: dict[str, Any]) -> None:
-            self._handle(
+            reports.append(
                 ev.TaskFinished(
                     worker=seen(), key=msg["key"], nbytes=int(msg.get("nbytes") or 0),
                     type_name=msg.get("type") or "", value=msg.get("value"),
@@ -245,7 +257,11 @@ class Scheduler(Server):
                 )
             )
 
+        def task_started(msg: dict[str, Any]) -> None:
+            reports.append(ev.TaskStarted(worker=seen(), key=msg["key"]))
+
         def task_erred(msg: dict[str, Any]) -> None:
+            handle_reports()
             self._handle(
                 ev.TaskErred(
                     worker=seen(), key=msg["key"], exception=msg.get("exception"),
@@ -255,6 +271,7 @@ class Scheduler(Server):
             )
 
         def missing_data(msg: dict[str, Any]) -> None:
+            handle_reports()
             self._handle(
                 ev.MissingData(
                     worker=seen(), key=msg["key"], errant_worker=msg["errant_worker"],
@@ -262,10 +279,8 @@ class Scheduler(Server):
                 )
             )
 
-        def task_started(msg: dict[str, Any]) -> None:
-            self._handle(ev.TaskStarted(worker=seen(), key=msg["key"]))
-
         def reschedule(msg: dict[str, Any]) -> None:
+            handle_reports()
             self._handle(
                 ev.RescheduleTask(worker=seen(), key=msg["key"], stimulus_id=msg.get("stimulus_id", ""))
             )
@@ -289,6 +304,7 @@ class Scheduler(Server):
                 "unregister": unregister,
             },
             name=f"scheduler->worker {comm.peer_address}",
+            on_batch=handle_reports,
         )
         try:
             await link.run()
@@ -482,15 +498,36 @@ class Scheduler(Server):
     def _handle(self, *events: Any) -> None:
         instructions = self.state.handle(*events)
         self.task_stream.observe(events, instructions)
+        # free-keys to one worker that follow each other, with nothing else
+        # for that worker between them, leave as one message
+        freeing: dict[tuple[str, bool], list[str]] = {}
         for instruction in instructions:
             try:
-                self._dispatch(instruction)
+                self._dispatch(instruction, freeing)
             except CommClosedError:
                 # the peer is going away; its link's end removes it properly
                 pass
 
-    def _dispatch(self, i: Any) -> None:
-        if isinstance(i, ins.ComputeTask):
+    def _dispatch(self, i: Any, freeing: dict[tuple[str, bool], list[str]]) -> None:
+        if isinstance(i, ins.FreeKeys):
+            keys = freeing.get((i.worker, i.cancel))
+            if keys is not None:
+                keys.extend(i.keys)  # into a message not written yet (see _handle)
+                return
+            link = self.worker_links.get(i.worker)
+            if link is not None:
+                keys = list(i.keys)
+                # dropping data waits for the link's next batch (within
+                # comm.lazy-linger): nothing waits for it, and waking an idle
+                # worker for it would take a core from the task in flight
+                link.send(
+                    {"op": "free-keys", "keys": keys, "stimulus_id": i.stimulus_id},
+                    lazy=not i.cancel,
+                )
+                freeing[(i.worker, i.cancel)] = keys
+        elif isinstance(i, ins.ComputeTask):
+            freeing.pop((i.worker, True), None)
+            freeing.pop((i.worker, False), None)
             link = self.worker_links.get(i.worker)
             if link is not None:
                 # a worker with more tasks than threads is busy: this one may
@@ -504,16 +541,6 @@ class Scheduler(Server):
                     task["who_has"] = {k: list(v) for k, v in i.who_has.items()}
                     task["nbytes"] = dict(i.nbytes)
                 link.send(task, urgent=ws is None or len(ws.processing) <= ws.nthreads)
-        elif isinstance(i, ins.FreeKeys):
-            link = self.worker_links.get(i.worker)
-            if link is not None:
-                # dropping data waits for the link's next batch (within
-                # comm.lazy-linger): nothing waits for it, and waking an idle
-                # worker for it would take a core from the task in flight
-                link.send(
-                    {"op": "free-keys", "keys": list(i.keys), "stimulus_id": i.stimulus_id},
-                    lazy=not i.cancel,
-                )
         elif isinstance(i, ins.KeyInMemory):
             client_link = self.client_links.get(i.client)
             if client_link is not None:
