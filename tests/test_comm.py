@@ -16,7 +16,7 @@ from anyio.abc import ByteStream
 
 from trioclust import config, transport
 from trioclust.comm import Comm, CommClosedError, HandshakeTimeout, connect, serve
-from trioclust.protocol import ProtocolError, dumps, frame_prefix
+from trioclust.protocol import PROTOCOL_VERSION, ProtocolError, dumps, frame_prefix
 from trioclust.testing import comm_pair, stream_pair
 from trioclust.transport import Listener, TransportAttribute
 
@@ -88,7 +88,7 @@ def wire(msg: Any) -> bytes:
     return frame_prefix(frames) + b"".join(bytes(f) for f in frames)
 
 
-def hello(protocol: int = 1, role: str = "client") -> dict[str, Any]:
+def hello(protocol: int = PROTOCOL_VERSION, role: str = "client") -> dict[str, Any]:
     return {"op": "handshake", "protocol": protocol, "role": role, "name": "raw"}
 
 
@@ -106,11 +106,11 @@ async def test_connect_and_serve_handshake(address: str) -> None:
     async with serving(address, handler) as listener:
         comm = await connect(listener.contact_address, role="client", name="alice", timeout=5)
         try:
-            assert comm.peer_info == {"protocol": 1, "role": "scheduler", "name": "sched"}
+            assert comm.peer_info == {"protocol": PROTOCOL_VERSION, "role": "scheduler", "name": "sched"}
             assert comm.peer_address == listener.contact_address
             await comm.send({"op": "echo", "x": [1, 2]})
             assert await comm.recv() == {"op": "echo", "x": [1, 2]}
-            assert seen == [{"protocol": 1, "role": "client", "name": "alice"}]
+            assert seen == [{"protocol": PROTOCOL_VERSION, "role": "client", "name": "alice"}]
         finally:
             await comm.aclose()
         assert comm.closed
@@ -135,15 +135,16 @@ async def raw_server(
 @pytest.mark.anyio
 async def test_connect_refuses_another_protocol_version(address: str) -> None:
     async def newer_server(stream: ByteStream) -> None:
-        await stream.send(wire(hello(protocol=2, role="scheduler")))
+        await stream.send(wire(hello(protocol=PROTOCOL_VERSION + 1, role="scheduler")))
         await anyio.sleep_forever()
 
     async with raw_server(address, newer_server) as contact:
         with pytest.raises(ProtocolError) as info:
             await connect(contact, role="client", timeout=5)
     assert str(info.value) == (
-        f"protocol version mismatch: this side speaks 1, the peer (scheduler, {contact}) "
-        f"speaks 2; install the same trioclust version on both"
+        f"protocol version mismatch: this side speaks {PROTOCOL_VERSION}, the peer "
+        f"(scheduler, {contact}) speaks {PROTOCOL_VERSION + 1}; install the same trioclust "
+        "version on both"
     )
 
 
@@ -201,7 +202,7 @@ async def _send_petabyte_header(stream: ByteStream) -> None:
 
 
 async def _send_newer_version(stream: ByteStream) -> None:
-    await stream.send(wire(hello(protocol=2)))
+    await stream.send(wire(hello(protocol=PROTOCOL_VERSION + 1)))
 
 
 async def _send_not_a_handshake(stream: ByteStream) -> None:
@@ -226,7 +227,8 @@ BAD_INPUTS = {
     ),
     "wrong-version": (
         _send_newer_version,
-        "protocol version mismatch: this side speaks 1, the peer (client, {peer}) speaks 2",
+        f"protocol version mismatch: this side speaks {PROTOCOL_VERSION}, the peer "
+        f"(client, {{peer}}) speaks {PROTOCOL_VERSION + 1}",
     ),
     "not-a-handshake": (_send_not_a_handshake, "{peer} is not a trioclust peer"),
     "cut-mid-message": (

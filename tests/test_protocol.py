@@ -31,6 +31,7 @@ from trioclust.protocol import (
     serialize,
     substitute,
 )
+from trioclust.protocol.codec import INLINE_MAX
 
 
 def _explode() -> None:
@@ -64,7 +65,7 @@ def roundtrip(msg: Any) -> Any:
 
 
 def test_protocol_version() -> None:
-    assert PROTOCOL_VERSION == 1
+    assert PROTOCOL_VERSION == 2
 
 
 @pytest.mark.parametrize(
@@ -97,16 +98,29 @@ def test_serialized_passes_through_without_unpickling() -> None:
         got["run_spec"].deserialize()
 
 
-def test_a_serialized_object_met_twice_travels_once() -> None:
-    fn = serialize(len)
+@pytest.mark.parametrize("shared", [len, b"f" * (INLINE_MAX + 1)], ids=["small", "large"])
+def test_a_serialized_object_met_twice_travels_once(shared: object) -> None:
+    fn = serialize(shared)
     msg = {"tasks": [["a", [fn, serialize(1)]], ["b", [fn, serialize(2)]]]}
     frames = dumps(msg)
-    assert len(frames) == 1 + 3  # the header, the function once, each argument
+    # small pickles ride in the header; a large one is its own frame, once
+    assert len(frames) == (1 if shared is len else 2)
+    assert len(frames[0]) < 2 * INLINE_MAX
     got = loads(frames)
     first, second = got["tasks"][0][1][0], got["tasks"][1][1][0]
     assert first is second
-    assert deserialize(first) is len
+    assert deserialize(first) == shared
     assert [deserialize(t[1][1]) for t in got["tasks"]] == [1, 2]
+
+
+def test_small_pickles_travel_in_the_header() -> None:
+    small, large = serialize(b"s" * (INLINE_MAX - 50)), serialize(b"l" * (INLINE_MAX + 100))
+    frames = dumps({"small": small, "large": large})
+    assert len(frames) == 2
+    assert bytes(frames[1]) == bytes(large.frames[0])
+    got = loads(frames)
+    assert deserialize(got["small"]) == b"s" * (INLINE_MAX - 50)
+    assert deserialize(got["large"]) == b"l" * (INLINE_MAX + 100)
 
 
 def test_unencodable_objects_are_pickled_and_never_unpickled_by_loads() -> None:
@@ -188,7 +202,8 @@ def test_unpicklable_object_raises_at_dumps() -> None:
         ([b"\xc1"], "malformed message header"),
         ([b"\x92\x01"], "malformed message header"),
         ([msgpack.packb(1) + b"extra"], "malformed message header"),
-        ([msgpack.packb(msgpack.ExtType(1, struct.pack("<II", 1, 1)))], "carries none"),
+        ([msgpack.packb(msgpack.ExtType(1, struct.pack("<II", 1, 1)))], "references frames 1..1"),
+        ([msgpack.packb(msgpack.ExtType(4, struct.pack("<I", 0)))], "inline value 0"),
         ([msgpack.packb(msgpack.ExtType(2, struct.pack("<I", 5))), b"x"], "references frame 5"),
         ([msgpack.packb(msgpack.ExtType(1, struct.pack("<II", 1, 3))), b"x"], "references frames"),
         ([msgpack.packb(msgpack.ExtType(9, b"")), b"x"], "unknown extension"),

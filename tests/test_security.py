@@ -26,7 +26,7 @@ from trioclust import (
     Worker,
     transport,
 )
-from trioclust.protocol import dumps, frame_prefix
+from trioclust.protocol import PROTOCOL_VERSION, dumps, frame_prefix
 from trioclust.transport.tls import NOT_TLS_ALERT
 
 # ------------------------------------------------ the program, as written
@@ -203,7 +203,7 @@ async def test_plain_tcp_to_a_tls_port_is_refused(
     # raw bytes, a whole trioclust handshake among them: all that comes back is
     # a TLS alert, then the end; nothing was read as a trioclust message
     host, port = plain.removeprefix("tcp://").rsplit(":", 1)
-    hello = dumps({"op": "handshake", "protocol": 1, "role": "client", "name": "raw"})
+    hello = dumps({"op": "handshake", "protocol": PROTOCOL_VERSION, "role": "client", "name": "raw"})
     async with await anyio.connect_tcp(host, int(port)) as stream:
         await stream.send(frame_prefix(hello) + b"".join(bytes(f) for f in hello))
         received = b""

@@ -19,7 +19,7 @@ from trioclust import (
     Worker,
 )
 from trioclust.dashboard import COMM_PATH
-from trioclust.protocol import FrameReader, dumps, frame_prefix
+from trioclust.protocol import PROTOCOL_VERSION, FrameReader, dumps, frame_prefix
 from trioclust.transport import WebSocketHandshakeError
 
 SECURITY = Security.temporary()
@@ -131,7 +131,7 @@ async def exchange(url: str, **kwargs: Any) -> list[Any]:
     reader = FrameReader()
     messages: list[Any] = []
     async with open_websocket_url(url, **kwargs) as ws:
-        await ws.send_message(framed({"op": "handshake", "protocol": 1, "role": "client", "name": "std"}))
+        await ws.send_message(framed({"op": "handshake", "protocol": PROTOCOL_VERSION, "role": "client", "name": "std"}))
         await ws.send_message(framed([{"op": "scheduler-info", "id": 1}]))
         with trio.fail_after(10):
             while len(messages) < 2:

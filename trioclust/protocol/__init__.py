@@ -13,7 +13,7 @@ from trioclust.protocol.serialize import Frame, Serialized, deserialize, seriali
 from trioclust.protocol.task_spec import TaskRef, collect_refs, substitute
 
 #: Version of the wire protocol; peers with different versions refuse each other.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -11,6 +11,12 @@ msgpack encodes natively stays in the header, except:
   appended after the header, uncopied; the same object met again in the same
   message refers to the same frames, and decodes to one shared object (a
   ``map``'s function pickle travels, and is held by the scheduler, once);
+* except a small one: a one-frame pickle of at most ``INLINE_MAX`` bytes
+  travels inside the header (code ``3``, payload the pickle), and the same
+  object met again refers back to it (code ``4``, payload ``<n>``: the n-th
+  inline pickle of this header). Most task arguments and results are a few
+  dozen bytes: as frames of their own they cost more in framing (a length,
+  a slice, a Python step per frame on both sides) than the bytes themselves;
 * ``bytes``, ``bytearray`` and ``memoryview`` values of at least the
   out-of-band threshold (``comm.out-of-band-threshold``) become an ExtType
   (code ``2``, payload ``<frame index>``) and travel as their own frame, uncopied;
@@ -50,8 +56,13 @@ __all__ = ["dumps", "loads"]
 
 _EXT_SERIALIZED = 1
 _EXT_BUFFER = 2
+_EXT_INLINE = 3
+_EXT_INLINE_REF = 4
 _SERIALIZED_REF = struct.Struct("<II")
 _BUFFER_REF = struct.Struct("<I")
+_INLINE_REF = struct.Struct("<I")
+#: A one-frame pickle of up to this many bytes travels inside the header.
+INLINE_MAX = 1024
 
 _BUFFER_TYPES = frozenset({bytes, bytearray, memoryview})
 # types the out-of-band walk must look inside or at
@@ -120,6 +131,7 @@ class _Encoder(threading.local):
         # again (one function's pickle in 10,000 run_specs) refers to the same
         # frames rather than adding them once more
         self.placed: dict[int, Any] = {}
+        self.ninlined = 0  # Serialized objects placed in this header inline
         self.packer = msgpack.Packer(use_bin_type=True, default=self.default)
 
     def default(self, obj: Any) -> Any:
@@ -136,10 +148,18 @@ class _Encoder(threading.local):
                 obj = seen[1]
         ext = self.placed.get(id(obj))
         if ext is None:
+            obj_frames = obj.frames
+            if len(obj_frames) == 1 and len(obj_frames[0]) <= INLINE_MAX:
+                # small: in the header itself; met again, a reference to it
+                self.placed[id(obj)] = _ExtType(
+                    _EXT_INLINE_REF, _INLINE_REF.pack(self.ninlined)
+                )
+                self.ninlined += 1
+                return _ExtType(_EXT_INLINE, bytes(obj_frames[0]))
             start = len(frames)
-            frames.extend(obj.frames)
+            frames.extend(obj_frames)
             ext = self.placed[id(obj)] = _ExtType(
-                _EXT_SERIALIZED, _SERIALIZED_REF.pack(start, len(obj.frames))
+                _EXT_SERIALIZED, _SERIALIZED_REF.pack(start, len(obj_frames))
             )
         return ext
 
@@ -184,6 +204,7 @@ def dumps(msg: Any, *, oob_threshold: int | None = None) -> list[Frame]:
             if body is not msg:
                 frames[1:] = buffers[1:]
                 enc.placed.clear()
+                enc.ninlined = 0
                 header = enc.packer.pack(body)
     finally:
         enc.frames = None
@@ -191,15 +212,9 @@ def dumps(msg: Any, *, oob_threshold: int | None = None) -> list[Frame]:
             enc.memo.clear()
         if enc.placed:
             enc.placed.clear()
+            enc.ninlined = 0
     frames[0] = header
     return frames
-
-
-def _no_ext_hook(code: int, data: bytes) -> Any:
-    raise ProtocolError(
-        f"message header references out-of-band frames (ext type {code}) "
-        f"but the message carries none"
-    )
 
 
 def _make_ext_hook(frames: Sequence[Frame], used: list[int]) -> Callable[[int, bytes], Any]:
@@ -207,8 +222,20 @@ def _make_ext_hook(frames: Sequence[Frame], used: list[int]) -> Callable[[int, b
     # one object per distinct reference: a pickle referred to many times
     # (a function in many run_specs) is decoded, and then held, once
     decoded: dict[bytes, Serialized] = {}
+    inlined: list[Serialized] = []
 
     def ext_hook(code: int, data: bytes) -> Any:
+        if code == _EXT_INLINE:
+            seen = Serialized([data])
+            inlined.append(seen)
+            return seen
+        if code == _EXT_INLINE_REF and len(data) == _INLINE_REF.size:
+            (index,) = _INLINE_REF.unpack(data)
+            if index < len(inlined):
+                return inlined[index]
+            raise ProtocolError(
+                f"message header refers to inline value {index}, but holds {len(inlined)} before it"
+            )
         if code == _EXT_BUFFER and len(data) == _BUFFER_REF.size:
             (index,) = _BUFFER_REF.unpack(data)
             if 1 <= index < nframes:
@@ -253,7 +280,7 @@ def loads(frames: Sequence[Frame]) -> Any:
     if nframes == 0:
         raise ProtocolError("empty message: no header frame")
     used = [0]
-    hook = _no_ext_hook if nframes == 1 else _make_ext_hook(frames, used)
+    hook = _make_ext_hook(frames, used)
     try:
         msg = _unpackb(frames[0], ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
     except ProtocolError:
