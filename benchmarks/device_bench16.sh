@@ -15,6 +15,7 @@
 #       --platform manylinux_2_17_x86_64 --platform manylinux1_x86_64 -d .whl16 py-spy
 # then, from the repository root:
 #   run(command="bash benchmarks/device_bench16.sh", carry=[".whl16"], timeout_s=540)
+# NO_DASK=1 runs trioclust's side only (a shorter look, e.g. before and after a change).
 # Locally, for a dry run: PY=.venv-bench/bin/python SKIP_INSTALL=1 QUICK=1 OUT=/tmp/out WORKERS=2 \
 #   bash benchmarks/device_bench16.sh
 set -uo pipefail
@@ -45,7 +46,7 @@ else
 fi
 
 step "c and d, $WORKERS workers, trioclust and dask"
-timeout 360 "$PY" benchmarks/run.py ${QUICK:+--quick} --workers "$WORKERS" --only cd \
+timeout 360 "$PY" benchmarks/run.py ${QUICK:+--quick} ${NO_DASK:+--no-dask} --workers "$WORKERS" --only cd \
     --json "$OUT/bench16.json" || status=1
 
 step "profile of trioclust's c, $WORKERS workers"
