@@ -226,9 +226,9 @@ def _make_ext_hook(frames: Sequence[Frame], used: list[int]) -> Callable[[int, b
 
     def ext_hook(code: int, data: bytes) -> Any:
         if code == _EXT_INLINE:
-            seen = Serialized([data])
-            inlined.append(seen)
-            return seen
+            small = Serialized([data])
+            inlined.append(small)
+            return small
         if code == _EXT_INLINE_REF and len(data) == _INLINE_REF.size:
             (index,) = _INLINE_REF.unpack(data)
             if index < len(inlined):
