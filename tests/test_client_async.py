@@ -76,6 +76,34 @@ async def test_a_large_map_goes_in_chunks_and_computes_right(c: tuple[Client, Sc
     assert await client.gather(futures) == [i + 1 for i in range(n)]
 
 
+class _Probe:
+    """Pickles as ``int(i)``; the one at ``watch`` notes what the link has queued then."""
+
+    def __init__(self, i: int, watch: int, client: Client, seen: list[int]) -> None:
+        self.i, self.watch, self.client, self.seen = i, watch, client, seen
+
+    def __reduce__(self) -> tuple[type[int], tuple[int]]:
+        if self.i == self.watch:
+            stats = self.client._core._link.statistics()  # type: ignore[union-attr]
+            self.seen.append(stats.queued + stats.messages_sent)
+        return int, (self.i,)
+
+
+async def test_a_map_sends_each_chunk_before_building_the_next(
+    c: tuple[Client, Scheduler],
+) -> None:
+    from trioclust.client.core import GRAPH_CHUNK
+
+    client, _ = c
+    stats = client._core._link.statistics()  # type: ignore[union-attr]
+    before = stats.queued + stats.messages_sent
+    seen: list[int] = []
+    n = GRAPH_CHUNK + 10
+    futures = client.map(inc, [_Probe(i, GRAPH_CHUNK, client, seen) for i in range(n)], pure=False)
+    assert seen == [before + 1], "the first 1,000 tasks were not on their way"
+    assert await client.gather(futures) == [i + 1 for i in range(n)]
+
+
 def test_graph_messages_keep_order_and_wanted_keys() -> None:
     from trioclust.client.core import GRAPH_CHUNK, _graph_messages
 

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
-from trioclust.client.core import ClientCore
+from trioclust.client.core import GRAPH_CHUNK, ClientCore
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
@@ -353,14 +353,19 @@ class Client:
         fifo_timeout: Any = None,
         **kwargs: Any,
     ) -> list[Future]:
-        """``submit(func, *items)`` for each tuple of items of the iterables, in one message.
+        """``submit(func, *items)`` for each tuple of items of the iterables.
+
+        The tasks leave in update-graph messages of up to 1,000 tasks, each as
+        soon as it is built: the cluster starts on the first while the rest
+        are still being pickled.
 
         Args:
             func: the function to call.
             *iterables: argument sequences, zipped like the builtin ``map``.
             key: a list of keys, one per task, or a prefix for generated keys.
             pure, priority: as for :meth:`submit`.
-            batch_size: accepted for dask compatibility; everything goes in one batch.
+            batch_size: accepted for dask compatibility; the tasks go in
+                chunks of 1,000 whatever it says.
             **kwargs: keyword arguments passed to every call.
         """
         _unsupported(workers=workers, resources=resources, retries=retries)
@@ -373,6 +378,7 @@ class Client:
         packed_kwargs = pack_futures(kwargs, Future, kw_deps)
         prefix = key if isinstance(key, str) else funcname(func)
         base = tokenize(func, packed_kwargs) if pure else ""
+        futures: list[Future] = []
         tasks = []
         keys = []
         for i, item in enumerate(items):
@@ -388,7 +394,12 @@ class Client:
             tasks.append(
                 (k, dumps_task(func, args, packed_kwargs), sorted(deps), self._core.next_priority(priority))
             )
-        return self._core.submit_tasks(tasks, keys)
+            if len(tasks) == GRAPH_CHUNK:
+                futures += self._core.submit_tasks(tasks, keys)
+                tasks, keys = [], []
+        if tasks or not futures:
+            futures += self._core.submit_tasks(tasks, keys)
+        return futures
 
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
