@@ -1,6 +1,7 @@
 """Events: what the runtime tells the sans-IO state machines happened.
 
-Every event is a frozen, slotted dataclass with a ``stimulus_id`` naming the
+Every event is a slotted dataclass, never changed once made (not frozen, for
+speed: see instructions.py), with a ``stimulus_id`` naming the
 outside happening that caused it, so a log of events can be replayed. Values
 the core never looks inside (a task's ``run_spec``, a pickled exception, an
 inline result) are typed ``object``: the core passes them through untouched.
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 # --------------------------------------------------------------- scheduler side
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class NewTask:
     """One task of a graph a client submits (not an event by itself)."""
 
@@ -24,7 +25,7 @@ class NewTask:
     priority: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AddWorker:
     address: str
     nthreads: int
@@ -33,7 +34,7 @@ class AddWorker:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RemoveWorker:
     """A worker left. ``expected`` is True for a requested, graceful close;
     only unexpected departures count against a task's ``allowed_failures``."""
@@ -44,19 +45,19 @@ class RemoveWorker:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AddClient:
     client: str
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RemoveClient:
     client: str
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class UpdateGraph:
     """A client submits tasks and says which keys it wants (holds futures to)."""
 
@@ -66,7 +67,7 @@ class UpdateGraph:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ReleaseKeys:
     """A client no longer holds futures to these keys."""
 
@@ -75,7 +76,7 @@ class ReleaseKeys:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WantKeys:
     """A client takes a new hold on keys the scheduler already knows."""
 
@@ -84,7 +85,7 @@ class WantKeys:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class UpdateData:
     """A client scattered data straight to workers: ``who_has`` maps each key
     to the workers now holding it, ``nbytes`` gives its size."""
@@ -95,7 +96,7 @@ class UpdateData:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskFinished:
     worker: str
     key: str
@@ -105,7 +106,7 @@ class TaskFinished:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskErred:
     worker: str
     key: str
@@ -115,7 +116,7 @@ class TaskErred:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class MissingData:
     """``worker`` could not get ``key`` from ``errant_worker``."""
 
@@ -125,7 +126,7 @@ class MissingData:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RescheduleTask:
     """``worker`` gives ``key`` back: it could not gather its dependencies."""
 
@@ -134,7 +135,7 @@ class RescheduleTask:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskStarted:
     """``worker`` handed ``key`` to a thread (or its event loop) to run.
 
@@ -147,7 +148,7 @@ class TaskStarted:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AddReplicas:
     """``worker`` now holds copies of ``keys`` (it fetched them when another
     worker retired). Keys not in memory any more are to be dropped there."""
@@ -160,7 +161,7 @@ class AddReplicas:
 # ------------------------------------------------------------------ worker side
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ComputeRequested:
     """The scheduler asks this worker to compute ``key``. ``who_has`` maps each
     dependency to the workers holding it (possibly this worker itself)."""
@@ -173,7 +174,7 @@ class ComputeRequested:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class FreeRequested:
     """The scheduler no longer needs these keys here: drop data, cancel work."""
 
@@ -181,7 +182,7 @@ class FreeRequested:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ExecuteSucceeded:
     key: str
     value: object
@@ -190,7 +191,7 @@ class ExecuteSucceeded:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ExecuteFailed:
     key: str
     exception: object
@@ -199,7 +200,7 @@ class ExecuteFailed:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class GatherSucceeded:
     """Data arrived from ``peer``; ``missing`` are keys the peer did not have."""
 
@@ -209,7 +210,7 @@ class GatherSucceeded:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class GatherFailed:
     """``peer`` could not be reached or broke off while sending ``keys``."""
 
@@ -219,7 +220,7 @@ class GatherFailed:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class SlotsChanged:
     """The runtime now takes up to ``slots`` tasks at once (running, or queued
     for its threads: it deepens that queue while tasks are short)."""
@@ -228,7 +229,7 @@ class SlotsChanged:
     stimulus_id: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class DataUpdated:
     """A client scattered data to this worker."""
 
