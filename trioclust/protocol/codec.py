@@ -71,6 +71,13 @@ _KEY_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
 
 _unpackb = msgpack.unpackb
 _ExtType = msgpack.ExtType
+_new_tuple = tuple.__new__
+
+
+def _ext(code: int, data: bytes) -> msgpack.ExtType:
+    """``msgpack.ExtType(code, data)`` without its argument checks (a Python
+    ``__new__``, on the hot path): our codes and bytes are valid by construction."""
+    return _new_tuple(_ExtType, (code, data))  # type: ignore[no-any-return]
 
 
 def _buffer_frame(buf: memoryview) -> Frame:
@@ -114,10 +121,10 @@ def _extract(obj: Any, frames: list[Frame], threshold: int) -> Any:
         if obj.nbytes < threshold:
             return obj
         frames.append(_buffer_frame(obj))
-        return _ExtType(_EXT_BUFFER, _BUFFER_REF.pack(len(frames) - 1))
+        return _ext(_EXT_BUFFER, _BUFFER_REF.pack(len(frames) - 1))
     if typ in _BUFFER_TYPES and len(obj) >= threshold:
         frames.append(obj)
-        return _ExtType(_EXT_BUFFER, _BUFFER_REF.pack(len(frames) - 1))
+        return _ext(_EXT_BUFFER, _BUFFER_REF.pack(len(frames) - 1))
     return obj
 
 
@@ -150,17 +157,19 @@ class _Encoder(threading.local):
         if ext is None:
             obj_frames = obj.frames
             if len(obj_frames) == 1 and len(obj_frames[0]) <= INLINE_MAX:
-                # small: in the header itself; met again, a reference to it
-                self.placed[id(obj)] = _ExtType(
-                    _EXT_INLINE_REF, _INLINE_REF.pack(self.ninlined)
-                )
+                # small: in the header itself; met again, a reference to its
+                # place among this header's inline pickles (placed holds that
+                # number until then: most are met once)
+                self.placed[id(obj)] = self.ninlined
                 self.ninlined += 1
-                return _ExtType(_EXT_INLINE, bytes(obj_frames[0]))
+                return _ext(_EXT_INLINE, bytes(obj_frames[0]))
             start = len(frames)
             frames.extend(obj_frames)
-            ext = self.placed[id(obj)] = _ExtType(
+            ext = self.placed[id(obj)] = _ext(
                 _EXT_SERIALIZED, _SERIALIZED_REF.pack(start, len(obj_frames))
             )
+        elif type(ext) is int:
+            ext = self.placed[id(obj)] = _ext(_EXT_INLINE_REF, _INLINE_REF.pack(ext))
         return ext
 
 
