@@ -295,7 +295,9 @@ class SchedulerTransitions:
             return {}
         ws = self._placement.choose(ts)
         if ws is None:
-            return {ts.key: QUEUED if self.workers else NO_WORKER}
+            if self.workers:  # all busy: queued here at once (the driver logs waiting -> queued)
+                return self._t_waiting_queued(ts, stimulus_id)
+            return {ts.key: NO_WORKER}
         self._assign(ts, ws, stimulus_id)
         return {}
 
