@@ -33,7 +33,6 @@ status=0
 step "machine"
 nproc
 "$PY" --version
-git log -1 --format='commit %h %s' 2>/dev/null || true
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
     step "install the carried wheels"
