@@ -158,6 +158,37 @@ def test_large_buffers_go_out_of_band_uncopied() -> None:
     assert got["small"] == b"s" * 10
 
 
+def test_a_large_header_is_walked_for_buffers_only_when_it_may_hold_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trioclust.protocol import codec
+
+    # marker bytes inside data, followed by lengths under the threshold
+    data = b"\xc5\x0f\xff" * 20 + b"\xc6\x00\x00\x0f\xff" * 20
+    small_many = [{"op": "x", "key": f"k-{i}", "n": i % 100, "b": data} for i in range(200)]
+    walks: list[object] = []
+    real = codec._extract
+
+    def counting(obj: Any, frames: list[Any], threshold: int) -> Any:
+        walks.append(obj)
+        return real(obj, frames, threshold)
+
+    monkeypatch.setattr(codec, "_extract", counting)
+    frames = dumps(small_many)  # ~30 KB of header, no bin of 4 KiB or more
+    assert len(frames) == 1
+    assert len(frames[0]) > 4096
+    assert walks == []
+    assert loads(frames) == small_many
+    for size in (4096, 70_000):  # a bin16 and a bin32 at the threshold or above
+        msg = [*small_many, {"blob": b"z" * size}]
+        frames = dumps(msg)
+        assert walks[0] is msg
+        walks.clear()
+        assert len(frames) == 2
+        assert bytes(frames[1]) == b"z" * size
+        assert bytes(loads(frames)[-1]["blob"]) == b"z" * size
+
+
 def test_out_of_band_threshold_is_configurable() -> None:
     assert len(dumps({"b": b"x" * 100}, oob_threshold=50)) == 2
     assert len(dumps({"b": b"x" * 100})) == 1

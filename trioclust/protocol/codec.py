@@ -128,6 +128,25 @@ def _extract(obj: Any, frames: list[Frame], threshold: int) -> Any:
     return obj
 
 
+def _may_hold_bin(header: bytes, threshold: int) -> bool:
+    """Whether a packed header may hold a bin (bytes-like) of ``threshold``
+    bytes or more. False is certain: such a bin starts with the byte 0xc5 and a
+    2-byte length, or 0xc6 and a 4-byte length (big-endian), and every such
+    byte is looked at; True may be a byte inside other data (then the caller
+    walks the message, as it would without this test). A few ``bytes.find``
+    calls instead of a Python walk over every message of a large batch."""
+    if threshold < 256:
+        return True  # a bin8 (0xc4, up to 255 bytes) could be large enough
+    end = len(header)
+    for marker, size in ((b"\xc5", 2), (b"\xc6", 4)):
+        i = header.find(marker)
+        while 0 <= i <= end - 1 - size:
+            if int.from_bytes(header[i + 1 : i + 1 + size], "big") >= threshold:
+                return True
+            i = header.find(marker, i + 1)
+    return False
+
+
 class _Encoder(threading.local):
     """One reusable msgpack ``Packer`` per thread (cheaper than ``packb``)."""
 
@@ -206,8 +225,13 @@ def dumps(msg: Any, *, oob_threshold: int | None = None) -> list[Frame]:
     try:
         header = enc.packer.pack(msg)
         # A header smaller than the threshold cannot hold a buffer that should
-        # have gone out of band, so most messages are packed once, unwalked.
-        if len(header) >= oob_threshold and type(msg) in _WALKED:
+        # have gone out of band, nor can one without the marker of such a
+        # long msgpack bin: most messages are packed once, unwalked.
+        if (
+            len(header) >= oob_threshold
+            and type(msg) in _WALKED
+            and _may_hold_bin(header, oob_threshold)
+        ):
             buffers: list[Frame] = [b""]
             body = _extract(msg, buffers, oob_threshold)
             if body is not msg:
