@@ -130,18 +130,24 @@ def _extract(obj: Any, frames: list[Frame], threshold: int) -> Any:
 
 def _may_hold_bin(header: bytes, threshold: int) -> bool:
     """Whether a packed header may hold a bin (bytes-like) of ``threshold``
-    bytes or more. False is certain: such a bin starts with the byte 0xc5 and a
-    2-byte length, or 0xc6 and a 4-byte length (big-endian), and every such
-    byte is looked at; True may be a byte inside other data (then the caller
-    walks the message, as it would without this test). A few ``bytes.find``
-    calls instead of a Python walk over every message of a large batch."""
+    bytes or more.
+
+    False is certain: such a bin starts with the byte 0xc5 and a 2-byte length,
+    or 0xc6 and a 4-byte length (big-endian), its bytes follow inside the
+    header, and every such byte is looked at. True may be a byte inside other
+    data; the caller then walks the message, as it would without this test.
+    A few ``bytes.find`` calls instead of a Python walk over every message of
+    a large batch.
+    """
     if threshold < 256:
         return True  # a bin8 (0xc4, up to 255 bytes) could be large enough
     end = len(header)
     for marker, size in ((b"\xc5", 2), (b"\xc6", 4)):
         i = header.find(marker)
         while 0 <= i <= end - 1 - size:
-            if int.from_bytes(header[i + 1 : i + 1 + size], "big") >= threshold:
+            length = int.from_bytes(header[i + 1 : i + 1 + size], "big")
+            # a real one is long enough, and its bytes follow within the header
+            if threshold <= length <= end - (i + 1 + size):
                 return True
             i = header.find(marker, i + 1)
     return False
