@@ -6,6 +6,7 @@ import logging
 import os
 import struct
 import time
+from typing import Any
 
 import pytest
 import trio
@@ -243,6 +244,45 @@ async def test_data_dropped_together_leaves_in_one_free_keys() -> None:
                 assert not any(k in w.data for k in keys)
                 # the compute-task and one free-keys for all 20 (not 20 of them)
                 assert link.statistics().messages_received - before == 2
+
+
+class _SentLog:
+    """Stands in for a Link: records what is sent on it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, msg: dict[str, Any], **options: Any) -> None:
+        self.sent.append(msg)
+
+
+async def test_results_of_one_pass_reach_their_client_in_one_message_in_order() -> None:
+    from trioclust.core import events as ev
+    from trioclust.protocol import serialize
+
+    s = Scheduler()
+    client, worker = _SentLog(), _SentLog()
+    s.client_links["c"], s.worker_links["w"] = client, worker  # type: ignore[assignment]
+    s._handle(ev.AddClient(client="c"), ev.AddWorker(address="w", nthreads=4))
+    keys = [f"k{i}" for i in range(4)]
+    new = tuple(ev.NewTask(key=k, run_spec=None, dependencies=(), priority=0) for k in keys)
+    s._handle(ev.UpdateGraph(client="c", tasks=new, wanted=tuple(keys)))
+    value = serialize(5)
+
+    def done(key: str) -> ev.TaskFinished:
+        return ev.TaskFinished(worker="w", key=key, nbytes=8, type_name="int", value=value)
+
+    client.sent.clear()
+    s._handle(
+        done("k0"), done("k1"),
+        ev.TaskErred(worker="w", key="k2", exception=None, exception_text="boom"),
+        done("k3"),
+    )
+    assert [(m["op"], m.get("keys") or m.get("key")) for m in client.sent] == [
+        ("keys-in-memory", ["k0", "k1"]), ("task-erred", "k2"), ("keys-in-memory", ["k3"]),
+    ]
+    assert client.sent[0]["types"] == ["int", "int"]
+    assert client.sent[0]["values"] == {"k0": value, "k1": value}
 
 
 def _take_a_while(x: int) -> int:

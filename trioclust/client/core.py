@@ -133,7 +133,7 @@ class ClientCore:
             self._link = Link(
                 comm,
                 {
-                    "key-in-memory": self._on_key_in_memory,
+                    "keys-in-memory": self._on_keys_in_memory,
                     "task-erred": self._on_task_erred,
                     "lost-data": self._on_lost_data,
                 },
@@ -251,14 +251,16 @@ class ClientCore:
         self._link.send(msg, weight=weight)
 
     # ---------------------------------------------------- scheduler events
-    def _on_key_in_memory(self, msg: dict[str, Any]) -> None:
-        state = self._states.get(msg["key"])
-        if state is not None:
-            value = msg.get("value")
-            if value is None:
-                state.finish(msg.get("type") or "")
-            else:
-                state.finish(msg.get("type") or "", value)
+    def _on_keys_in_memory(self, msg: dict[str, Any]) -> None:
+        states = self._states
+        values = msg.get("values") or {}
+        for key, type_name in zip(msg["keys"], msg["types"], strict=True):
+            state = states.get(key)
+            if state is not None:
+                if key in values:
+                    state.finish(type_name or "", values[key])
+                else:
+                    state.finish(type_name or "")
 
     def _on_task_erred(self, msg: dict[str, Any]) -> None:
         state = self._states.get(msg["key"])

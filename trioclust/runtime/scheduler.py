@@ -10,7 +10,7 @@ handshake, whose ``role`` says who is calling:
   ``compute-task`` / ``free-keys`` the other. When the link ends the worker is
   removed (unexpectedly, unless it said ``unregister`` first).
 * ``client``: a client's long-lived link: graph updates and releases in,
-  ``key-in-memory`` / ``task-erred`` / ``lost-data`` out, plus requests
+  ``keys-in-memory`` / ``task-erred`` / ``lost-data`` out, plus requests
   (``scheduler-info``, ``who-has``, ``run-on-scheduler``, ``broadcast``).
 
 Every message becomes one or more core events; ``_handle`` feeds them to
@@ -498,36 +498,50 @@ class Scheduler(Server):
     def _handle(self, *events: Any) -> None:
         instructions = self.state.handle(*events)
         self.task_stream.observe(events, instructions)
-        # free-keys to one worker that follow each other, with nothing else
-        # for that worker between them, leave as one message
-        freeing: dict[tuple[str, bool], list[str]] = {}
+        # Messages of this pass that more of their kind may join: free-keys to
+        # a worker, keys-in-memory to a client. A message joins the open one
+        # for its peer while nothing else went to that peer in between (the
+        # order per peer stays as the instructions say); none is written
+        # before this synchronous pass ends.
+        joining: dict[tuple[str, str, bool], dict[str, Any]] = {}
         for instruction in instructions:
             try:
-                self._dispatch(instruction, freeing)
+                self._dispatch(instruction, joining)
             except CommClosedError:
                 # the peer is going away; its link's end removes it properly
                 pass
 
-    def _dispatch(self, i: Any, freeing: dict[tuple[str, bool], list[str]]) -> None:
-        if isinstance(i, ins.FreeKeys):
-            keys = freeing.get((i.worker, i.cancel))
-            if keys is not None:
-                keys.extend(i.keys)  # into a message not written yet (see _handle)
-                return
-            link = self.worker_links.get(i.worker)
-            if link is not None:
-                keys = list(i.keys)
+    def _dispatch(self, i: Any, joining: dict[tuple[str, str, bool], dict[str, Any]]) -> None:
+        if isinstance(i, ins.KeyInMemory):
+            msg = joining.get(("memory", i.client, False))
+            if msg is None:
+                client_link = self.client_links.get(i.client)
+                if client_link is None:
+                    return
+                msg = {"op": "keys-in-memory", "keys": [], "types": []}
+                # while other tasks run, more results follow: batch them
+                client_link.send(msg, urgent=self.state.count(PROCESSING) == 0)
+                joining[("memory", i.client, False)] = msg
+            msg["keys"].append(i.key)
+            msg["types"].append(i.type_name)
+            if i.value is not None:
+                msg.setdefault("values", {})[i.key] = i.value
+        elif isinstance(i, ins.FreeKeys):
+            msg = joining.get(("free", i.worker, i.cancel))
+            if msg is None:
+                link = self.worker_links.get(i.worker)
+                if link is None:
+                    return
+                msg = {"op": "free-keys", "keys": [], "stimulus_id": i.stimulus_id}
                 # dropping data waits for the link's next batch (within
                 # comm.lazy-linger): nothing waits for it, and waking an idle
                 # worker for it would take a core from the task in flight
-                link.send(
-                    {"op": "free-keys", "keys": keys, "stimulus_id": i.stimulus_id},
-                    lazy=not i.cancel,
-                )
-                freeing[(i.worker, i.cancel)] = keys
+                link.send(msg, lazy=not i.cancel)
+                joining[("free", i.worker, i.cancel)] = msg
+            msg["keys"].extend(i.keys)
         elif isinstance(i, ins.ComputeTask):
-            freeing.pop((i.worker, True), None)
-            freeing.pop((i.worker, False), None)
+            joining.pop(("free", i.worker, True), None)
+            joining.pop(("free", i.worker, False), None)
             link = self.worker_links.get(i.worker)
             if link is not None:
                 # a worker with more tasks than threads is busy: this one may
@@ -541,15 +555,8 @@ class Scheduler(Server):
                     task["who_has"] = {k: list(v) for k, v in i.who_has.items()}
                     task["nbytes"] = dict(i.nbytes)
                 link.send(task, urgent=ws is None or len(ws.processing) <= ws.nthreads)
-        elif isinstance(i, ins.KeyInMemory):
-            client_link = self.client_links.get(i.client)
-            if client_link is not None:
-                msg: dict[str, Any] = {"op": "key-in-memory", "key": i.key, "type": i.type_name}
-                if i.value is not None:
-                    msg["value"] = i.value
-                # while other tasks run, more results follow: batch them
-                client_link.send(msg, urgent=self.state.count(PROCESSING) == 0)
         elif isinstance(i, ins.KeyErred):
+            joining.pop(("memory", i.client, False), None)
             client_link = self.client_links.get(i.client)
             if client_link is not None:
                 client_link.send(
@@ -559,6 +566,7 @@ class Scheduler(Server):
                     }
                 )
         elif isinstance(i, ins.KeyLost):
+            joining.pop(("memory", i.client, False), None)
             client_link = self.client_links.get(i.client)
             if client_link is not None:
                 client_link.send({"op": "lost-data", "key": i.key})
