@@ -165,8 +165,12 @@ class SchedulerState(SchedulerTransitions):
 
     def _dispatch(self, event: SchedulerEvent) -> None:
         match event:
-            case TaskFinished():
+            case TaskFinished():  # the most frequent first: one isinstance per case
                 self._task_finished(event)
+            case TaskStarted():
+                ts = self.tasks.get(event.key)
+                if ts is not None and self._is_processing_on(ts, event.worker):
+                    ts.started = True
             case UpdateGraph():
                 self._update_graph(event)
             case TaskErred():
@@ -194,10 +198,6 @@ class SchedulerState(SchedulerTransitions):
                 ts = self.tasks.get(event.key)
                 if ts is not None and self._is_processing_on(ts, event.worker):
                     self._transitions({ts.key: WAITING}, event.stimulus_id)
-            case TaskStarted():
-                ts = self.tasks.get(event.key)
-                if ts is not None and self._is_processing_on(ts, event.worker):
-                    ts.started = True
             case AddReplicas():
                 self._add_replicas(event)
             case _:  # pragma: no cover - the union is exhaustive
