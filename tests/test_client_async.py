@@ -104,6 +104,23 @@ async def test_a_map_sends_each_chunk_before_building_the_next(
     assert await client.gather(futures) == [i + 1 for i in range(n)]
 
 
+async def test_a_map_that_fails_midway_leaves_nothing_behind(
+    c: tuple[Client, Scheduler],
+) -> None:
+    import threading
+
+    from trioclust.client.core import GRAPH_CHUNK
+
+    client, s = c
+    args: list[object] = list(range(GRAPH_CHUNK + 10))
+    args[GRAPH_CHUNK + 5] = threading.Lock()  # cannot be pickled: after the first chunk left
+    with pytest.raises(TypeError, match="pickle"):
+        client.map(inc, args, pure=False)
+    await client.scheduler_info()  # a request: the first chunk's releases go with it
+    assert s.state.tasks == {}
+    assert await client.submit(inc, 1) == 2
+
+
 def test_graph_messages_keep_order_and_wanted_keys() -> None:
     from trioclust.client.core import GRAPH_CHUNK, _graph_messages
 
