@@ -34,9 +34,10 @@ out-of-band bytes come back as whatever buffer object the frame is
 ``int``, ``float``, ``bool``, ``None`` or ``bytes``.
 
 Both directions are hot paths (every scheduler message crosses them), so the
-common case is kept to one walk over the message and one C-level
-``packb``/``unpackb`` call; the walk copies a container only when something in
-it must be replaced.
+common case is one C-level pack or unpack call. The Python walk that moves
+large buffers out of band runs only for a header of at least the threshold
+that holds the marker of a bin that long (see ``_may_hold_bin``), and copies a
+container only when something in it must be replaced.
 """
 
 from __future__ import annotations
