@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trioclust import Client, Scheduler, Worker, config
 from trioclust.protocol import PROTOCOL_VERSION
@@ -283,6 +284,51 @@ async def test_results_of_one_pass_reach_their_client_in_one_message_in_order() 
     ]
     assert client.sent[0]["types"] == ["int", "int"]
     assert client.sent[0]["values"] == {"k0": value, "k1": value}
+
+
+async def test_task_reports_read_in_one_round_are_one_pass_of_the_scheduler() -> None:
+    """Batches from several workers that the loop reads at once are handled together,
+    after the round's reads; a worker's removal handles its reports first."""
+    from trioclust.core import events as ev
+
+    async with Scheduler() as s:  # serving: its report pass runs
+        client, w0, w1 = _SentLog(), _SentLog(), _SentLog()
+        s.client_links["c"] = client  # type: ignore[assignment]
+        s.worker_links["w0"], s.worker_links["w1"] = w0, w1  # type: ignore[assignment]
+        s._handle(
+            ev.AddClient(client="c"), ev.AddWorker(address="w0", nthreads=1),
+            ev.AddWorker(address="w1", nthreads=1),
+        )
+        keys = ["k0", "k1", "k2"]
+        new = tuple(ev.NewTask(key=k, run_spec=None, dependencies=(), priority=i) for i, k in enumerate(keys))
+        s._handle(ev.UpdateGraph(client="c", tasks=new, wanted=tuple(keys)))
+        where = {m["key"]: w for w, link in (("w0", w0), ("w1", w1)) for m in link.sent}
+        assert where["k0"] != where["k1"]  # one on each worker
+
+        def finished(key: str) -> ev.TaskFinished:
+            return ev.TaskFinished(worker=where[key], key=key, nbytes=8, type_name="int")
+
+        client.sent.clear()
+        # what two workers' readers do with one batch each in the same round
+        s._reports.append(finished("k0"))
+        s._reports_received()
+        s._reports.append(finished("k1"))
+        s._reports_received()
+        assert client.sent == []  # not before the round's reads are done
+        await trio.testing.wait_all_tasks_blocked()
+        assert [(m["op"], m["keys"]) for m in client.sent] == [("keys-in-memory", ["k0", "k1"])]
+
+        # a report gathered before its worker is removed counts: k2 is in memory,
+        # not sent to be computed again
+        client.sent.clear()
+        s._reports.append(finished("k2"))
+        s._reports_received()
+        s._remove_worker(where["k2"], "connection lost", expected=False)
+        # first k2's result; then the removal loses what that worker held (k2
+        # and one of k0, k1), which the client hears of
+        assert client.sent[0] == {"op": "keys-in-memory", "keys": ["k2"], "types": ["int"]}
+        assert {m["op"] for m in client.sent[1:]} == {"lost-data"}
+        s.worker_links.clear()
 
 
 def _take_a_while(x: int) -> int:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from trioclust import config
-from trioclust.comm import CommClosedError, Link, RemoteError
+from trioclust.comm import CommClosedError, Link, RemoteError, writes_deferred
 from trioclust.comm import serve as comm_serve
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
@@ -122,6 +122,11 @@ class Scheduler(Server):
         self._last_seen: dict[str, float] = {}
         self._leaving: set[str] = set()
         self._workers_changed = trio.Event()
+        # task reports from all workers, handled in one pass per round of the
+        # event loop (see _serve_worker)
+        self._reports: list[Any] = []
+        self._reports_due = trio.Event()
+        self._pass_queued = False
         self._nursery: trio.Nursery | None = None
         self._started = time.time()
         self.task_stream = TaskStream()
@@ -160,6 +165,7 @@ class Scheduler(Server):
                     )
                     self.dashboard_link = f"{link}/status"
                 nursery.start_soon(self._check_worker_ttl)
+                nursery.start_soon(self._report_passes)
                 self.status = "running"
                 logger.info("Scheduler at: %s", self.address)
                 task_status.started(self)
@@ -236,20 +242,15 @@ class Scheduler(Server):
             self._last_seen[address] = time.monotonic()
             return address
 
-        # A worker's task reports of one received batch are handled together
-        # at its end (one pass of the state machine, and the free-keys for
-        # one worker that they lead to leave as one message); any other
-        # message handles the reports before it first, so order is kept.
-        reports: list[Any] = []
-
-        def handle_reports() -> None:
-            if reports:
-                events = reports.copy()
-                reports.clear()
-                self._handle(*events)
+        # Task reports are gathered, and handled together once the batches
+        # that the event loop received at once are all read (one pass of the
+        # state machine, and the messages it leads to leave as one per
+        # peer); any other message from a worker handles the gathered
+        # reports first, so each worker's order is kept.
+        handle_reports = self._handle_reports
 
         def task_finished(msg: dict[str, Any]) -> None:
-            reports.append(
+            self._reports.append(
                 ev.TaskFinished(
                     worker=seen(), key=msg["key"], nbytes=int(msg.get("nbytes") or 0),
                     type_name=msg.get("type") or "", value=msg.get("value"),
@@ -258,7 +259,7 @@ class Scheduler(Server):
             )
 
         def task_started(msg: dict[str, Any]) -> None:
-            reports.append(ev.TaskStarted(worker=seen(), key=msg["key"]))
+            self._reports.append(ev.TaskStarted(worker=seen(), key=msg["key"]))
 
         def task_erred(msg: dict[str, Any]) -> None:
             handle_reports()
@@ -304,7 +305,7 @@ class Scheduler(Server):
                 "unregister": unregister,
             },
             name=f"scheduler->worker {comm.peer_address}",
-            on_batch=handle_reports,
+            on_batch=self._reports_received,
         )
         try:
             await link.run()
@@ -313,7 +314,37 @@ class Scheduler(Server):
                 expected = address in self._leaving or self.status != "running"
                 self._remove_worker(address, "worker closed" if expected else "connection lost", expected)
 
+    def _handle_reports(self) -> None:
+        if self._reports:
+            events, self._reports = self._reports, []
+            self._handle(*events)
+
+    def _reports_received(self) -> None:
+        """A worker's batch was read: its reports wait for the round's other batches."""
+        if not self._pass_queued:
+            self._pass_queued = True
+            self._reports_due.set()
+
+    async def _report_passes(self) -> None:
+        """Handle the gathered task reports once per round of the event loop.
+
+        Woken by the first worker batch of a round, this task runs after every
+        reader that the loop woke in the same round (trio runs the tasks made
+        runnable meanwhile in its next round), so with many workers the
+        reports of all of them are one pass of the state machine.
+        """
+        while True:
+            await self._reports_due.wait()
+            self._reports_due = trio.Event()
+            self._pass_queued = False
+            try:
+                with writes_deferred():
+                    self._handle_reports()
+            except Exception:
+                logger.exception("Scheduler: handling task reports failed")
+
     def _remove_worker(self, address: str, reason: str, expected: bool) -> None:
+        self._handle_reports()  # what it reported before leaving comes first
         self.worker_links.pop(address, None)
         self._leaving.discard(address)
         self._last_seen.pop(address, None)
