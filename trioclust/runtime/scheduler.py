@@ -17,7 +17,11 @@ Every message becomes one or more core events; ``_handle`` feeds them to
 ``SchedulerState.handle`` and turns each instruction into a non-blocking
 ``Link.send`` to the worker or client it names. Nothing on that path awaits or
 starts a task: the links' writers coalesce whatever piles up behind a write in
-flight into one batch.
+flight into one batch. Workers' task reports (``task-started``,
+``task-finished``) are gathered instead, from every worker batch that the
+event loop read in one round, and fed in one pass when those reads are done
+(``_report_passes``); any other message from a worker, and a worker's
+removal, feeds the gathered ones first.
 """
 
 from __future__ import annotations
