@@ -5,8 +5,10 @@
 #   1. install the carried wheels (.whl16/: dask, distributed and the trioclust
 #      dependencies that image lacks, pure Python, plus py-spy) into /tmp/site;
 #   2. benchmarks/run.py --workers 16 --only cd (full sizes);
-#   3. benchmarks/profile_trioclust.py --scenario c --workers 16.
-# Everything it prints also goes to $OUT (device.log, bench16.json, profile16.txt).
+#   3. benchmarks/profile_trioclust.py --scenario c --workers 16 (skipped with NO_PROFILE=1);
+#   4. with BREAKDOWN=1, benchmarks/scheduler_breakdown.py --workers 16 (the exact split of
+#      the scheduler's CPU per task by layer; ~20 s).
+# Everything it prints also goes to $OUT (device.log, bench16.json, profile16.txt, breakdown16.txt).
 #
 # Make .whl16 here first (ignored by git; see the device README):
 #   mkdir -p .whl16 && cp .whl/{anyio,cloudpickle,dask-2026,distributed,locket,outcome,partd,\
@@ -48,10 +50,18 @@ step "c and d, $WORKERS workers, trioclust and dask"
 timeout 360 "$PY" benchmarks/run.py ${QUICK:+--quick} ${NO_DASK:+--no-dask} --workers "$WORKERS" --only cd \
     --json "$OUT/bench16.json" || status=1
 
-step "profile of trioclust's c, $WORKERS workers"
-timeout 120 "$PY" benchmarks/profile_trioclust.py --scenario c --workers "$WORKERS" \
-    > "$OUT/profile16.txt" 2>&1 || status=1
-head -c 6000 "$OUT/profile16.txt"
+if [ -z "${NO_PROFILE:-}" ]; then
+    step "profile of trioclust's c, $WORKERS workers"
+    timeout 120 "$PY" benchmarks/profile_trioclust.py --scenario c --workers "$WORKERS" \
+        > "$OUT/profile16.txt" 2>&1 || status=1
+    head -c 6000 "$OUT/profile16.txt"
+fi
+
+if [ -n "${BREAKDOWN:-}" ]; then
+    step "the scheduler's CPU per task by layer, $WORKERS workers"
+    timeout 120 "$PY" benchmarks/scheduler_breakdown.py --workers "$WORKERS" 2>&1 \
+        | tee "$OUT/breakdown16.txt" || status=1
+fi
 
 step "done, status $status"
 return $status
