@@ -167,6 +167,11 @@ class _Encoder(threading.local):
         self.ninlined = 0  # Serialized objects placed in this header inline
         self.packer = msgpack.Packer(use_bin_type=True, default=self.default)
 
+    def forget_placed(self) -> None:
+        """Start a header afresh: no Serialized placed in it yet."""
+        self.placed.clear()
+        self.ninlined = 0
+
     def default(self, obj: Any) -> Any:
         frames = self.frames
         assert frames is not None
@@ -243,16 +248,14 @@ def dumps(msg: Any, *, oob_threshold: int | None = None) -> list[Frame]:
             body = _extract(msg, buffers, oob_threshold)
             if body is not msg:
                 frames[1:] = buffers[1:]
-                enc.placed.clear()
-                enc.ninlined = 0
+                enc.forget_placed()
                 header = enc.packer.pack(body)
     finally:
         enc.frames = None
         if enc.memo:
             enc.memo.clear()
         if enc.placed:
-            enc.placed.clear()
-            enc.ninlined = 0
+            enc.forget_placed()
     frames[0] = header
     return frames
 

@@ -251,7 +251,6 @@ class Scheduler(Server):
         # state machine, and the messages it leads to leave as one per
         # peer); any other message from a worker handles the gathered
         # reports first, so each worker's order is kept.
-        handle_reports = self._handle_reports
 
         def task_finished(msg: dict[str, Any]) -> None:
             self._reports.append(
@@ -266,7 +265,7 @@ class Scheduler(Server):
             self._reports.append(ev.TaskStarted(worker=seen(), key=msg["key"]))
 
         def task_erred(msg: dict[str, Any]) -> None:
-            handle_reports()
+            self._handle_reports()
             self._handle(
                 ev.TaskErred(
                     worker=seen(), key=msg["key"], exception=msg.get("exception"),
@@ -276,7 +275,7 @@ class Scheduler(Server):
             )
 
         def missing_data(msg: dict[str, Any]) -> None:
-            handle_reports()
+            self._handle_reports()
             self._handle(
                 ev.MissingData(
                     worker=seen(), key=msg["key"], errant_worker=msg["errant_worker"],
@@ -285,7 +284,7 @@ class Scheduler(Server):
             )
 
         def reschedule(msg: dict[str, Any]) -> None:
-            handle_reports()
+            self._handle_reports()
             self._handle(
                 ev.RescheduleTask(worker=seen(), key=msg["key"], stimulus_id=msg.get("stimulus_id", ""))
             )
