@@ -257,17 +257,38 @@ class _SentLog:
         self.sent.append(msg)
 
 
+def _fake_peers(s: Scheduler, **nthreads: int) -> tuple[_SentLog, dict[str, _SentLog]]:
+    """Client "c" and the named workers, as logs of what ``s`` sends them;
+    ``s`` holds tasks "k0", "k1", ... wanted by "c" once ``_submit`` ran."""
+    from trioclust.core import events as ev
+
+    client, workers = _SentLog(), {address: _SentLog() for address in nthreads}
+    s.client_links["c"] = client  # type: ignore[assignment]
+    s.worker_links.update(workers)  # type: ignore[arg-type]
+    s._handle(
+        ev.AddClient(client="c"),
+        *(ev.AddWorker(address=address, nthreads=n) for address, n in nthreads.items()),
+    )
+    return client, workers
+
+
+def _submit(s: Scheduler, n: int) -> list[str]:
+    """Tasks "k0".."k<n-1>" without dependencies, submitted and wanted by client "c"."""
+    from trioclust.core import events as ev
+
+    keys = [f"k{i}" for i in range(n)]
+    new = tuple(ev.NewTask(key=k, run_spec=None, dependencies=(), priority=i) for i, k in enumerate(keys))
+    s._handle(ev.UpdateGraph(client="c", tasks=new, wanted=tuple(keys)))
+    return keys
+
+
 async def test_results_of_one_pass_reach_their_client_in_one_message_in_order() -> None:
     from trioclust.core import events as ev
     from trioclust.protocol import serialize
 
     s = Scheduler()
-    client, worker = _SentLog(), _SentLog()
-    s.client_links["c"], s.worker_links["w"] = client, worker  # type: ignore[assignment]
-    s._handle(ev.AddClient(client="c"), ev.AddWorker(address="w", nthreads=4))
-    keys = [f"k{i}" for i in range(4)]
-    new = tuple(ev.NewTask(key=k, run_spec=None, dependencies=(), priority=0) for k in keys)
-    s._handle(ev.UpdateGraph(client="c", tasks=new, wanted=tuple(keys)))
+    client, _ = _fake_peers(s, w=4)
+    _submit(s, 4)
     value = serialize(5)
 
     def done(key: str) -> ev.TaskFinished:
@@ -292,17 +313,9 @@ async def test_task_reports_read_in_one_round_are_one_pass_of_the_scheduler() ->
     from trioclust.core import events as ev
 
     async with Scheduler() as s:  # serving: its report pass runs
-        client, w0, w1 = _SentLog(), _SentLog(), _SentLog()
-        s.client_links["c"] = client  # type: ignore[assignment]
-        s.worker_links["w0"], s.worker_links["w1"] = w0, w1  # type: ignore[assignment]
-        s._handle(
-            ev.AddClient(client="c"), ev.AddWorker(address="w0", nthreads=1),
-            ev.AddWorker(address="w1", nthreads=1),
-        )
-        keys = ["k0", "k1", "k2"]
-        new = tuple(ev.NewTask(key=k, run_spec=None, dependencies=(), priority=i) for i, k in enumerate(keys))
-        s._handle(ev.UpdateGraph(client="c", tasks=new, wanted=tuple(keys)))
-        where = {m["key"]: w for w, link in (("w0", w0), ("w1", w1)) for m in link.sent}
+        client, workers = _fake_peers(s, w0=1, w1=1)
+        _submit(s, 3)
+        where = {m["key"]: w for w, link in workers.items() for m in link.sent}
         assert where["k0"] != where["k1"]  # one on each worker
 
         def finished(key: str) -> ev.TaskFinished:
