@@ -102,44 +102,43 @@ STEPS = (
 )
 
 
+def _is(thread: str, who: str, worker: str) -> bool:
+    """Whether ``thread`` is the one a step names (``worker``: the worker seen so far)."""
+    if who == "cli-loop":
+        return thread.startswith("cli-") and thread != "cli-user"
+    if who == "worker-main":
+        return thread == worker if worker else thread.startswith("w") and thread.endswith("-main")
+    return thread == who
+
+
 def steps(rows: list[tuple[float, int, str, str]], starts: list[int]) -> list[list[float]]:
     """Microseconds per step (:data:`STEPS`) of each traced round trip that
-    shows every step's event, in order."""
+    shows every step's event, in order. A round trip runs from one start (the
+    user thread waking its loop) to the next; the last step ends at the next."""
     out = []
     for first, end in itertools.pairwise(starts):
-        window = rows[first:end + 1]
-        times = [window[0][0]]
+        window = rows[first:end]
+        times = [rows[first][0]]
         worker = ""
         i = 1
-        for n, (_, who, event) in enumerate(STEPS):
-            if who == "sched-result":  # the scheduler's last send before the client wakes
-                j = next((k for k in range(i, len(window)) if window[k][2].startswith("cli-")
-                          and window[k][2] != "cli-user" and window[k][3].startswith("exit_epoll")), None)
-                if j is None:
-                    break
-                sends = [k for k in range(i, j) if window[k][2] == "sched-main" and window[k][3].startswith(event)]
-                if not sends:
-                    break
-                i = sends[-1]
+        for _, who, event in STEPS[:-1]:
+            if who == "sched-result":  # the scheduler's last send before the client's loop wakes
+                wake = next((k for k in range(i, len(window)) if _is(window[k][2], "cli-loop", "")
+                             and window[k][3].startswith("exit_epoll_wait")), len(window))
+                found = [k for k in range(i, wake)
+                         if window[k][2] == "sched-main" and window[k][3].startswith(event)][-1:]
             else:
-                for k in range(i, len(window)):
-                    thread, ev = window[k][2], window[k][3]
-                    if who == "cli-loop":
-                        match = thread.startswith("cli-") and thread != "cli-user"
-                    elif who == "worker-main":
-                        match = (thread == worker) if worker else (thread.startswith("w") and thread.endswith("-main"))
-                    else:
-                        match = thread == who
-                    if match and ev.startswith(event) and not (n == len(STEPS) - 1 and k < len(window) - 1):
-                        if who == "worker-main":
-                            worker = thread
-                        i = k
-                        break
-                else:
-                    break
+                found = [next((k for k in range(i, len(window))
+                               if _is(window[k][2], who, worker) and window[k][3].startswith(event)), -1)]
+            if not found or found[0] < 0:
+                break
+            i = found[0]
+            if who == "worker-main":
+                worker = window[i][2]
             times.append(window[i][0])
             i += 1
         else:
+            times.append(rows[end][0])
             out.append([(b - a) * 1e6 for a, b in itertools.pairwise(times)])
     return out
 
