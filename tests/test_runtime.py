@@ -344,6 +344,43 @@ async def test_task_reports_read_in_one_round_are_one_pass_of_the_scheduler() ->
         s.worker_links.clear()
 
 
+async def test_a_rounds_first_result_goes_to_its_client_from_the_reader_and_once() -> None:
+    """The first task-finished of a round is sent on to its client when it is
+    read; the pass that follows tells only the clients not told yet."""
+    from trioclust.core import events as ev
+    from trioclust.protocol import serialize
+
+    async with Scheduler() as s:  # serving: its report pass runs
+        client, _ = _fake_peers(s, w0=2)
+        _submit(s, 2)  # both on w0
+        client.sent.clear()
+        value = serialize(5)
+        told = s._tell_early("w0", "k0", "int", value)
+        assert told == ("c",)
+        assert client.sent == [
+            {"op": "keys-in-memory", "keys": ["k0"], "types": ["int"], "values": {"k0": value}}
+        ]
+        assert s._tell_early("w1", "k1", "int", None) == ()  # not running there: nobody is told
+        for key, already in (("k0", told), ("k1", ())):
+            s._reports.append(ev.TaskFinished(worker="w0", key=key, type_name="int", told=already))
+        s._reports_received()
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.sent[1:] == [{"op": "keys-in-memory", "keys": ["k1"], "types": ["int"]}]
+        assert [s.state.tasks[k].state for k in ("k0", "k1")] == ["memory", "memory"]
+        s.worker_links.clear()
+
+
+async def test_a_lone_result_reaches_its_client_in_one_message() -> None:
+    async with Scheduler() as s, Worker(s.address):
+        async with Client(s.address, asynchronous=True) as client:
+            link = client._core._link
+            assert link is not None
+            for i in range(3):
+                before = link.statistics().messages_received
+                assert await client.submit(inc, i, pure=False) == i + 1
+                assert link.statistics().messages_received - before == 1
+
+
 def _take_a_while(x: int) -> int:
     time.sleep(0.005)  # the work itself: a task longer than worker.prefetch-duration allows
     return x

@@ -98,11 +98,16 @@ class UpdateData:
 
 @dataclass(slots=True, kw_only=True)
 class TaskFinished:
+    """``worker`` computed ``key``. ``told``: clients the runtime already sent
+    the result to, ahead of this event (see :meth:`SchedulerState.result_waiters`),
+    which are not told again."""
+
     worker: str
     key: str
     nbytes: int = 0
     type_name: str = ""
     value: object = None  # a small result carried inline, or None
+    told: tuple[str, ...] = ()
     stimulus_id: str = ""
 
 

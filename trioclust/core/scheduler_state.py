@@ -64,8 +64,9 @@
 # Who is told what
 # ----------------
 #   clients   KeyInMemory when a wanted key reaches memory (or again when a
-#             client asks for a finished key), KeyErred when it errs, KeyLost
-#             when its result is lost and is being recomputed.
+#             client asks for a finished key; not to the clients a
+#             TaskFinished says were told already), KeyErred when it errs,
+#             KeyLost when its result is lost and is being recomputed.
 #   workers   ComputeTask with the holders and sizes of every dependency;
 #             FreeKeys to cancel a task or to drop data nobody needs, and to
 #             drop the record of a task that erred there.
@@ -152,6 +153,22 @@ class SchedulerState(SchedulerTransitions):
             self._fill_queue(event.stimulus_id)
         self._out = []
         return out
+
+    def result_waiters(self, worker: str, key: str) -> tuple[str, ...]:
+        """The clients waiting for ``key``, when a :class:`TaskFinished` from
+        ``worker`` would bring its result now (the task is processing there);
+        else none.
+
+        The runtime may send them the result before it hands over the event,
+        which then names them in ``told`` and tells only the others. A client
+        told early that drops the key meanwhile ignores the message, as it
+        would one that crossed its release on the wire.
+        """
+        ws = self.workers.get(worker)
+        ts = self.tasks.get(key)
+        if ws is None or ts is None or ts.processing_on is not ws:
+            return ()
+        return tuple(sorted(ts.who_wants))
 
     def count(self, state: str) -> int:
         """How many tasks are in ``state`` (O(1))."""
@@ -349,8 +366,11 @@ class SchedulerState(SchedulerTransitions):
             ts.type_name = event.type_name
             if event.value is not None:
                 self._values[ts.key] = event.value
+            if event.told:
+                self._told[ts.key] = event.told
             self._transitions({ts.key: MEMORY}, event.stimulus_id)
             self._values.pop(ts.key, None)
+            self._told.pop(ts.key, None)
         elif ts is not None and ts.state == MEMORY:
             if event.worker not in ts.who_has:
                 self._add_holder(ts, ws)  # a second, valid copy

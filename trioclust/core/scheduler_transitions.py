@@ -104,8 +104,10 @@ class SchedulerTransitions:
         self._unrunnable: dict[str, None] = {}
         self._placement = Placement(self.workers)
         self._seq = 0
-        # inline results on their way from TaskFinished to KeyInMemory
+        # inline results on their way from TaskFinished to KeyInMemory, and
+        # the clients the runtime told already (TaskFinished.told)
         self._values: dict[str, object] = {}
+        self._told: dict[str, tuple[str, ...]] = {}
         self._sets = SmallSets()  # how tasks' sets are changed (interned while small)
         # holders of scattered keys on their way from UpdateData to memory
         self._scattered_to: dict[str, tuple[str, ...]] = {}
@@ -354,7 +356,10 @@ class SchedulerTransitions:
 
     def _on_memory(self, ts: TaskState, stimulus_id: str) -> Recs:
         value = self._values.pop(ts.key, None)
+        told = self._told.pop(ts.key, ())
         for client in sorted(ts.who_wants):
+            if client in told:
+                continue
             self._out.append(
                 KeyInMemory(
                     client=client,

@@ -21,7 +21,12 @@ flight into one batch. Workers' task reports (``task-started``,
 ``task-finished``) are gathered instead, from every worker batch that the
 event loop read in one round, and fed in one pass when those reads are done
 (``_report_passes``); any other message from a worker, and a worker's
-removal, feeds the gathered ones first.
+removal, feeds the gathered ones first. The first ``task-finished`` of a
+round whose task is still processing on its sender is also sent on to the
+clients waiting for it at once, from the reader, and its event names them
+(``TaskFinished.told``) so the pass tells only the others: a lone result (a
+``submit().result()`` loop) then skips the pass's task switch and the state
+machine on its way to the client.
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ class Scheduler(Server):
         # task reports from all workers, handled in one pass per round of the
         # event loop (see _serve_worker)
         self._reports: list[Any] = []
+        self._told_early = False  # a result of this round went to its clients from the reader
         self._reports_due = trio.Event()
         self._pass_queued = False
         self._nursery: trio.Nursery | None = None
@@ -253,10 +259,15 @@ class Scheduler(Server):
         # reports first, so each worker's order is kept.
 
         def task_finished(msg: dict[str, Any]) -> None:
+            worker, key, type_name, value = seen(), msg["key"], msg.get("type") or "", msg.get("value")
+            told: tuple[str, ...] = ()
+            if not self._told_early:  # the round's first result: to its clients now
+                self._told_early = True
+                told = self._tell_early(worker, key, type_name, value)
             self._reports.append(
                 ev.TaskFinished(
-                    worker=seen(), key=msg["key"], nbytes=int(msg.get("nbytes") or 0),
-                    type_name=msg.get("type") or "", value=msg.get("value"),
+                    worker=worker, key=key, nbytes=int(msg.get("nbytes") or 0),
+                    type_name=type_name, value=value, told=told,
                     stimulus_id=msg.get("stimulus_id", ""),
                 )
             )
@@ -318,9 +329,25 @@ class Scheduler(Server):
                 self._remove_worker(address, "worker closed" if expected else "connection lost", expected)
 
     def _handle_reports(self) -> None:
+        self._told_early = False
         if self._reports:
             events, self._reports = self._reports, []
             self._handle(*events)
+
+    def _tell_early(self, worker: str, key: str, type_name: str, value: Any) -> tuple[str, ...]:
+        """Send a result to the clients waiting for it ahead of its pass (see
+        the module's notes); returns those told."""
+        told = []
+        # once this one is handled, nothing else may be running: then send at once
+        urgent = self.state.count(PROCESSING) <= 1
+        for client in self.state.result_waiters(worker, key):
+            instruction = ins.KeyInMemory(client=client, key=key, type_name=type_name, value=value)
+            try:
+                if self._send_in_memory(instruction, {}, urgent):
+                    told.append(client)
+            except CommClosedError:
+                pass  # the client is going away
+        return tuple(told)
 
     def _reports_received(self) -> None:
         """A worker's batch was read: its reports wait for the round's other batches."""
@@ -545,21 +572,29 @@ class Scheduler(Server):
                 # the peer is going away; its link's end removes it properly
                 pass
 
+    def _send_in_memory(
+        self, i: ins.KeyInMemory, joining: dict[tuple[str, str, bool], dict[str, Any]], urgent: bool
+    ) -> bool:
+        """Add ``i`` to the open keys-in-memory for its client (see ``_handle``),
+        or send a new one; False if the client is gone."""
+        msg = joining.get(("memory", i.client, False))
+        if msg is None:
+            client_link = self.client_links.get(i.client)
+            if client_link is None:
+                return False
+            msg = {"op": "keys-in-memory", "keys": [], "types": []}
+            client_link.send(msg, urgent=urgent)
+            joining[("memory", i.client, False)] = msg
+        msg["keys"].append(i.key)
+        msg["types"].append(i.type_name)
+        if i.value is not None:
+            msg.setdefault("values", {})[i.key] = i.value
+        return True
+
     def _dispatch(self, i: Any, joining: dict[tuple[str, str, bool], dict[str, Any]]) -> None:
         if isinstance(i, ins.KeyInMemory):
-            msg = joining.get(("memory", i.client, False))
-            if msg is None:
-                client_link = self.client_links.get(i.client)
-                if client_link is None:
-                    return
-                msg = {"op": "keys-in-memory", "keys": [], "types": []}
-                # while other tasks run, more results follow: batch them
-                client_link.send(msg, urgent=self.state.count(PROCESSING) == 0)
-                joining[("memory", i.client, False)] = msg
-            msg["keys"].append(i.key)
-            msg["types"].append(i.type_name)
-            if i.value is not None:
-                msg.setdefault("values", {})[i.key] = i.value
+            # while other tasks run, more results follow: batch them
+            self._send_in_memory(i, joining, urgent=self.state.count(PROCESSING) == 0)
         elif isinstance(i, ins.FreeKeys):
             msg = joining.get(("free", i.worker, i.cancel))
             if msg is None:
