@@ -21,6 +21,7 @@ class Sizes:
     pending_tasks: int  # f: tasks waiting on one slow future
     asyncio_latency_n: int  # g: round trips
     asyncio_map_ns: tuple[int, ...]  # g: tasks per gather(map(...))
+    asyncio_map_repeats: int  # g: trioclust's runs per N under each loop, alternating (best reported)
     raw_pings: int  # h: ping-pong round trips
     raw_messages: int  # h: small messages sent in batches
     raw_bulk_bytes: int  # h: bytes streamed into a reused buffer
@@ -42,6 +43,7 @@ FULL = Sizes(
     pending_tasks=100_000,
     asyncio_latency_n=500,
     asyncio_map_ns=(10_000, 50_000),
+    asyncio_map_repeats=4,
     raw_pings=20_000,
     raw_messages=2_000_000,
     raw_bulk_bytes=4_000_000_000,
@@ -63,6 +65,7 @@ QUICK = Sizes(
     pending_tasks=10_000,
     asyncio_latency_n=100,
     asyncio_map_ns=(1_000,),
+    asyncio_map_repeats=2,
     raw_pings=5_000,
     raw_messages=500_000,
     raw_bulk_bytes=1_000_000_000,
@@ -84,6 +87,7 @@ TINY = Sizes(
     pending_tasks=1_000,
     asyncio_latency_n=20,
     asyncio_map_ns=(200,),
+    asyncio_map_repeats=1,
     raw_pings=200,
     raw_messages=10_000,
     raw_bulk_bytes=40_000_000,
