@@ -122,17 +122,19 @@ def steps(rows: list[tuple[float, int, str, str]], starts: list[int]) -> list[li
         worker = ""
         i = 1
         for _, who, event in STEPS[:-1]:
+            found: int | None
             if who == "sched-result":  # the scheduler's last send before the client's loop wakes
                 wake = next((k for k in range(i, len(window)) if _is(window[k][2], "cli-loop", "")
                              and window[k][3].startswith("exit_epoll_wait")), len(window))
-                found = [k for k in range(i, wake)
-                         if window[k][2] == "sched-main" and window[k][3].startswith(event)][-1:]
+                sends = [k for k in range(i, wake)
+                         if window[k][2] == "sched-main" and window[k][3].startswith(event)]
+                found = sends[-1] if sends else None
             else:
-                found = [next((k for k in range(i, len(window))
-                               if _is(window[k][2], who, worker) and window[k][3].startswith(event)), -1)]
-            if not found or found[0] < 0:
+                found = next((k for k in range(i, len(window))
+                              if _is(window[k][2], who, worker) and window[k][3].startswith(event)), None)
+            if found is None:
                 break
-            i = found[0]
+            i = found
             if who == "worker-main":
                 worker = window[i][2]
             times.append(window[i][0])
