@@ -370,6 +370,37 @@ async def test_a_rounds_first_result_goes_to_its_client_from_the_reader_and_once
         s.worker_links.clear()
 
 
+async def test_a_client_told_early_that_drops_and_wants_the_key_again_is_told_again() -> None:
+    """A client told a result from the reader may drop the key and submit it
+    again before the round's pass: its messages see the gathered report
+    first, so the key is released and computed anew, and the new run's
+    result reaches the client (the old report must not count as told for it)."""
+    from trioclust.core import events as ev
+    from trioclust.protocol import serialize
+
+    s = Scheduler()  # not serving: the pass runs only when something feeds it
+    client, workers = _fake_peers(s, w0=1)
+    _submit(s, 1)
+    value = serialize(5)
+    told = s._tell_early("w0", "k0", "int", value)
+    assert told == ("c",)
+    s._reports.append(ev.TaskFinished(worker="w0", key="k0", type_name="int", value=value, told=told))
+    # the client drops k0 and submits it again, before the pass
+    s._handle(ev.ReleaseKeys(client="c", keys=("k0",)))
+    assert "k0" not in s.state.tasks  # in memory when released: forgotten
+    workers["w0"].sent.clear()
+    client.sent.clear()
+    _submit(s, 1)
+    s._handle_reports()  # the round's pass: the old report was handled before the release
+    assert s.state.tasks["k0"].state == "processing"
+    assert [m["key"] for m in workers["w0"].sent if m["op"] == "compute-task"] == ["k0"]
+    s._handle(ev.TaskFinished(worker="w0", key="k0", type_name="int", value=value))
+    assert client.sent == [
+        {"op": "keys-in-memory", "keys": ["k0"], "types": ["int"], "values": {"k0": value}}
+    ]
+    s.worker_links.clear()
+
+
 async def test_a_lone_result_reaches_its_client_in_one_message() -> None:
     async with Scheduler() as s, Worker(s.address):
         async with Client(s.address, asynchronous=True) as client:

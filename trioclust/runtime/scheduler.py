@@ -21,7 +21,9 @@ flight into one batch. Workers' task reports (``task-started``,
 ``task-finished``) are gathered instead, from every worker batch that the
 event loop read in one round, and fed in one pass when those reads are done
 (``_report_passes``); any other message from a worker, and a worker's
-removal, feeds the gathered ones first. The first ``task-finished`` of a
+removal, feeds the gathered ones first (every event does, see ``_handle``:
+a client's release of a key it was told of early must not come before the
+report that told it). The first ``task-finished`` of a
 round whose task is still processing on its sender is also sent on to the
 clients waiting for it at once, from the reader, and its event names them
 (``TaskFinished.told``) so the pass tells only the others: a lone result (a
@@ -276,7 +278,6 @@ class Scheduler(Server):
             self._reports.append(ev.TaskStarted(worker=seen(), key=msg["key"]))
 
         def task_erred(msg: dict[str, Any]) -> None:
-            self._handle_reports()
             self._handle(
                 ev.TaskErred(
                     worker=seen(), key=msg["key"], exception=msg.get("exception"),
@@ -286,7 +287,6 @@ class Scheduler(Server):
             )
 
         def missing_data(msg: dict[str, Any]) -> None:
-            self._handle_reports()
             self._handle(
                 ev.MissingData(
                     worker=seen(), key=msg["key"], errant_worker=msg["errant_worker"],
@@ -295,7 +295,6 @@ class Scheduler(Server):
             )
 
         def reschedule(msg: dict[str, Any]) -> None:
-            self._handle_reports()
             self._handle(
                 ev.RescheduleTask(worker=seen(), key=msg["key"], stimulus_id=msg.get("stimulus_id", ""))
             )
@@ -557,6 +556,10 @@ class Scheduler(Server):
 
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any) -> None:
+        # whatever happens next sees the task reports gathered so far first: a
+        # client told a result early (from the reader) may already have
+        # dropped the key, or wanted it again, in the message handled now
+        self._handle_reports()
         instructions = self.state.handle(*events)
         self.task_stream.observe(events, instructions)
         # Messages of this pass that more of their kind may join: free-keys to
