@@ -463,3 +463,21 @@ async def test_send_nowait_holds_a_large_message_for_flush(anyio_backend: str) -
             with anyio.fail_after(30):
                 assert await b.recv() == big
         assert not a.unsent
+
+
+@pytest.mark.anyio
+async def test_send_nowait_from_another_thread_never_writes_into_another_write(anyio_backend: str) -> None:
+    """``send_nowait`` is safe from any thread: it does nothing while another
+    writer holds the comm's write lock, and writes whole messages otherwise."""
+    async with comm_pair("tcp://127.0.0.1:0") as (a, b):
+        if anyio_backend != "trio":  # asyncio's transport writes; nothing to do here
+            assert await anyio.to_thread.run_sync(a.send_nowait, {"op": "x"}) is False
+            return
+        with a._write_mutex:  # a write in progress elsewhere
+            assert await anyio.to_thread.run_sync(a.send_nowait, {"op": "x"}) is False
+        assert await anyio.to_thread.run_sync(a.send_nowait, {"op": "y"}) is True
+        assert not a.unsent
+        await a.send({"op": "z"})  # the loop's own send after it
+        with anyio.fail_after(10):
+            assert await b.recv() == {"op": "y"}
+            assert await b.recv() == {"op": "z"}

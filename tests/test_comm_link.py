@@ -417,6 +417,36 @@ async def test_a_lazy_message_waits_for_company_even_on_an_idle_link() -> None:
 
 
 @pytest.mark.anyio
+async def test_send_from_thread_writes_only_on_an_idle_link(anyio_backend: str) -> None:
+    got: list[dict[str, Any]] = []
+    arrived = anyio.Event()
+
+    def on_msg(msg: dict[str, Any]) -> None:
+        got.append(msg)
+        arrived.set()
+
+    async with link_pair({"m": on_msg}, address="tcp://127.0.0.1:0") as (client, _):
+        await anyio.wait_all_tasks_blocked()  # the client's writer waits for work
+        batch = [{"op": "m", "i": 0}, {"op": "m", "i": 1}]
+        written = await anyio.to_thread.run_sync(client.send_from_thread, batch)
+        # only where the comm writes without waiting: TCP under trio
+        assert written is (anyio_backend == "trio")
+        if written:
+            with anyio.fail_after(10):
+                await arrived.wait()
+            assert [m["i"] for m in got] == [0, 1]
+            assert client.statistics().batches_sent == 1
+            assert client.statistics().messages_sent == 2
+    async with lingering_link() as (link, peer):
+        link.send({"op": "release"}, lazy=True)  # queued: the thread must not pass it
+        assert await anyio.to_thread.run_sync(link.send_from_thread, [{"op": "submit"}]) is False
+        await link.aclose()  # flushes what was queued; nothing else was written
+        with anyio.fail_after(10):
+            assert await peer.recv() == [{"op": "release"}]
+        assert await anyio.to_thread.run_sync(link.send_from_thread, [{"op": "late"}]) is False
+
+
+@pytest.mark.anyio
 async def test_a_large_message_from_writes_deferred_reaches_the_peer(address: str) -> None:
     """Over trio's TCP the direct write holds a large message for the writer
     (and its callback until it is written); nothing else has to follow."""

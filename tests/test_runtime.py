@@ -229,6 +229,51 @@ async def test_dropping_data_waits_for_the_next_batch_and_a_cancel_does_not() ->
                     await _events["cancelled"].wait()
 
 
+async def test_a_sync_clients_thread_writes_its_submissions_with_its_releases() -> None:
+    """A synchronous client's user thread writes a submission itself when its
+    link is idle, with the keys it dropped since in front; a key dropped with
+    nothing after it still reaches the scheduler (the loop's watch), and a key
+    dropped and submitted again is released before it is wanted again."""
+    async with Scheduler() as s, Worker(s.address):
+
+        def work() -> None:
+            with Client(s.address) as client:
+                link = client._core._link
+                assert link is not None
+                before = link.statistics().batches_sent
+                from_threads = link._thread_sent[1]
+                keys = []
+                for i in range(20):
+                    future = client.submit(inc, i, pure=False)
+                    assert future.result(timeout=10) == i + 1
+                    keys.append(future.key)
+                    del future
+                assert link._thread_sent[1] > from_threads, "no submission left from the user's thread"
+                assert link.statistics().batches_sent > before
+                # each release went with a later submission at the latest
+                assert not any(key in s.state.tasks for key in keys[:-1])
+                # the last one has nothing after it: the loop sends it
+                deadline = time.monotonic() + 10
+                while keys[-1] in s.state.tasks:  # a condition, bounded: not a timed sleep
+                    assert time.monotonic() < deadline, "a dropped key never reached the scheduler"
+                    time.sleep(0.005)
+                # dropped, then the same key wanted again: release first, then the want
+                for _ in range(5):
+                    again = client.submit(inc, 100)  # pure: the same key each time
+                    assert again.result(timeout=10) == 101
+                    del again
+                # a burst: writes from the thread and queued ones mixed, each
+                # dependency dropped right after its dependent was submitted
+                ys = []
+                for i in range(300):
+                    x = client.submit(inc, i, pure=False)
+                    ys.append(client.submit(inc, x, pure=False))
+                    del x
+                assert client.gather(ys) == [i + 2 for i in range(300)]
+
+        await trio.to_thread.run_sync(work)
+
+
 async def test_data_dropped_together_leaves_in_one_free_keys() -> None:
     """Keys a client releases at once reach their worker as one free-keys."""
     with config.set(**{"comm.lazy-linger": 60.0}):  # dropped data rides with the next compute-task

@@ -2,13 +2,33 @@
 
 Everything here runs in the client's event loop thread (the caller's loop for
 an asynchronous client; the blocking portal's thread for a synchronous one)
-and uses anyio only, so it works under trio and asyncio alike. The only entry
-point safe from any thread is :meth:`ClientCore.release_ref`, which the
-``Future.__del__`` of a dropped future calls.
+and uses anyio only, so it works under trio and asyncio alike. The entry
+points safe from any thread are :meth:`ClientCore.submit_tasks`, which
+queues a submission for the loop through the :class:`ThreadInbox`, and
+:meth:`ClientCore.release_ref`, which the ``Future.__del__`` of a dropped
+future calls.
 
 Release ordering: a key dropped by the user is queued, and every message the
 client sends first flushes that queue, so a release can never overtake a new
 submission of the same key.
+
+Submissions from the user's thread, written there. Handing a submission to
+the loop thread costs a wake-up of that loop on the round trip's path. So a
+synchronous client's thread writes its submission itself when nothing it
+queued before is still waiting or running in the loop (the inbox is idle)
+and the link is idle (:meth:`Link.send_from_thread`; TCP under trio), with
+the keys dropped on user threads since the last write in front of it
+(``release-keys``). Otherwise it queues both through the inbox, releases
+first.
+
+Such keys (``_direct_releases``) are kept out of the inbox only while the
+loop *watches*: for ``comm.lazy-linger`` after it hands out results, the
+moment futures get dropped; then it sends what is left itself. A key dropped
+while the loop does not watch goes through the inbox, as every release did
+before. Each kept key is newer than everything in the inbox (a submission
+that falls back to the inbox takes them along first, under
+``_release_lock``), so they may leave only once the inbox has been drained:
+never from inside a drain (see :meth:`ClientCore._flush_releases`).
 """
 
 from __future__ import annotations
@@ -113,6 +133,11 @@ class ClientCore:
         self._states: dict[str, FutureState] = {}
         self._lock = threading.Lock()
         self._pending_release: deque[str] = deque()
+        # keys dropped on user threads, for the next write (see the module's notes)
+        self._direct_releases: deque[str] = deque()
+        self._release_watch = False  # the loop will send them within lazy-linger
+        self._release_lock = threading.Lock()  # over the two above
+        self._watch_armed: anyio.Event | None = None
         self.inbox: ThreadInbox = _NO_INBOX  # the real one exists while running
         self._loop_thread = 0
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -145,6 +170,7 @@ class ClientCore:
                 self._task_group, role="client", name=self.id, security=self.security
             )
             await self._task_group.start(self.inbox.run)
+            await self._task_group.start(self._watch_releases)
         except BaseException as exc:
             self._task_group.cancel_scope.cancel()
             try:
@@ -224,14 +250,60 @@ class ClientCore:
             del self._states[state.key]
             if self.status != "running":
                 return
-        # through the inbox, so the release keeps its place after anything this
-        # thread queued before (a submission that depends on the key, say)
+        if threading.get_ident() != self._loop_thread:
+            with self._release_lock:
+                if self._release_watch:  # for the next write or the watch (module notes)
+                    self._direct_releases.append(state.key)
+                    return
+        # through the inbox, so the release keeps its place after anything
+        # queued before (a submission that depends on the key, say)
         self.inbox.call_soon(partial(self._pending_release.append, state.key))
 
+    def _take_direct_releases(self) -> list[str]:
+        """The keys kept for the next write (see the module's notes), taken.
+
+        Call it holding ``_release_lock``, and keep holding it until they are
+        written or queued: in between, nothing may pass them.
+        """
+        keys = list(self._direct_releases)
+        self._direct_releases.clear()
+        return keys
+
+    async def _watch_releases(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Send the keys dropped on user threads within ``comm.lazy-linger``
+        of being asked to watch (see the module's notes)."""
+        linger = config.get_float("comm.lazy-linger")
+        self._watch_armed = anyio.Event()
+        task_status.started()
+        while True:
+            await self._watch_armed.wait()
+            self._watch_armed = anyio.Event()
+            await anyio.sleep(linger)
+            with self._release_lock:
+                self._release_watch = False  # a key dropped from now on takes the inbox
+            self.inbox.drain()  # what was queued before the kept keys goes first
+            self._flush_releases()
+
+    def _watch_for_releases(self) -> None:
+        """Results were handed out: their futures may be dropped soon."""
+        if not self._release_watch and self._watch_armed is not None:
+            with self._release_lock:
+                self._release_watch = True
+            self._watch_armed.set()
+
     def _flush_releases(self) -> None:
+        """Send the released keys: those queued through the inbox, and, outside
+        a drain of the inbox, the kept ones (newer than all it held)."""
         keys: list[str] = []
         while self._pending_release:
             keys.append(self._pending_release.popleft())
+        if self.inbox.draining:
+            self._send_releases(keys)
+            return
+        with self._release_lock:  # no thread's write may pass them on the way out
+            self._send_releases(keys + self._take_direct_releases())
+
+    def _send_releases(self, keys: list[str]) -> None:
         if keys and self._link is not None and not self._link.closed:
             try:
                 # nothing waits for a release: it goes with the next submit,
@@ -252,6 +324,7 @@ class ClientCore:
 
     # ---------------------------------------------------- scheduler events
     def _on_keys_in_memory(self, msg: dict[str, Any]) -> None:
+        self._watch_for_releases()
         states = self._states
         values = msg.get("values") or {}
         for key, type_name in zip(msg["keys"], msg["types"], strict=True):
@@ -263,6 +336,7 @@ class ClientCore:
                     state.finish(type_name or "")
 
     def _on_task_erred(self, msg: dict[str, Any]) -> None:
+        self._watch_for_releases()
         state = self._states.get(msg["key"])
         if state is not None:
             state.fail(msg.get("exception"), msg.get("traceback"), msg.get("text") or "")
@@ -296,9 +370,30 @@ class ClientCore:
         messages = _graph_messages(tasks, wanted)
         if threading.get_ident() == self._loop_thread:
             self._send_graph(messages)
-        else:
-            self.inbox.call_soon(lambda: self._send_graph(messages))
+        elif not self._write_from_thread(messages):
+            with self._release_lock:  # the kept keys go first, as one
+                keys = self._take_direct_releases()
+                if keys:
+                    self.inbox.call_soon(partial(self._pending_release.extend, keys))
+                self.inbox.call_soon(lambda: self._send_graph(messages))
         return futures
+
+    def _write_from_thread(self, messages: list[dict[str, Any]]) -> bool:
+        """Write a one-message graph from this (user) thread, with the keys
+        dropped here in front, if nothing this thread queued is still in the
+        loop's hands and the link is idle; False if nothing was done."""
+        link = self._link
+        if link is None or len(messages) != 1 or not self.inbox.idle():
+            return False
+        with self._release_lock:
+            keys = self._take_direct_releases()
+            batch = [{"op": "release-keys", "keys": keys}, *messages] if keys else messages
+            if link.send_from_thread(batch):
+                if link.comm.unsent:  # the kernel took only part: the loop's writer sends the rest
+                    self.inbox.call_soon(link.wake)
+                return True
+            self._direct_releases.extendleft(reversed(keys))  # for the usual way
+        return False
 
     def _send_graph(self, messages: list[dict[str, Any]]) -> None:
         for msg in messages:

@@ -51,6 +51,17 @@ class ThreadInbox:
             except (BlockingIOError, OSError):
                 pass  # a wake-up byte is already waiting, or we are closing
 
+    @property
+    def draining(self) -> bool:
+        """Whether the loop is running queued calls right now."""
+        return self._draining
+
+    def idle(self) -> bool:
+        """Whether nothing is queued and nothing queued is running now (safe
+        from any thread): whatever was queued before this call has run."""
+        # in this order: a call taken off the queue is running until drain ends
+        return not self._calls and not self._draining
+
     def drain(self) -> None:
         """Run every queued call now, in order (in the loop thread).
 

@@ -29,11 +29,19 @@ listener's part for a stream accepted elsewhere (the dashboard's websocket
 route). The first bytes a peer sends are checked for being TLS or HTTP
 instead of trioclust, so that a ``tcp://`` peer of a ``tls://`` or ``ws://``
 one hears which scheme to use.
+
+Writes happen in the event loop's thread, except one: :meth:`Comm.send_nowait`
+may also be called from another thread (a synchronous client's user thread
+writing its submission itself). A thread lock held for every write of bytes
+keeps two writers from interleaving: ``send_nowait`` only tries it (and does
+nothing when it is taken), ``send_frames`` takes it in the loop thread for
+its writes, which waits at most for another thread's one non-blocking write.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +121,8 @@ class Comm:
         # the kernel did not take, or a large message's frames and lengths
         self._unsent: memoryview | tuple[list[Any], list[int]] | None = None
         self._send_lock = anyio.Lock(fast_acquire=True)
+        # held while bytes are written, by whichever thread writes (module notes)
+        self._write_mutex = threading.Lock()
         self._receiving = False
         self._closed = False
         self._close_reason = ""
@@ -173,6 +183,9 @@ class Comm:
         goes out first with the next :meth:`send_frames` or :meth:`flush`;
         call one of them soon (:attr:`unsent` says whether one is due).
 
+        Safe from any thread (see the module's notes): from outside the event
+        loop's thread, the caller has the loop flush what is held.
+
         Returns:
             True if the message is written or held; False if nothing was
             done (nothing encoded): send it the usual way.
@@ -183,19 +196,28 @@ class Comm:
         send = self._send_nowait
         if send is None or self._closed or self._unsent is not None or self._send_lock.locked():
             return False
-        frames = dumps(msg, oob_threshold=self._oob_threshold)
-        lengths = frames_nbytes(frames)
-        if sum(lengths) > _JOIN_LIMIT:  # written from the caller's buffers, by flush
-            self._unsent = (frames, lengths)
-            return True
-        data = b"".join([frame_prefix(frames), *frames])
+        mutex = self._write_mutex
+        if not mutex.acquire(blocking=False):
+            return False  # another thread is writing
         try:
-            sent = send(data)
-        except OSError:  # would block, or broken: flush waits, or reports it
-            sent = 0
-        if sent < len(data):
-            self._unsent = memoryview(data)[sent:]
-        return True
+            # checked again: another thread may have written or held something meanwhile
+            if self._closed or self._unsent is not None or self._send_lock.locked():
+                return False
+            frames = dumps(msg, oob_threshold=self._oob_threshold)
+            lengths = frames_nbytes(frames)
+            if sum(lengths) > _JOIN_LIMIT:  # written from the caller's buffers, by flush
+                self._unsent = (frames, lengths)
+                return True
+            data = b"".join([frame_prefix(frames), *frames])
+            try:
+                sent = send(data)
+            except OSError:  # would block, or broken: flush waits, or reports it
+                sent = 0
+            if sent < len(data):
+                self._unsent = memoryview(data)[sent:]
+            return True
+        finally:
+            mutex.release()
 
     @property
     def unsent(self) -> bool:
@@ -217,6 +239,8 @@ class Comm:
             # Cancelled here, nothing is written and the comm stays usable.
             await anyio.lowlevel.checkpoint_if_cancelled()
             finished = False
+            # another thread's send_nowait holds it for one non-blocking write at most
+            self._write_mutex.acquire()
             try:
                 unsent = self._unsent
                 if unsent is not None:
@@ -237,6 +261,7 @@ class Comm:
                 await self._abort(_describe_loss(exc))
                 raise self._closed_error() from exc
             finally:
+                self._write_mutex.release()
                 if not finished and not self._closed:
                     await self._abort("a send was interrupted in the middle of a message")
 

@@ -28,6 +28,11 @@ Refinements:
   own rather than all at once.
 * ``on_written`` callbacks run once their message's batch is written (or the
   link ends).
+* Everything above runs in the link's event loop thread. One way in from
+  another thread: :meth:`Link.send_from_thread` writes a batch there and then,
+  if the link is idle (nothing queued, the writer waiting) and the comm can
+  write without waiting; the comm's write lock keeps it out of any write of
+  the loop's. A synchronous client's user thread sends its submissions so.
 
 The reader task receives batches and dispatches each op inline:
 
@@ -224,6 +229,8 @@ class Link:
         self._closed = False
         self._close_reason = ""
         self._sent = [0, 0]  # messages, batches
+        self._thread_sent = [0, 0]  # the same, written by send_from_thread
+        self._thread_sent_lock = threading.Lock()
         self._received = [0, 0]
 
     def __repr__(self) -> str:
@@ -243,8 +250,8 @@ class Link:
     def statistics(self) -> LinkStatistics:
         """Message and batch counters, for tests and dashboards."""
         return LinkStatistics(
-            messages_sent=self._sent[0],
-            batches_sent=self._sent[1],
+            messages_sent=self._sent[0] + self._thread_sent[0],
+            batches_sent=self._sent[1] + self._thread_sent[1],
             messages_received=self._received[0],
             batches_received=self._received[1],
             pending_requests=len(self._pending),
@@ -309,6 +316,39 @@ class Link:
                 self._deferred = True
                 deferred.append(self)
             return
+        self._wake_writer()
+
+    def send_from_thread(self, batch: list[dict[str, Any]]) -> bool:
+        """Write ``batch`` now, from a thread other than the event loop's, if
+        the link is idle: True if it was written (or held by the comm, see
+        below); False if nothing was done, and the caller sends the usual way.
+
+        Idle means nothing queued, the writer waiting for messages and the
+        comm able to write without waiting (:meth:`Comm.send_nowait`: TCP
+        under trio); whatever the loop sends at the same moment is written
+        before or after it, never into it. A part the kernel did not take at
+        once is held by the comm (``comm.unsent``): the caller then has the
+        loop call :meth:`wake` so that the writer sends it. No ``on_written``
+        callbacks, no linger: the batch is urgent.
+        """
+        if (
+            self._closed or self._closing or self._outbox or self._deferred
+            or self._wakeup is None or self._lingering is not None
+        ):
+            return False
+        try:
+            written = self.comm.send_nowait(batch)
+        except Exception:
+            return False  # not encodable: the usual way reports it
+        if written:
+            with self._thread_sent_lock:
+                self._thread_sent[0] += len(batch)
+                self._thread_sent[1] += 1
+        return written
+
+    def wake(self) -> None:
+        """Have the writer look for work (after :meth:`send_from_thread` left
+        bytes held). Not thread-safe: call it from the event loop."""
         self._wake_writer()
 
     def _wake_writer(self) -> None:
