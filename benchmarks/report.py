@@ -159,6 +159,12 @@ def build_rows(results: Results, n_workers: int) -> list[Row]:
         add("h  raw batched small messages (msg/s)",
             _get(results, "h", "raw", "batched", "messages_per_s"), None, higher=True)
         add("h  raw bulk into a reused buffer (GB/s)", bulk_gbs, None, higher=True)
+        add("h  raw thread ping-pong, threading.Event (us)",
+            _get(results, "h", "raw", "thread_ping_pong", "median_us"), None, higher=False)
+        add("h  raw thread <-> trio loop ping-pong (us)",
+            _get(results, "h", "raw", "loop_ping_pong", "median_us"), None, higher=False)
+        add("h  b's hand-off floor: 2 ping-pong + loop + thread (us)",
+            _get(results, "h", "raw", "handoff_floor_us"), None, higher=False)
 
     # i: scenario e over ucx:// against tcp:// (trioclust only)
     if "i" in results:

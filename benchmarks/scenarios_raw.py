@@ -14,6 +14,22 @@ process on the other end), so these are the ceilings the runtimes work under:
   (``recv_into``); GB/s of the fastest buffer-full (the buffer is as large as
   scenario e's array, and e reports its fastest fetch too), and the mean over
   the whole stream.
+
+And within this process, the hand-offs between threads that a round trip
+(scenario b) makes besides its four hops between processes:
+
+* thread ping-pong: two threads handing a turn back and forth through
+  ``threading.Event`` (a worker's event loop giving a task to its thread, and
+  the thread giving the result back); the median round trip.
+* loop ping-pong: a plain thread waking a trio event loop
+  (``TrioToken.run_sync_soon``) that wakes it back (``threading.Event``): a
+  synchronous client's submit reaching its loop thread, and the result
+  reaching the user's thread; the median round trip.
+
+``handoff_floor_us`` adds them up for b: two process ping-pongs (client ->
+scheduler -> worker -> scheduler -> client is four one-way hops), one loop
+ping-pong (the client's two threads) and one thread ping-pong (the worker's).
+That much of a round trip is waking things up, before any of the work.
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -154,12 +171,61 @@ async def bulk(total: int, buffer_bytes: int) -> dict[str, Any]:
     }
 
 
+def _event_round_trips(n: int, kick: Any, back: threading.Event) -> list[float]:
+    """``n + n // 10`` timed ``kick()`` then wait for ``back``; the first tenth warms up."""
+    samples = []
+    for i in range(n + n // 10):
+        start = time.perf_counter()
+        kick()
+        back.wait()
+        back.clear()
+        if i >= n // 10:
+            samples.append(time.perf_counter() - start)
+    return samples
+
+
+def thread_ping_pong(n: int) -> dict[str, Any]:
+    turn, back = threading.Event(), threading.Event()
+    rounds = n + n // 10
+
+    def peer() -> None:
+        for _ in range(rounds):
+            turn.wait()
+            turn.clear()
+            back.set()
+
+    thread = threading.Thread(target=peer, name="raw-thread-peer")
+    thread.start()
+    try:
+        samples = _event_round_trips(n, turn.set, back)
+    finally:
+        thread.join()
+    return {"n": n, "median_us": statistics.median(samples) * 1e6}
+
+
+async def loop_ping_pong(n: int) -> dict[str, Any]:
+    token = trio.lowlevel.current_trio_token()
+    back = threading.Event()
+    samples = await trio.to_thread.run_sync(
+        lambda: _event_round_trips(n, lambda: token.run_sync_soon(back.set), back)
+    )
+    return {"n": n, "median_us": statistics.median(samples) * 1e6}
+
+
 async def _all(sizes: Sizes) -> dict[str, Any]:
-    return {
+    results = {
         "ping_pong": await ping_pong(sizes.raw_pings),
         "batched": await batched(sizes.raw_messages),
         "bulk": await bulk(sizes.raw_bulk_bytes, sizes.raw_bulk_buffer),
+        "thread_ping_pong": await trio.to_thread.run_sync(thread_ping_pong, sizes.raw_pings),
+        "loop_ping_pong": await loop_ping_pong(sizes.raw_pings),
     }
+    results["handoff_floor_us"] = (
+        2 * results["ping_pong"]["median_us"]
+        + results["loop_ping_pong"]["median_us"]
+        + results["thread_ping_pong"]["median_us"]
+    )
+    return results
 
 
 def run(system: str, sizes: Sizes, n_workers: int) -> dict[str, Any]:

@@ -40,6 +40,11 @@ def test_tiny_run_of_every_scenario_for_trioclust(tmp_path: Path) -> None:
         assert systems == ({"raw"} if letter == "h" else {"trioclust"}), (letter, systems)
     assert document["results"]["b"]["trioclust"]["median_us"] > 0
     assert document["results"]["e"]["trioclust"]["mb_per_s"] > 0
+    raw = document["results"]["h"]["raw"]
+    parts = (2 * raw["ping_pong"]["median_us"], raw["loop_ping_pong"]["median_us"],
+             raw["thread_ping_pong"]["median_us"])
+    assert all(part > 0 for part in parts)
+    assert raw["handoff_floor_us"] == pytest.approx(sum(parts))
     ucx = document["results"]["i"]["trioclust"]  # ucx against tcp, or why it was skipped
     assert "skipped" in ucx or (ucx["ucx"]["mb_per_s"] > 0 and ucx["tcp"]["mb_per_s"] > 0)
 
