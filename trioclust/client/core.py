@@ -4,7 +4,8 @@ Everything here runs in the client's event loop thread (the caller's loop for
 an asynchronous client; the blocking portal's thread for a synchronous one)
 and uses anyio only, so it works under trio and asyncio alike. The entry
 points safe from any thread are :meth:`ClientCore.submit_tasks`, which
-queues a submission for the loop through the :class:`ThreadInbox`, and
+writes a submission from the caller's thread or queues it for the loop
+through the :class:`ThreadInbox` (see below), and
 :meth:`ClientCore.release_ref`, which the ``Future.__del__`` of a dropped
 future calls.
 
