@@ -1,6 +1,6 @@
-"""Paired A/B of a switch inside one running trioclust cluster: map throughput.
+"""Paired A/B of a switch inside one running trioclust cluster: map throughput, or round trips.
 
-    python benchmarks/paired.py SETTER A B [--rounds R] [--tasks N] [--workers W]
+    python benchmarks/paired.py SETTER A B [--rounds R] [--tasks N] [--workers W] [--round-trips]
 
 Runs ``gather(map(inc, range(N), pure=False))`` in blocks on one cluster
 (the benchmarks' scheduler process, W nannied worker processes of one thread),
@@ -18,7 +18,11 @@ measurement::
 Prints, per setting, the median tasks/s and the scheduler's and all
 processes' CPU per task over its blocks, then the median of the per-round
 ratios A/B, which is the figure to trust: two blocks of one round ran a few
-seconds apart. Only differences that hold across rounds mean anything;
+seconds apart. With ``--round-trips`` a block is N (default 400) sequential
+``submit(inc, i, pure=False).result()`` instead (scenario b), and the figure
+is its median round trip in us: there A/B below 1 means A is faster. Runs of
+their own per setting (a cluster each) drift too much for b's 5-10% effects;
+this did not (docs/performance.md, eighth session). Only differences that hold across rounds mean anything;
 ``--workers 16`` on a 16-core machine measures where the scheduler is the
 ceiling (``benchmarks/device/paired16-h200.txt`` is such a run).
 """
@@ -54,11 +58,12 @@ def main() -> int:
     parser.add_argument("a", help="the first value (a Python literal)")
     parser.add_argument("b", help="the second value (a Python literal)")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--tasks", type=int, default=None, help="per block (10,000; 400 round trips)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--round-trips", action="store_true", help="time round trips (b), not a map")
     args = parser.parse_args()
     values = (ast.literal_eval(args.a), ast.literal_eval(args.b))
-    n = args.tasks
+    n = args.tasks or (400 if args.round_trips else 10_000)
 
     with open_cluster("trioclust", args.workers, fresh=True) as info, sync_client(info) as client:
         client.wait_for_workers(args.workers)
@@ -80,22 +85,30 @@ def main() -> int:
                 apply(args.setter, values[i])
                 client.gather(client.map(inc, range(200), pure=False))  # settle on the setting
                 s0, a0 = cpu(scheduler), sum(map(cpu, procs))
-                start = time.perf_counter()
-                client.gather(client.map(inc, range(n), pure=False))
-                seconds = time.perf_counter() - start
-                rate[i].append(n / seconds)
+                if args.round_trips:
+                    samples = []
+                    for k in range(n):
+                        start = time.perf_counter()
+                        client.submit(inc, k, pure=False).result()
+                        samples.append(time.perf_counter() - start)
+                    rate[i].append(statistics.median(samples) * 1e6)
+                else:
+                    start = time.perf_counter()
+                    client.gather(client.map(inc, range(n), pure=False))
+                    rate[i].append(n / (time.perf_counter() - start))
                 sched_cpu[i].append((cpu(scheduler) - s0) / n * 1e6)
                 all_cpu[i].append((sum(map(cpu, procs)) - a0) / n * 1e6)
+    unit, per = ("us round trip (median)", "round trip") if args.round_trips else ("tasks/s", "task")
     for i in (0, 1):
         print(
-            f"{values[i]!r}: {statistics.median(rate[i]):,.0f} tasks/s (median of {args.rounds}), "
-            f"scheduler {statistics.median(sched_cpu[i]):.1f} us CPU per task, "
+            f"{values[i]!r}: {statistics.median(rate[i]):,.0f} {unit} (median of {args.rounds}), "
+            f"scheduler {statistics.median(sched_cpu[i]):.1f} us CPU per {per}, "
             f"all processes {statistics.median(all_cpu[i]):.1f}"
         )
     ratios = sorted(a / b for a, b in zip(rate[0], rate[1], strict=True))
     diffs = sorted(a - b for a, b in zip(sched_cpu[0], sched_cpu[1], strict=True))
     print(
-        f"per round, tasks/s A/B: median {statistics.median(ratios):.3f} "
+        f"per round, {unit} A/B: median {statistics.median(ratios):.3f} "
         f"({', '.join(f'{x:.2f}' for x in ratios)}); scheduler CPU A-B: median "
         f"{statistics.median(diffs):+.1f} us ({', '.join(f'{x:+.0f}' for x in diffs)})"
     )
