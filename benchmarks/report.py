@@ -163,7 +163,7 @@ def build_rows(results: Results, n_workers: int) -> list[Row]:
             _get(results, "h", "raw", "thread_ping_pong", "median_us"), None, higher=False)
         add("h  raw thread <-> trio loop ping-pong (us)",
             _get(results, "h", "raw", "loop_ping_pong", "median_us"), None, higher=False)
-        add("h  b's hand-off floor: 2 ping-pong + loop + thread (us)",
+        add("h  b's hand-off floor: 2 ping-pong + 1.5 thread (us)",
             _get(results, "h", "raw", "handoff_floor_us"), None, higher=False)
 
     # i: scenario e over ucx:// against tcp:// (trioclust only)

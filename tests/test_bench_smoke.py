@@ -41,8 +41,8 @@ def test_tiny_run_of_every_scenario_for_trioclust(tmp_path: Path) -> None:
     assert document["results"]["b"]["trioclust"]["median_us"] > 0
     assert document["results"]["e"]["trioclust"]["mb_per_s"] > 0
     raw = document["results"]["h"]["raw"]
-    parts = (2 * raw["ping_pong"]["median_us"], raw["loop_ping_pong"]["median_us"],
-             raw["thread_ping_pong"]["median_us"])
+    assert raw["loop_ping_pong"]["median_us"] > 0
+    parts = (2 * raw["ping_pong"]["median_us"], 1.5 * raw["thread_ping_pong"]["median_us"])
     assert all(part > 0 for part in parts)
     assert raw["handoff_floor_us"] == pytest.approx(sum(parts))
     ucx = document["results"]["i"]["trioclust"]  # ucx against tcp, or why it was skipped
