@@ -35,7 +35,8 @@ may also be called from another thread (a synchronous client's user thread
 writing its submission itself). A thread lock held for every write of bytes
 keeps two writers from interleaving: ``send_nowait`` only tries it (and does
 nothing when it is taken), ``send_frames`` takes it in the loop thread for
-its writes, which waits at most for another thread's one non-blocking write.
+its writes, which waits at most for another thread's one ``send_nowait``
+(an encoding and a non-blocking write).
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class Comm:
             # Cancelled here, nothing is written and the comm stays usable.
             await anyio.lowlevel.checkpoint_if_cancelled()
             finished = False
-            # another thread's send_nowait holds it for one non-blocking write at most
+            # another thread's send_nowait holds it for one encoding and write at most
             self._write_mutex.acquire()
             try:
                 unsent = self._unsent
