@@ -195,13 +195,13 @@ class Comm:
             TypeError, pickle.PicklingError: as :meth:`send`.
         """
         send = self._send_nowait
-        if send is None or self._closed or self._unsent is not None or self._send_lock.locked():
+        if send is None:
             return False
         mutex = self._write_mutex
         if not mutex.acquire(blocking=False):
             return False  # another thread is writing
         try:
-            # checked again: another thread may have written or held something meanwhile
+            # under the lock: no other thread can write or hold something meanwhile
             if self._closed or self._unsent is not None or self._send_lock.locked():
                 return False
             frames = dumps(msg, oob_threshold=self._oob_threshold)
