@@ -15,8 +15,9 @@ import pytest
 from anyio.abc import ByteStream
 
 from trioclust import config, transport
-from trioclust.comm import Comm, CommClosedError, HandshakeTimeout, connect, serve
-from trioclust.protocol import PROTOCOL_VERSION, ProtocolError, dumps, frame_prefix
+from trioclust.comm import Comm, connect, serve
+from trioclust.errors import CommClosedError, ConnectTimeout, HandshakeTimeout, ProtocolError
+from trioclust.protocol import PROTOCOL_VERSION, dumps, frame_prefix
 from trioclust.testing import comm_pair, stream_pair
 from trioclust.transport import Listener, TransportAttribute
 
@@ -184,7 +185,7 @@ async def test_connect_handshake_timeout(address: str) -> None:
 
 @pytest.mark.anyio
 async def test_connect_to_nothing_is_a_connect_timeout() -> None:
-    with pytest.raises(transport.ConnectTimeout, match="Is the scheduler running"):
+    with pytest.raises(ConnectTimeout, match="Is the scheduler running"):
         await connect("inproc://nobody-here", role="client", timeout=0.05)
 
 

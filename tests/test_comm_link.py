@@ -13,7 +13,8 @@ import anyio
 import pytest
 from anyio.abc import ByteStream
 
-from trioclust.comm import Comm, CommClosedError, Handler, Link, RemoteError, writes_deferred
+from trioclust.comm import Comm, Handler, Link, writes_deferred
+from trioclust.errors import CommClosedError, RemoteError
 from trioclust.protocol import Serialized
 from trioclust.testing import comm_pair, stream_pair
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+import concurrent.futures
+import sys
 from pathlib import Path
 
 import trioclust
-from trioclust import config
+from trioclust import config, errors
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "trioclust"
@@ -31,6 +33,64 @@ def test_comm_and_transport_are_backend_neutral() -> None:
     for folder in ("comm", "transport", "protocol"):
         for path in (PACKAGE / folder).rglob("*.py"):
             assert "trio" not in _imported_modules(path), f"{path} imports trio"
+
+
+def test_errors_module_imports_the_stdlib_only() -> None:
+    # every layer imports it, the sans-IO core included
+    for name in _imported_modules(PACKAGE / "errors.py"):
+        assert name == "__future__" or name in sys.stdlib_module_names, f"errors.py imports {name}"
+
+
+def _exception_classes() -> list[type[BaseException]]:
+    return [
+        obj
+        for obj in vars(errors).values()
+        if isinstance(obj, type)
+        and issubclass(obj, BaseException)
+        and obj.__module__ == errors.__name__
+    ]
+
+
+def test_every_error_is_exported_and_a_trioclust_error() -> None:
+    classes = _exception_classes()
+    assert len(classes) >= 16
+    for cls in classes:
+        assert issubclass(cls, errors.TrioclustError), f"{cls.__name__} is no TrioclustError"
+        assert cls.__name__ in errors.__all__, f"{cls.__name__} is missing from errors.__all__"
+        assert cls.__name__ in trioclust.__all__, f"{cls.__name__} is not in trioclust.__all__"
+        assert getattr(trioclust, cls.__name__) is cls
+
+
+def test_errors_keep_the_builtin_a_caller_catches() -> None:
+    assert issubclass(errors.CommClosedError, ConnectionError)
+    assert issubclass(errors.SchedulerLostError, ConnectionError)
+    assert issubclass(errors.TLSConnectionError, ConnectionError)
+    assert issubclass(errors.WebSocketHandshakeError, ConnectionError)
+    assert issubclass(errors.ConnectTimeout, TimeoutError)
+    assert issubclass(errors.HandshakeTimeout, TimeoutError)
+    assert issubclass(errors.HandshakeTimeout, errors.ProtocolError)
+    assert issubclass(errors.EncryptionRequiredError, ValueError)
+    assert issubclass(errors.WorkerStartError, RuntimeError)
+    assert issubclass(errors.NannyClosedError, RuntimeError)
+    assert issubclass(errors.FutureCancelledError, concurrent.futures.CancelledError)
+    assert str(errors.FutureCancelledError("x", "closed")) == "Future 'x' was cancelled: closed"
+    assert str(errors.CommClosedError("tcp://h:1: gone")) == "tcp://h:1: gone"
+
+
+def test_no_other_module_defines_an_exception() -> None:
+    # a class whose base is one of trioclust.errors' or named like an exception
+    ours = {cls.__name__ for cls in _exception_classes()}
+    suffixes = ("Error", "Exception", "Warning", "Timeout", "Interrupt", "Exit", "Group")
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases]
+                if any(base in ours or base.endswith(suffixes) for base in bases):
+                    offenders.append(f"{path.relative_to(ROOT)}: class {node.name}")
+    assert not offenders, f"exceptions belong in trioclust/errors.py: {offenders}"
 
 
 def test_every_public_name_is_documented() -> None:

@@ -27,7 +27,8 @@ import trio
 import trio.testing
 
 from trioclust import config
-from trioclust.runtime.nanny import Nanny, NannyClosedError, WorkerStartError
+from trioclust.errors import NannyClosedError, WorkerStartError
+from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.worker_process import EXIT_OK, EXIT_SCHEDULER_LOST, NO_REASON
 
 # not the whole module under trio: the asyncio tests are plain functions that call asyncio.run

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from trioclust import config
+from trioclust.errors import ProtocolError
 from trioclust.protocol import (
     PROTOCOL_VERSION,
     FrameReader,
-    ProtocolError,
     Serialized,
     TaskRef,
     collect_refs,

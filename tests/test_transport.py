@@ -11,8 +11,8 @@ import pytest
 from anyio.abc import ByteStream, SocketAttribute
 
 from trioclust import transport
+from trioclust.errors import ConnectTimeout
 from trioclust.transport import (
-    ConnectTimeout,
     TransportAttribute,
     normalize_address,
     parse_address,

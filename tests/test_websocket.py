@@ -19,8 +19,8 @@ from trioclust import (
     Worker,
 )
 from trioclust.dashboard import COMM_PATH
+from trioclust.errors import WebSocketHandshakeError
 from trioclust.protocol import PROTOCOL_VERSION, FrameReader, dumps, frame_prefix
-from trioclust.transport import WebSocketHandshakeError
 
 SECURITY = Security.temporary()
 

@@ -11,18 +11,30 @@ from trioclust.client import (
     Client,
     DoneAndNotDoneFutures,
     Future,
-    FutureCancelledError,
-    SchedulerLostError,
     as_completed,
     wait,
 )
-from trioclust.comm import CommClosedError
-from trioclust.core.errors import KilledWorker, LostData
 from trioclust.deploy import LocalCluster
-from trioclust.protocol import ProtocolError
+from trioclust.errors import (
+    CommClosedError,
+    ConnectTimeout,
+    EncryptionRequiredError,
+    FutureCancelledError,
+    HandshakeTimeout,
+    KilledWorker,
+    LostData,
+    NannyClosedError,
+    ProtocolError,
+    RemoteError,
+    SchedulerLostError,
+    TLSConnectionError,
+    TransportHandshakeError,
+    TrioclustError,
+    WebSocketHandshakeError,
+    WorkerStartError,
+)
 from trioclust.runtime import Nanny, Scheduler, Worker
 from trioclust.security import Security
-from trioclust.transport.errors import EncryptionRequiredError, TLSConnectionError
 
 CancelledError = FutureCancelledError
 
@@ -35,20 +47,28 @@ __all__ = [
     "CancelledError",
     "Client",
     "CommClosedError",
+    "ConnectTimeout",
     "DoneAndNotDoneFutures",
     "EncryptionRequiredError",
     "Future",
     "FutureCancelledError",
+    "HandshakeTimeout",
     "KilledWorker",
     "LocalCluster",
     "LostData",
     "Nanny",
+    "NannyClosedError",
     "ProtocolError",
+    "RemoteError",
     "Scheduler",
     "SchedulerLostError",
     "Security",
     "TLSConnectionError",
+    "TransportHandshakeError",
+    "TrioclustError",
+    "WebSocketHandshakeError",
     "Worker",
+    "WorkerStartError",
     "__version__",
     "as_completed",
     "wait",

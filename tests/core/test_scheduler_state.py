@@ -7,7 +7,6 @@ import math
 import pytest
 from core_checks import check_scheduler
 
-from trioclust.core.errors import KilledWorker, LostData
 from trioclust.core.events import (
     AddClient,
     AddWorker,
@@ -33,6 +32,7 @@ from trioclust.core.instructions import (
     SchedulerInstruction,
 )
 from trioclust.core.scheduler_state import SchedulerState
+from trioclust.errors import KilledWorker, LostData
 
 
 def nt(key: str, *deps: str, priority: int = 0) -> NewTask:

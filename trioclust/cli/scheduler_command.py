@@ -14,9 +14,9 @@ import trio
 
 from trioclust import config
 from trioclust.cli.tls_options import add_tls_arguments, protocol_and_security
+from trioclust.errors import EncryptionRequiredError
 from trioclust.runtime.process_control import configure_logging
 from trioclust.runtime.scheduler import Scheduler
-from trioclust.transport.errors import EncryptionRequiredError
 
 DESCRIPTION = (
     "Run a trioclust scheduler. Workers connect with 'trioclust worker ADDRESS' and "

@@ -14,11 +14,11 @@ import trio
 from trioclust import config
 from trioclust.cli.tls_options import add_tls_arguments, protocol_and_security
 from trioclust.deploy.sizing import cpu_count, memory_limit_per_worker, workers_and_threads
+from trioclust.errors import EncryptionRequiredError
 from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.process_control import EXIT_STOPPED_BY_ITSELF, configure_logging
 from trioclust.runtime.worker import Worker
 from trioclust.transport.addresses import normalize_address
-from trioclust.transport.errors import EncryptionRequiredError
 
 DESCRIPTION = (
     "Run trioclust workers for the scheduler at ADDRESS, each in its own process under a "

@@ -4,7 +4,6 @@ Imports anyio only, never trio: it runs under any anyio backend.
 """
 
 from trioclust.client.client import Client
-from trioclust.client.errors import FutureCancelledError, SchedulerLostError
 from trioclust.client.futures import Future
 from trioclust.client.waiting import (
     ALL_COMPLETED,
@@ -14,6 +13,7 @@ from trioclust.client.waiting import (
     as_completed,
     wait,
 )
+from trioclust.errors import FutureCancelledError, SchedulerLostError
 
 __all__ = [
     "ALL_COMPLETED",

@@ -481,7 +481,7 @@ class Client:
         return self._sync(self._run, function, args, kwargs, workers)
 
     async def _run(self, function: Any, args: Any, kwargs: Any, workers: Any) -> dict[str, Any]:
-        from trioclust.client.errors import rebuild_exception
+        from trioclust.client.remote_exceptions import rebuild_exception
 
         reply = await self._core.request(
             "broadcast", function=serialize(function), args=serialize(tuple(args)),

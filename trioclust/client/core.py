@@ -46,13 +46,14 @@ import anyio
 import anyio.abc
 
 from trioclust import config
-from trioclust.client.errors import SchedulerLostError, rebuild_exception
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.inbox import ThreadInbox
-from trioclust.comm import CommClosedError, Link, RemoteError
+from trioclust.client.remote_exceptions import rebuild_exception
+from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm.pool import ConnectionPool
-from trioclust.protocol import ProtocolError, Serialized, serialize
+from trioclust.errors import CommClosedError, ProtocolError, RemoteError, SchedulerLostError
+from trioclust.protocol import Serialized, serialize
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client

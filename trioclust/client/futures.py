@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from trioclust.client.errors import FutureCancelledError, raise_remote
+from trioclust.client.remote_exceptions import raise_remote
+from trioclust.errors import FutureCancelledError
 from trioclust.protocol import Serialized
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ runs under trio and asyncio alike.
 from __future__ import annotations
 
 from trioclust.comm.comm import Comm, CommHandler, connect, handle_stream, serve
-from trioclust.comm.errors import CommClosedError, HandshakeTimeout, RemoteError
 from trioclust.comm.link import Handler, Link, LinkStatistics, writes_deferred
+from trioclust.errors import CommClosedError, HandshakeTimeout, RemoteError
 
 __all__ = [
     "Comm",

@@ -50,12 +50,16 @@ import anyio
 import anyio.abc
 
 from trioclust import config, transport
-from trioclust.comm.errors import CommClosedError, HandshakeTimeout
+from trioclust.errors import (
+    CommClosedError,
+    HandshakeTimeout,
+    ProtocolError,
+    TransportHandshakeError,
+)
 from trioclust.protocol import PROTOCOL_VERSION
 from trioclust.protocol.codec import dumps, loads
-from trioclust.protocol.errors import ProtocolError
 from trioclust.protocol.framing import FrameReader, frame_prefix, frames_nbytes
-from trioclust.transport import TransportAttribute, TransportHandshakeError
+from trioclust.transport import TransportAttribute
 from trioclust.transport.tls import looks_like_tls
 
 if TYPE_CHECKING:

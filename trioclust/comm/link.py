@@ -70,9 +70,8 @@ import anyio.abc
 
 from trioclust import config
 from trioclust.comm.comm import Comm
-from trioclust.comm.errors import CommClosedError, RemoteError
+from trioclust.errors import CommClosedError, ProtocolError, RemoteError
 from trioclust.protocol.codec import dumps
-from trioclust.protocol.errors import ProtocolError
 from trioclust.protocol.serialize import Serialized, serialize
 
 __all__ = ["Handler", "Link", "LinkStatistics", "writes_deferred"]

@@ -5,10 +5,10 @@ async library: events go in through ``handle(*events)``, instructions come
 out (see ``events.py`` and ``instructions.py``). A test enforces the imports.
 """
 
-from trioclust.core.errors import KilledWorker, LostData
 from trioclust.core.scheduler_state import SchedulerState
 from trioclust.core.scheduler_tasks import TaskState, WorkerInfo
 from trioclust.core.worker_state import WorkerState, WorkerTask
+from trioclust.errors import KilledWorker, LostData
 
 __all__ = [
     "KilledWorker",

@@ -75,7 +75,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trioclust.core.errors import KilledWorker, LostData
 from trioclust.core.events import (
     AddClient,
     AddReplicas,
@@ -106,6 +105,7 @@ from trioclust.core.scheduler_tasks import (
     WorkerInfo,
 )
 from trioclust.core.scheduler_transitions import Recs, SchedulerTransitions
+from trioclust.errors import KilledWorker, LostData
 
 __all__ = ["SchedulerState"]
 

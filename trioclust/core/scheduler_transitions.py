@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from trioclust.core.errors import LostData
 from trioclust.core.instructions import (
     ComputeTask,
     FreeKeys,
@@ -59,6 +58,7 @@ from trioclust.core.scheduler_tasks import (
     TaskState,
     WorkerInfo,
 )
+from trioclust.errors import LostData
 
 __all__ = ["Recs", "SchedulerTransitions"]
 

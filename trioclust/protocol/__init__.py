@@ -6,8 +6,8 @@ no I/O. Everything here is plain functions and sans-IO objects.
 
 from __future__ import annotations
 
+from trioclust.errors import ProtocolError
 from trioclust.protocol.codec import dumps, loads
-from trioclust.protocol.errors import ProtocolError
 from trioclust.protocol.framing import FrameReader, frame_prefix, frames_nbytes
 from trioclust.protocol.serialize import Frame, Serialized, deserialize, serialize
 from trioclust.protocol.task_spec import TaskRef, collect_refs, substitute

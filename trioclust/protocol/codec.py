@@ -50,7 +50,7 @@ from typing import Any
 import msgpack
 
 from trioclust import config
-from trioclust.protocol.errors import ProtocolError
+from trioclust.errors import ProtocolError
 from trioclust.protocol.serialize import Frame, Serialized, serialize
 
 __all__ = ["dumps", "loads"]

@@ -12,7 +12,7 @@ transport.
 The reader trusts nothing it has not checked: the frame count, each frame's
 length and the message total are compared with their limits *before*
 anything is allocated for them, so a peer declaring a petabyte frame costs a
-few bytes of parsing and a :class:`~trioclust.protocol.errors.ProtocolError`.
+few bytes of parsing and a :class:`~trioclust.errors.ProtocolError`.
 Large frames are copied once into a buffer of their declared size as bytes
 arrive, never re-concatenated, so reading a message is linear in its size;
 that buffer is a ``bytearray``, or from 1 MiB a ``memoryview`` of a private
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from trioclust import config
-from trioclust.protocol.errors import ProtocolError
+from trioclust.errors import ProtocolError
 from trioclust.protocol.serialize import Frame
 
 __all__ = ["FrameReader", "frame_prefix", "frames_nbytes"]

@@ -66,6 +66,7 @@ import sniffio
 import trio
 
 from trioclust import config
+from trioclust.errors import NannyClosedError, WorkerStartError
 from trioclust.runtime.process_control import CLOSE_COMMAND, EXIT_STOPPED_BY_ITSELF
 from trioclust.runtime.server import Server
 
@@ -87,19 +88,6 @@ _DEFAULT_WORKER_MODULE = "trioclust.runtime.worker_process"
 _LEVEL_IN_LINE = re.compile(r" - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
 
 _T = TypeVar("_T")
-
-
-class WorkerStartError(RuntimeError):
-    """The nanny's first worker process did not start.
-
-    It exited, or did not report its address within ``nanny.start-timeout``
-    seconds. The message names the scheduler and quotes the process's last
-    lines of output, which usually say what went wrong.
-    """
-
-
-class NannyClosedError(RuntimeError):
-    """The nanny ended (closed, or its worker stopped for good) while a caller waited on it."""
 
 
 class _LineSplitter:

@@ -45,13 +45,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from trioclust import config
-from trioclust.comm import CommClosedError, Link, RemoteError, writes_deferred
+from trioclust.comm import Link, writes_deferred
 from trioclust.comm import serve as comm_serve
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.scheduler_state import SchedulerState
 from trioclust.core.scheduler_tasks import PROCESSING
 from trioclust.dashboard.task_stream import TaskStream
+from trioclust.errors import CommClosedError, RemoteError
 from trioclust.runtime.execution import call_function
 from trioclust.runtime.log_capture import server_label
 from trioclust.runtime.server import Server

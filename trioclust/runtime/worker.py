@@ -36,14 +36,15 @@ import psutil
 import trio
 
 from trioclust import config
-from trioclust.comm import CommClosedError, Link, RemoteError
+from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm import serve as comm_serve
 from trioclust.comm.pool import ConnectionPool
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.worker_state import WorkerState
-from trioclust.protocol import ProtocolError, Serialized
+from trioclust.errors import CommClosedError, ProtocolError, RemoteError
+from trioclust.protocol import Serialized
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime.execution import (

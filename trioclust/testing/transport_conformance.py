@@ -12,7 +12,7 @@ module runs them under trio and asyncio alike::
 
 They exercise the backend through :class:`~trioclust.comm.Comm`, because what
 matters is what the layers above see: whole messages, and a clear
-:class:`~trioclust.comm.CommClosedError` whenever a connection ends.
+:class:`~trioclust.errors.CommClosedError` whenever a connection ends.
 
 Each takes ``security=``, the :class:`~trioclust.Security` both ends use
 (``tls://`` and ``wss://`` need one): the listening end as the scheduler, the
@@ -30,7 +30,8 @@ import anyio
 from anyio.abc import ByteStream
 
 from trioclust import transport
-from trioclust.comm import Comm, CommClosedError
+from trioclust.comm import Comm
+from trioclust.errors import CommClosedError, ConnectTimeout
 from trioclust.protocol import Serialized, dumps, frame_prefix, serialize
 
 if TYPE_CHECKING:
@@ -221,7 +222,7 @@ async def check_connect_refused(
     with anyio.fail_after(timeout + _STEP_TIMEOUT):
         exc = await _raises(OSError, transport.connect, contact, timeout=timeout, security=security)
     elapsed = anyio.current_time() - start
-    assert isinstance(exc, transport.ConnectTimeout), repr(exc)
+    assert isinstance(exc, ConnectTimeout), repr(exc)
     assert isinstance(exc, TimeoutError)
     assert contact in str(exc), str(exc)
     assert elapsed < timeout + 2.0, f"took {elapsed:.2f} s for a {timeout} s timeout"

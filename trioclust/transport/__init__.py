@@ -7,13 +7,19 @@ the peer refuses, so a worker may start before its scheduler.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ByteStream
 
 from trioclust import config
+from trioclust.errors import (
+    ConnectTimeout,
+    EncryptionRequiredError,
+    TLSConnectionError,
+    TransportHandshakeError,
+    WebSocketHandshakeError,
+)
 from trioclust.transport import inproc, tcp, tls, ucx, websocket
 from trioclust.transport.addresses import (
     EXAMPLE_ADDRESS,
@@ -21,12 +27,6 @@ from trioclust.transport.addresses import (
     parse_address,
     parse_host_port,
     unparse_host_port,
-)
-from trioclust.transport.errors import (
-    EncryptionRequiredError,
-    TLSConnectionError,
-    TransportHandshakeError,
-    WebSocketHandshakeError,
 )
 from trioclust.transport.registry import (
     Backend,
@@ -73,37 +73,6 @@ __all__ = [
 # retry delays while a peer refuses: start short, double, cap
 _FIRST_RETRY_DELAY = 0.01
 _MAX_RETRY_DELAY = 1.0
-
-
-class ConnectTimeout(TimeoutError):
-    """No connection could be made before the timeout (an ``OSError`` too).
-
-    Attributes:
-        address: the address that was tried.
-        last_error: the last underlying failure, if any attempt completed.
-    """
-
-    def __init__(self, address: str, timeout: float, last_error: BaseException | None) -> None:
-        reason = _describe(last_error) if last_error is not None else "no attempt completed"
-        super().__init__(
-            f"Timed out trying to connect to {address} after {timeout:g} s: {reason}. "
-            f"Is the scheduler running at that address?"
-        )
-        self.address = address
-        self.last_error = last_error
-
-
-def _describe(exc: BaseException) -> str:
-    """The root cause of a connect failure, as ``[Errno 111] Connection refused``."""
-    cause = exc.__cause__
-    if isinstance(exc, OSError) and exc.errno is None and isinstance(cause, OSError):
-        return _describe(cause)
-    if isinstance(cause, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in cause.exceptions)
-    if isinstance(exc, OSError) and exc.errno is not None:
-        # the same words under every event loop (asyncio says "Connect call failed")
-        return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
-    return str(exc) or type(exc).__name__
 
 
 async def connect(

@@ -27,7 +27,7 @@ import anyio
 from anyio import TypedAttributeSet, typed_attribute
 from anyio.abc import ByteStream, TaskGroup
 
-from trioclust.transport.errors import EncryptionRequiredError
+from trioclust.errors import EncryptionRequiredError
 
 if TYPE_CHECKING:
     from trioclust.security import Security

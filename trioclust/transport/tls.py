@@ -15,7 +15,7 @@ stream to its handler, so no trioclust message, let alone a pickle, is read
 from a peer that did not authenticate. A refused handshake gives one log
 line on the listener's side (``trioclust.transport``) saying why: no
 certificate, a certificate from another CA, not TLS at all; and a
-:class:`~trioclust.transport.errors.TLSConnectionError` on the connecting
+:class:`~trioclust.errors.TLSConnectionError` on the connecting
 side saying the same, from its point of view. For that, the side that fails
 sends the TLS alert OpenSSL wrote (anyio's TLS stream drops it, which leaves
 the peer guessing), and a listener that refuses a peer shuts its side down
@@ -51,8 +51,8 @@ from anyio.abc import ByteStream
 from anyio.streams.tls import TLSAttribute
 
 from trioclust import config
+from trioclust.errors import TLSConnectionError
 from trioclust.transport.addresses import split_host_port, unparse_host_port
-from trioclust.transport.errors import TLSConnectionError
 from trioclust.transport.registry import (
     ConnectionHandler,
     TransportAttribute,

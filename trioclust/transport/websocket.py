@@ -49,8 +49,8 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from trioclust import config
+from trioclust.errors import TLSConnectionError, WebSocketHandshakeError
 from trioclust.transport.addresses import split_host_port, unparse_host_port
-from trioclust.transport.errors import TLSConnectionError, WebSocketHandshakeError
 from trioclust.transport.registry import (
     ConnectionHandler,
     TransportAttribute,

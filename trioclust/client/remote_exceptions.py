@@ -1,34 +1,12 @@
-"""Errors a client call can raise, and re-raising a task's remote exception."""
+"""Re-raising a task's remote exception here, with its remote traceback."""
 
 from __future__ import annotations
 
-import concurrent.futures
 from typing import Any, NoReturn
 
 import tblib
 
 from trioclust.protocol import Serialized
-
-
-class FutureCancelledError(concurrent.futures.CancelledError):
-    """The future was cancelled (``future.cancel()``, ``client.cancel``, or the client closed).
-
-    A subclass of :class:`concurrent.futures.CancelledError` (an ``Exception``,
-    so it never looks like the event loop cancelling a task).
-    """
-
-    def __init__(self, key: str, reason: str = "") -> None:
-        super().__init__(key, reason)
-        self.key = key
-        self.reason = reason
-
-    def __str__(self) -> str:
-        why = f": {self.reason}" if self.reason else ""
-        return f"Future {self.key!r} was cancelled{why}"
-
-
-class SchedulerLostError(ConnectionError):
-    """The client's connection to its scheduler broke; its pending futures fail with this."""
 
 
 def rebuild_exception(exception: Any, traceback: Any, text: str) -> BaseException:
