@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import pickle
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import psutil
 import pytest
 import trio
+import trustme
 
 from trioclust import (
     Client,
@@ -99,6 +103,91 @@ def test_security_says_what_is_missing(tmp_path: pytest.TempPathFactory) -> None
         Security(tls_min_version="1.1")
     assert Security(tls_min_version="1.3").tls_min_version == ssl.TLSVersion.TLSv1_3
     assert Security().default_protocol == "tcp"
+
+
+# ------------------------------------------ what Security.temporary() makes
+def _handshake(
+    server: ssl.SSLContext, client: ssl.SSLContext, server_hostname: str
+) -> tuple[dict[str, object], dict[str, object]]:
+    """A TLS handshake in memory; the certificate each side received."""
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    ends = [
+        (server.wrap_bio(server_in, server_out, server_side=True), server_out, client_in),
+        (client.wrap_bio(client_in, client_out, server_hostname=server_hostname), client_out, server_in),
+    ]
+    done: set[int] = set()
+    for _ in range(10):  # TLS 1.3 needs two round trips
+        for i, (end, outgoing, peer_incoming) in enumerate(ends):
+            if i not in done:
+                try:
+                    end.do_handshake()
+                    done.add(i)
+                except ssl.SSLWantReadError:
+                    pass
+            peer_incoming.write(outgoing.read())
+        if len(done) == 2:
+            server_end, client_end = ends[0][0], ends[1][0]
+            return server_end.getpeercert() or {}, client_end.getpeercert() or {}
+    raise AssertionError("the in-memory handshake did not finish")
+
+
+def test_temporary_certificate_names_the_local_host_and_serves_both_ends(tmp_path: Path) -> None:
+    made = Security.temporary()
+    # a stricter client than the cluster's own: it checks host names too
+    strict = ssl.create_default_context(cadata=made.tls_ca_file)
+    (tmp_path / "cert.pem").write_text(str(made.tls_client_cert))
+    (tmp_path / "key.pem").write_text(str(made.tls_client_key))
+    strict.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    for name in ("localhost", "127.0.0.1", "::1"):
+        seen_by_server, seen_by_client = _handshake(made.server_context("scheduler"), strict, name)
+        assert seen_by_server == seen_by_client  # one certificate, client and server auth
+    assert seen_by_client["subjectAltName"] == (
+        ("DNS", "localhost"),
+        ("IP Address", "127.0.0.1"),
+        ("IP Address", "0:0:0:0:0:0:0:1"),
+    )
+    days = (ssl.cert_time_to_seconds(str(seen_by_client["notAfter"])) - time.time()) / 86400
+    assert 364 < days <= 365
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        _handshake(made.server_context("scheduler"), strict, "example.com")
+    # a fresh CA each time: the certificates of one do not admit to another
+    assert Security.temporary().tls_ca_file != made.tls_ca_file
+
+
+# ------------------------------------------- a CA of your own (trustme's)
+def _issue(ca: trustme.CA, **kwargs: datetime.datetime) -> tuple[str, str]:
+    leaf = ca.issue_cert("localhost", "127.0.0.1", **kwargs)
+    return leaf.cert_chain_pems[0].bytes().decode(), leaf.private_key_pem.bytes().decode()
+
+
+@pytest.mark.anyio
+async def test_each_role_with_a_certificate_of_its_own() -> None:
+    ca = trustme.CA()
+    ca_pem = ca.cert_pem.bytes().decode()
+    (s_cert, s_key), (w_cert, w_key), (c_cert, c_key) = _issue(ca), _issue(ca), _issue(ca)
+    for_scheduler = Security(tls_ca_file=ca_pem, tls_scheduler_cert=s_cert, tls_scheduler_key=s_key)
+    for_worker = Security(tls_ca_file=ca_pem, tls_worker_cert=w_cert, tls_worker_key=w_key)
+    for_client = Security(tls_ca_file=ca_pem, tls_client_cert=c_cert, tls_client_key=c_key)
+    async with Scheduler(security=for_scheduler) as s, Worker(s.address, security=for_worker):
+        async with Client(s.address, security=for_client, asynchronous=True) as client:
+            assert await client.submit(lambda: 40 + 2) == 42
+            info = await client.scheduler_info()
+            assert [a.startswith("tls://") for a in info["workers"]] == [True]
+
+
+@pytest.mark.anyio
+async def test_expired_certificate_is_refused(transport_log: LogLines) -> None:
+    ca = trustme.CA()
+    ca_pem = ca.cert_pem.bytes().decode()
+    now = datetime.datetime.now(datetime.UTC)
+    expired = _issue(ca, not_before=now - datetime.timedelta(days=2), not_after=now - datetime.timedelta(days=1))
+    cert, key = _issue(ca)
+    for_scheduler = Security(tls_ca_file=ca_pem, tls_scheduler_cert=cert, tls_scheduler_key=key)
+    late = Security(tls_ca_file=ca_pem, tls_client_cert=expired[0], tls_client_key=expired[1])
+    async with Scheduler(security=for_scheduler) as s:
+        with pytest.raises(TLSConnectionError, match="'certificate expired'"):
+            await Client(s.address, security=late, asynchronous=True, timeout=5)
+        await transport_log.wait_for("(certificate has expired)")
 
 
 # -------------------------------------------------------------- refusals

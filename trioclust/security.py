@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import ipaddress
 import json
 import os
 import ssl
@@ -196,80 +195,32 @@ class Security:
 
         Nothing is written to disk: the CA's own key is thrown away once the
         certificate is signed, so no other certificate can ever join this
-        cluster. ``require_encryption`` is on. ``LocalCluster(security=True)``
-        uses one; its nannies hand it to their worker processes through the
-        processes' stdin.
-
-        Raises:
-            ModuleNotFoundError: ``cryptography`` is not installed.
+        cluster. The certificate names ``localhost``, ``127.0.0.1`` and
+        ``::1``, serves both ends of a connection, and is valid for a year
+        (from an hour ago, as clocks differ a little). ``require_encryption``
+        is on. ``LocalCluster(security=True)`` uses one; its nannies hand it
+        to their worker processes through the processes' stdin.
         """
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        import trustme  # imports cryptography: only when certificates are made
 
         now = datetime.datetime.now(datetime.UTC)
-        start = now - datetime.timedelta(hours=1)  # clocks differ a little
-        end = now + datetime.timedelta(days=_TEMPORARY_DAYS)
-
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trioclust temporary CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
+        # path_length=0: the CA signs leaf certificates only, never another CA
+        ca = trustme.CA(
+            path_length=0, organization_name="trioclust", organization_unit_name="temporary CA"
         )
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trioclust")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("::1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
+        leaf = ca.issue_cert(
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            common_name="trioclust",
+            organization_name="trioclust",
+            organization_unit_name="temporary certificate",
+            not_before=now - datetime.timedelta(hours=1),
+            not_after=now + datetime.timedelta(days=_TEMPORARY_DAYS),
         )
-        ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
+        ca_pem = ca.cert_pem.bytes().decode()
+        cert_pem = leaf.cert_chain_pems[0].bytes().decode()
+        key_pem = leaf.private_key_pem.bytes().decode()
         return cls(
             tls_ca_file=ca_pem,
             tls_client_cert=cert_pem,
