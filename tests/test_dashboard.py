@@ -242,7 +242,11 @@ async def test_taken_port_falls_back_and_warns(caplog: pytest.LogCaptureFixture)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        async with dashboard_cluster(f"127.0.0.1:{port}") as (_s, link, _workers):
+        async with contextlib.AsyncExitStack() as stack:
+            with pytest.warns(UserWarning, match=f"Port {port} is already in use"):
+                _s, link, _workers = await stack.enter_async_context(
+                    dashboard_cluster(f"127.0.0.1:{port}")
+                )
             served = urlsplit(link).port
             assert served is not None
             assert served != port
@@ -251,6 +255,37 @@ async def test_taken_port_falls_back_and_warns(caplog: pytest.LogCaptureFixture)
                 f"Port {port} is in use; the dashboard serves on {link}/status instead"
             ]
             assert (await http_get(link + "/health")).text() == "ok"
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.anyio
+async def test_taken_port_gives_dasks_user_warning() -> None:
+    # under asyncio the scheduler runs on a trio thread: the warning reaches
+    # the caller all the same (warnings are process-wide)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with contextlib.AsyncExitStack() as stack:
+            with pytest.warns(UserWarning, match="already in use") as record:
+                scheduler = await stack.enter_async_context(
+                    Scheduler(dashboard_address=f"127.0.0.1:{port}")
+                )
+            link = scheduler.dashboard_link
+        assert link is not None
+        served = urlsplit(link).port
+        assert served is not None
+        assert served != port
+        assert link == f"http://127.0.0.1:{served}/status"
+        assert [str(w.message) for w in record] == [
+            f"Port {port} is already in use.\n"
+            "Perhaps you already have a cluster running?\n"
+            f"Hosting the HTTP server on port {served} instead"
+        ]
 
 
 @pytest.mark.trio

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sys
+import urllib.parse
 import urllib.request
 
 import cloudpickle
@@ -160,12 +162,19 @@ def test_dashboard_port_in_use_falls_back_with_a_warning(caplog: pytest.LogCaptu
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with LocalCluster(n_workers=1, processes=False, dashboard_address=f":{port}") as cluster:
+        with contextlib.ExitStack() as stack:
+            with pytest.warns(UserWarning, match=f"Port {port} is already in use") as record:
+                cluster = stack.enter_context(
+                    LocalCluster(n_workers=1, processes=False, dashboard_address=f":{port}")
+                )
             link = cluster.dashboard_link
             assert link is not None
             assert f":{port}/" not in link
             warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
             assert any(str(port) in w and link in w for w in warnings), warnings
+            # the loop thread's warning reaches the caller, naming the new port
+            served = urllib.parse.urlsplit(link).port
+            assert any(f"on port {served} instead" in str(w.message) for w in record)
             with urllib.request.urlopen(link, timeout=30) as page:
                 assert page.status == 200
             with urllib.request.urlopen(link.replace("/status", "/health"), timeout=30) as page:

@@ -4,8 +4,9 @@ The app (:func:`trioclust.dashboard.app.create_app`) is served by hypercorn's
 trio worker in the caller's nursery, so it lives and dies with the scheduler.
 We bind the listening socket ourselves, before handing it to hypercorn as an
 ``fd://`` bind: that is how a taken port is noticed up front and replaced by a
-free one, with a warning that names both, and how the address reported to the
-caller is always the one that really serves.
+free one, with a ``UserWarning`` (Dask's words) and a log line that name both,
+and how the address reported to the caller is always the one that really
+serves.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import warnings
 from typing import Any
 
 import trio
@@ -132,6 +134,17 @@ def _bind_or_fallback(host: str, port: int) -> socket.socket:
     logger.warning(
         "Port %d is in use; the dashboard serves on %s/status instead", port, _link(host, actual)
     )
+    # Dask's warning, word for word: a user sees it wherever the scheduler runs
+    # in their process (their trio program, or the loop thread of a
+    # LocalCluster: warnings are process-wide). A scheduler in a process of its
+    # own prints it on that process's stderr, next to the log line above.
+    warnings.warn(
+        f"Port {port} is already in use.\n"
+        "Perhaps you already have a cluster running?\n"
+        f"Hosting the HTTP server on port {actual} instead",
+        UserWarning,
+        stacklevel=2,
+    )
     return sock
 
 
@@ -147,7 +160,8 @@ async def serve_dashboard(
     """Serve the dashboard of ``scheduler`` until cancelled.
 
     Start it with ``link = await nursery.start(serve_dashboard, scheduler, ":8787")``.
-    If the port is taken, a free one is used instead and a warning names both.
+    If the port is taken, a free one is used instead, and a ``UserWarning``
+    and a log line name both.
 
     Args:
         scheduler: The scheduler to show (``trioclust.Scheduler``).
