@@ -352,39 +352,52 @@ async def test_results_of_one_pass_reach_their_client_in_one_message_in_order() 
     assert client.sent[0]["values"] == {"k0": value, "k1": value}
 
 
+def _report_finished(s: Scheduler, worker: str, key: str, value: object = None) -> None:
+    """What a worker's reader does with a task-finished message read in a batch."""
+    from trioclust.runtime.scheduler import _WorkerPeer
+
+    peer = _WorkerPeer()
+    peer.address = worker
+    msg: dict[str, object] = {
+        "op": "task-finished", "key": key, "nbytes": 8, "type": "int", "stimulus_id": f"f-{key}"
+    }
+    if value is not None:
+        msg["value"] = value
+    s._worker_task_finished(peer, msg)  # type: ignore[arg-type]
+    s._reports_received()
+
+
+def _sent(log: _SentLog) -> list[tuple[str, object]]:
+    return [(m["op"], m.get("keys") or m.get("key")) for m in log.sent]
+
+
 async def test_task_reports_read_in_one_round_are_one_pass_of_the_scheduler() -> None:
     """Batches from several workers that the loop reads at once are handled together,
     after the round's reads; a worker's removal handles its reports first."""
-    from trioclust.core import events as ev
-
     async with Scheduler() as s:  # serving: its report pass runs
         client, workers = _fake_peers(s, w0=1, w1=1)
         _submit(s, 3)
         where = {m["key"]: w for w, link in workers.items() for m in link.sent}
         assert where["k0"] != where["k1"]  # one on each worker
 
-        def finished(key: str) -> ev.TaskFinished:
-            return ev.TaskFinished(worker=where[key], key=key, nbytes=8, type_name="int")
-
         client.sent.clear()
         # what two workers' readers do with one batch each in the same round
-        s._reports.append(finished("k0"))
-        s._reports_received()
-        s._reports.append(finished("k1"))
-        s._reports_received()
-        assert client.sent == []  # not before the round's reads are done
+        _report_finished(s, where["k0"], "k0")  # the round's first: told from the reader
+        _report_finished(s, where["k1"], "k1")
+        assert _sent(client) == [("keys-in-memory", ["k0"])]
         await trio.testing.wait_all_tasks_blocked()
-        assert [(m["op"], m["keys"]) for m in client.sent] == [("keys-in-memory", ["k0", "k1"])]
+        assert _sent(client) == [("keys-in-memory", ["k0"]), ("keys-in-memory", ["k1"])]
 
         # a report gathered before its worker is removed counts: k2 is in memory,
         # not sent to be computed again
         client.sent.clear()
-        s._reports.append(finished("k2"))
-        s._reports_received()
+        _report_finished(s, where["k2"], "k2")  # told from the reader; its pass not run yet
         s._remove_worker(where["k2"], "connection lost", expected=False)
         # first k2's result; then the removal loses what that worker held (k2
         # and one of k0, k1), which the client hears of
-        assert client.sent[0] == {"op": "keys-in-memory", "keys": ["k2"], "types": ["int"]}
+        assert client.sent[0] == {
+            "op": "keys-in-memory", "keys": ["k2"], "types": ["int"], "stimulus_id": "f-k2"
+        }
         assert {m["op"] for m in client.sent[1:]} == {"lost-data"}
         s.worker_links.clear()
 
@@ -392,7 +405,6 @@ async def test_task_reports_read_in_one_round_are_one_pass_of_the_scheduler() ->
 async def test_a_rounds_first_result_goes_to_its_client_from_the_reader_and_once() -> None:
     """The first task-finished of a round is sent on to its client when it is
     read; the pass that follows tells only the clients not told yet."""
-    from trioclust.core import events as ev
     from trioclust.protocol import serialize
 
     async with Scheduler() as s:  # serving: its report pass runs
@@ -400,50 +412,20 @@ async def test_a_rounds_first_result_goes_to_its_client_from_the_reader_and_once
         _submit(s, 2)  # both on w0
         client.sent.clear()
         value = serialize(5)
-        told = s._tell_early("w0", "k0", "int", value)
-        assert told == ("c",)
+        _report_finished(s, "w0", "k0", value)
         assert client.sent == [
-            {"op": "keys-in-memory", "keys": ["k0"], "types": ["int"], "values": {"k0": value}}
+            {
+                "op": "keys-in-memory", "keys": ["k0"], "types": ["int"], "values": {"k0": value},
+                "stimulus_id": "f-k0",
+            }
         ]
-        assert s._tell_early("w1", "k1", "int", None) == ()  # not running there: nobody is told
-        for key, already in (("k0", told), ("k1", ())):
-            s._reports.append(ev.TaskFinished(worker="w0", key=key, type_name="int", told=already))
-        s._reports_received()
+        _report_finished(s, "w0", "k1")
         await trio.testing.wait_all_tasks_blocked()
-        assert client.sent[1:] == [{"op": "keys-in-memory", "keys": ["k1"], "types": ["int"]}]
+        assert client.sent[1:] == [
+            {"op": "keys-in-memory", "keys": ["k1"], "types": ["int"], "stimulus_id": "f-k1"}
+        ]
         assert [s.state.tasks[k].state for k in ("k0", "k1")] == ["memory", "memory"]
         s.worker_links.clear()
-
-
-async def test_a_client_told_early_that_drops_and_wants_the_key_again_is_told_again() -> None:
-    """A client told a result from the reader may drop the key and submit it
-    again before the round's pass: its messages see the gathered report
-    first, so the key is released and computed anew, and the new run's
-    result reaches the client (the old report must not count as told for it)."""
-    from trioclust.core import events as ev
-    from trioclust.protocol import serialize
-
-    s = Scheduler()  # not serving: the pass runs only when something feeds it
-    client, workers = _fake_peers(s, w0=1)
-    _submit(s, 1)
-    value = serialize(5)
-    told = s._tell_early("w0", "k0", "int", value)
-    assert told == ("c",)
-    s._reports.append(ev.TaskFinished(worker="w0", key="k0", type_name="int", value=value, told=told))
-    # the client drops k0 and submits it again, before the pass
-    s._handle(ev.ReleaseKeys(client="c", keys=("k0",)))
-    assert "k0" not in s.state.tasks  # in memory when released: forgotten
-    workers["w0"].sent.clear()
-    client.sent.clear()
-    _submit(s, 1)
-    s._handle_reports()  # the round's pass: the old report was handled before the release
-    assert s.state.tasks["k0"].state == "processing"
-    assert [m["key"] for m in workers["w0"].sent if m["op"] == "compute-task"] == ["k0"]
-    s._handle(ev.TaskFinished(worker="w0", key="k0", type_name="int", value=value))
-    assert client.sent == [
-        {"op": "keys-in-memory", "keys": ["k0"], "types": ["int"], "values": {"k0": value}}
-    ]
-    s.worker_links.clear()
 
 
 async def test_a_lone_result_reaches_its_client_in_one_message() -> None:

@@ -378,26 +378,6 @@ def test_two_clients_want_the_same_key() -> None:
     assert h.s.clients == {"c"}
 
 
-def test_clients_told_ahead_of_task_finished_are_not_told_again() -> None:
-    h = Harness("w1", "w2")
-    h(graph(nt("a"), client="c"))
-    h(graph(nt("a"), client="c2"))
-    worker = h.s.tasks["a"].processing_on
-    assert worker is not None
-    elsewhere = "w2" if worker.address == "w1" else "w1"
-    assert h.s.result_waiters(elsewhere, "a") == ()  # not running there: nothing to tell
-    assert h.s.result_waiters(worker.address, "gone") == ()
-    assert h.s.result_waiters(worker.address, "a") == ("c", "c2")
-    finished = TaskFinished(worker=worker.address, key="a", type_name="int", told=("c",), stimulus_id="f")
-    assert h(finished) == [in_memory("a", client="c2")]
-    assert h.state("a") == "memory"
-    # asked again later, a told client hears of it like any other
-    assert h(WantKeys(client="c", keys=("a",), stimulus_id="w")) == [in_memory("a", stim="w")]
-
-
-# ----------------------------------------------------- lineage and loss
-
-
 def test_released_dependency_recomputed_when_dependent_is_lost() -> None:
     h = Harness("w1", "w2")
     h(graph(nt("a"), nt("b", "a"), wanted=("b",)))

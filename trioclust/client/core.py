@@ -34,9 +34,11 @@ never from inside a drain (see :meth:`ClientCore._flush_releases`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -54,6 +56,7 @@ from trioclust.comm import connect as comm_connect
 from trioclust.comm.pool import ConnectionPool
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError, SchedulerLostError
 from trioclust.protocol import Serialized, serialize
+from trioclust.protocol import messages as msgs
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client
@@ -91,9 +94,21 @@ def _load(value: Any) -> Any:
 GRAPH_CHUNK = 1000
 
 
+#: Numbers this process's stimulus ids (see :func:`stimulus_id`).
+_STIMULI = itertools.count()
+_PROCESS = uuid.uuid4().hex[:8]
+
+
+def stimulus_id(op: str) -> str:
+    """A stimulus id of its own for one message a client sends (``"update-graph-<process>-<n>"``).
+
+    Safe from any thread (``next`` on a count is atomic)."""
+    return f"{op}-{_PROCESS}-{next(_STIMULI)}"
+
+
 def _graph_messages(
     tasks: list[tuple[str, list[Serialized], list[str], int]], wanted: list[str]
-) -> list[dict[str, Any]]:
+) -> list[msgs.UpdateGraphMsg]:
     """The update-graph messages for ``tasks``, in order, at most ``GRAPH_CHUNK`` tasks each.
 
     A task depends only on keys the scheduler knows or on tasks before it, so
@@ -101,16 +116,30 @@ def _graph_messages(
     the last also those that are not tasks of this graph.
     """
     if len(tasks) <= GRAPH_CHUNK:
-        return [{"op": "update-graph", "tasks": [list(t) for t in tasks], "wanted": wanted}]
+        return [
+            {
+                "op": "update-graph", "tasks": [list(t) for t in tasks], "wanted": wanted,
+                "stimulus_id": stimulus_id("update-graph"),
+            }
+        ]
     wanted_set = set(wanted)
-    messages: list[dict[str, Any]] = []
+    messages: list[msgs.UpdateGraphMsg] = []
     for start in range(0, len(tasks), GRAPH_CHUNK):
         chunk = [list(t) for t in tasks[start : start + GRAPH_CHUNK]]
         keys = [t[0] for t in chunk if t[0] in wanted_set]
-        messages.append({"op": "update-graph", "tasks": chunk, "wanted": keys})
+        messages.append(
+            {
+                "op": "update-graph", "tasks": chunk, "wanted": keys,
+                "stimulus_id": stimulus_id("update-graph"),
+            }
+        )
     in_graph = {t[0] for t in tasks}
     messages[-1]["wanted"] += [key for key in wanted if key not in in_graph]
     return messages
+
+
+def _release_message(keys: list[str]) -> msgs.ReleaseKeysMsg:
+    return {"op": "release-keys", "keys": keys, "stimulus_id": stimulus_id("release-keys")}
 
 
 class ClientCore:
@@ -310,11 +339,11 @@ class ClientCore:
             try:
                 # nothing waits for a release: it goes with the next submit,
                 # or on its own after comm.lazy-linger
-                self._link.send({"op": "release-keys", "keys": keys}, lazy=True)
+                self._link.send(_release_message(keys), lazy=True)
             except CommClosedError:
                 pass
 
-    def send(self, msg: dict[str, Any], *, weight: int = 1) -> None:
+    def send(self, msg: Any, *, weight: int = 1) -> None:
         """Send to the scheduler, after any queued releases (``weight``: see :meth:`Link.send`)."""
         if self.status != "running" or self._link is None:
             raise SchedulerLostError(
@@ -325,7 +354,7 @@ class ClientCore:
         self._link.send(msg, weight=weight)
 
     # ---------------------------------------------------- scheduler events
-    def _on_keys_in_memory(self, msg: dict[str, Any]) -> None:
+    def _on_keys_in_memory(self, msg: msgs.KeysInMemoryMsg) -> None:
         self._watch_for_releases()
         states = self._states
         values = msg.get("values") or {}
@@ -337,13 +366,13 @@ class ClientCore:
                 else:
                     state.finish(type_name or "")
 
-    def _on_task_erred(self, msg: dict[str, Any]) -> None:
+    def _on_task_erred(self, msg: msgs.KeyErredMsg) -> None:
         self._watch_for_releases()
         state = self._states.get(msg["key"])
         if state is not None:
-            state.fail(msg.get("exception"), msg.get("traceback"), msg.get("text") or "")
+            state.fail(msg["exception"], msg["traceback"], msg["exception_text"])
 
-    def _on_lost_data(self, msg: dict[str, Any]) -> None:
+    def _on_lost_data(self, msg: msgs.LostDataMsg) -> None:
         state = self._states.get(msg["key"])
         if state is not None:
             state.lose()
@@ -380,7 +409,7 @@ class ClientCore:
                 self.inbox.call_soon(lambda: self._send_graph(messages))
         return futures
 
-    def _write_from_thread(self, messages: list[dict[str, Any]]) -> bool:
+    def _write_from_thread(self, messages: list[msgs.UpdateGraphMsg]) -> bool:
         """Write a one-message graph from this (user) thread, with the keys
         dropped here in front, if nothing this thread queued is still in the
         loop's hands and the link is idle; False if nothing was done."""
@@ -389,7 +418,7 @@ class ClientCore:
             return False
         with self._release_lock:
             keys = self._take_direct_releases()
-            batch = [{"op": "release-keys", "keys": keys}, *messages] if keys else messages
+            batch: list[Any] = [_release_message(keys), *messages] if keys else list(messages)
             if link.send_from_thread(batch):
                 if link.comm.unsent:  # the kernel took only part: the loop's writer sends the rest
                     self.inbox.call_soon(link.wake)
@@ -397,7 +426,7 @@ class ClientCore:
             self._direct_releases.extendleft(reversed(keys))  # for the usual way
         return False
 
-    def _send_graph(self, messages: list[dict[str, Any]]) -> None:
+    def _send_graph(self, messages: list[msgs.UpdateGraphMsg]) -> None:
         for msg in messages:
             self.send(msg, weight=len(msg["tasks"]))
 
@@ -551,7 +580,9 @@ class ClientCore:
         async with anyio.create_task_group() as tg:
             for worker, values in targets.items():
                 tg.start_soon(send, worker, values)
-        await self.request("update-data", who_has=who_has, nbytes=nbytes)
+        await self.request(
+            "update-data", who_has=who_has, nbytes=nbytes, stimulus_id=stimulus_id("update-data")
+        )
         return futures
 
     def cancel(self, futures: list[Future], reason: str = "cancelled by the user") -> None:
@@ -566,4 +597,4 @@ class ClientCore:
             if future._state.status != "cancelled":
                 future._state.cancel(reason)
         if keys and self.status == "running":
-            self.send({"op": "release-keys", "keys": keys})
+            self.send(_release_message(keys))

@@ -79,7 +79,7 @@ __all__ = ["Handler", "Link", "LinkStatistics", "writes_deferred"]
 logger = logging.getLogger("trioclust.comm")
 
 #: A message handler: called with the op dict; may return a value or an awaitable.
-Handler = Callable[[dict[str, Any]], object]
+Handler = Callable[[Any], object]  # takes a declared message (protocol/messages.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +260,7 @@ class Link:
     # ---------------------------------------------------------------- sending
     def send(
         self,
-        msg: dict[str, Any],
+        msg: Any,
         *,
         weight: int = 1,
         urgent: bool = True,

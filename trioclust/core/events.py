@@ -155,11 +155,35 @@ class TaskStarted:
 
 @dataclass(slots=True, kw_only=True)
 class AddReplicas:
-    """``worker`` now holds copies of ``keys`` (it fetched them when another
-    worker retired). Keys not in memory any more are to be dropped there."""
+    """``worker`` now holds copies of ``keys``: it fetched them (``AcquireReplicas``)
+    so that ``retiring`` can leave. Keys not in memory any more are to be
+    dropped there."""
 
     worker: str
     keys: tuple[str, ...]
+    retiring: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class ReplicasFailed:
+    """``worker`` could not copy what ``AcquireReplicas`` asked for ``retiring``
+    (it left, or did not answer in time); ``retiring`` leaves all the same."""
+
+    worker: str
+    retiring: str
+    reason: str = ""
+    stimulus_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class RetireWorkers:
+    """Retire these workers gracefully: keys only they hold are copied to the
+    others first (``AcquireReplicas``), then each is told to close
+    (``CloseWorker``). :meth:`SchedulerState.workers_to_retire` chooses them
+    when a count is asked for."""
+
+    workers: tuple[str, ...]
     stimulus_id: str = ""
 
 
@@ -246,7 +270,7 @@ class DataUpdated:
 SchedulerEvent = (
     AddWorker | RemoveWorker | AddClient | RemoveClient | UpdateGraph | ReleaseKeys
     | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
-    | AddReplicas | TaskStarted
+    | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded

@@ -27,6 +27,10 @@ class ComputeTask:
     nbytes: Mapping[str, int] = field(default_factory=dict)
     priority: int = 0
     stimulus_id: str = ""
+    #: Write it at once. False while the worker has more tasks than threads:
+    #: it is busy, so this one may wait for its link's next batch (comm.linger).
+    #: A delivery hint, left out of comparisons.
+    urgent: bool = field(default=True, compare=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -43,6 +47,13 @@ class FreeKeys:
     stimulus_id: str = ""
     cancel: bool = False
 
+    @property
+    def lazy(self) -> bool:
+        """Whether it may wait for the link's next batch (within comm.lazy-linger):
+        dropping data nothing waits for must not wake an idle worker, which would
+        take a core from the task in flight; cancelling work must not wait."""
+        return not self.cancel
+
 
 @dataclass(slots=True, kw_only=True)
 class KeyInMemory:
@@ -53,6 +64,9 @@ class KeyInMemory:
     type_name: str = ""
     value: object = None
     stimulus_id: str = ""
+    #: Write it at once. False while other tasks are processing: more results
+    #: follow, and may join its batch (comm.linger). Left out of comparisons.
+    urgent: bool = field(default=True, compare=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -73,6 +87,27 @@ class KeyLost:
 
     client: str
     key: str
+    stimulus_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class AcquireReplicas:
+    """Ask ``worker`` to copy ``who_has``'s keys from the workers named for each,
+    so that ``retiring`` can leave without losing them; answer with
+    ``AddReplicas`` (or ``ReplicasFailed``) naming ``retiring``."""
+
+    worker: str
+    who_has: Mapping[str, tuple[str, ...]]
+    retiring: str
+    stimulus_id: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class CloseWorker:
+    """Tell ``worker`` to close: it is retired, and nothing only it holds is lost."""
+
+    worker: str
+    reason: str
     stimulus_id: str = ""
 
 
@@ -110,6 +145,9 @@ class SendTaskFinished:
     nbytes: int = 0
     type_name: str = ""
     stimulus_id: str = ""
+    #: Write it at once. False while other tasks still execute here: more
+    #: results follow soon and may join its batch. Left out of comparisons.
+    urgent: bool = field(default=True, compare=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -134,7 +172,9 @@ class SendReschedule:
     stimulus_id: str = ""
 
 
-SchedulerInstruction = ComputeTask | FreeKeys | KeyInMemory | KeyErred | KeyLost
+SchedulerInstruction = (
+    ComputeTask | FreeKeys | KeyInMemory | KeyErred | KeyLost | AcquireReplicas | CloseWorker
+)
 WorkerInstruction = (
     Execute | CancelExecute | Gather | SendTaskFinished | SendTaskErred | SendMissingData
     | SendReschedule

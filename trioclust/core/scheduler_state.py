@@ -69,7 +69,38 @@
 #             KeyLost when its result is lost and is being recomputed.
 #   workers   ComputeTask with the holders and sizes of every dependency;
 #             FreeKeys to cancel a task or to drop data nobody needs, and to
-#             drop the record of a task that erred there.
+#             drop the record of a task that erred there; AcquireReplicas and
+#             CloseWorker when workers retire (see "Retiring workers").
+#
+# Urgency
+# -------
+# Every message leaves at once on an idle link; an instruction that is not
+# ``urgent`` may wait for its link's next batch instead (comm.linger), so that
+# a busy stream of them goes out in fewer writes. It is decided when ``handle``
+# ends, from the state the whole pass left: a ComputeTask is urgent unless its
+# worker has more tasks than threads, a KeyInMemory unless other tasks are
+# still processing; a FreeKeys that only drops data is ``lazy``.
+#
+# Task reports and results told early
+# -----------------------------------
+# The runtime hands TaskStarted and TaskFinished to ``report`` as they are
+# read; they are handled together, first thing in the next ``handle`` (so a
+# round of reads from many workers is one pass, and anything else sees them
+# first). The first TaskFinished reported since the last ``handle`` whose
+# task is processing on its sender is told to its waiting clients at once:
+# ``report`` returns those KeyInMemory instructions (urgent when nothing
+# else will be processing) and the event's ``told`` keeps the pass from
+# telling them twice. A lone result (a ``submit().result()`` loop) thus
+# reaches its client without waiting for the pass.
+#
+# Retiring workers
+# ----------------
+# ``workers_to_retire(n)`` picks the n workers holding the least data.
+# RetireWorkers asks, for each retiring worker, the remaining workers to copy
+# the keys only it holds (AcquireReplicas, round-robin over them, one
+# instruction per target); once every copy it waits for is done or failed
+# (AddReplicas / ReplicasFailed naming it), or at once when there is nothing
+# to copy, the worker is told to close (CloseWorker).
 
 from __future__ import annotations
 
@@ -83,7 +114,9 @@ from trioclust.core.events import (
     ReleaseKeys,
     RemoveClient,
     RemoveWorker,
+    ReplicasFailed,
     RescheduleTask,
+    RetireWorkers,
     SchedulerEvent,
     TaskErred,
     TaskFinished,
@@ -92,7 +125,15 @@ from trioclust.core.events import (
     UpdateGraph,
     WantKeys,
 )
-from trioclust.core.instructions import FreeKeys, KeyErred, KeyInMemory, SchedulerInstruction
+from trioclust.core.instructions import (
+    AcquireReplicas,
+    CloseWorker,
+    ComputeTask,
+    FreeKeys,
+    KeyErred,
+    KeyInMemory,
+    SchedulerInstruction,
+)
 from trioclust.core.scheduler_graph import link_new_tasks
 from trioclust.core.scheduler_tasks import (
     ERRED,
@@ -148,27 +189,78 @@ class SchedulerState(SchedulerTransitions):
         """
         out: list[SchedulerInstruction] = []
         self._out = out
+        self._told_early = False
+        if self._reports:
+            reports, self._reports = self._reports, []
+            for report in reports:
+                self._dispatch(report)
+                self._fill_queue(report.stimulus_id)
         for event in events:
             self._dispatch(event)
             self._fill_queue(event.stimulus_id)
         self._out = []
+        if out:
+            self._set_urgency(out)
         return out
 
-    def result_waiters(self, worker: str, key: str) -> tuple[str, ...]:
-        """The clients waiting for ``key``, when a :class:`TaskFinished` from
-        ``worker`` would bring its result now (the task is processing there);
-        else none.
+    def report(self, event: TaskFinished | TaskStarted) -> list[KeyInMemory]:
+        """Keep a task report for the next :meth:`handle`, which handles it
+        before its own events; the first result reported since the last
+        ``handle`` goes to its waiting clients now (see "Task reports and
+        results told early" above).
 
-        The runtime may send them the result before it hands over the event,
-        which then names them in ``told`` and tells only the others. A client
-        told early that drops the key meanwhile ignores the message, as it
-        would one that crossed its release on the wire.
+        Returns:
+            KeyInMemory instructions for the clients told early (often none).
         """
-        ws = self.workers.get(worker)
-        ts = self.tasks.get(key)
-        if ws is None or ts is None or ts.processing_on is not ws:
-            return ()
-        return tuple(sorted(ts.who_wants))
+        self._reports.append(event)
+        if self._told_early or type(event) is not TaskFinished:
+            return []
+        self._told_early = True
+        ws = self.workers.get(event.worker)
+        ts = self.tasks.get(event.key)
+        if ws is None or ts is None or ts.processing_on is not ws or not ts.who_wants:
+            return []
+        # once this one is handled, nothing else may be running: then send at once
+        urgent = self._counts.get(PROCESSING, 0) <= 1
+        told = tuple(sorted(ts.who_wants))
+        event.told = told
+        return [
+            KeyInMemory(
+                client=client, key=event.key, type_name=event.type_name, value=event.value,
+                stimulus_id=event.stimulus_id, urgent=urgent,
+            )
+            for client in told
+        ]
+
+    @property
+    def has_reports(self) -> bool:
+        """Whether reports wait for the next :meth:`handle`."""
+        return bool(self._reports)
+
+    def workers_to_retire(self, n: int) -> tuple[str, ...]:
+        """The ``n`` workers to retire when a count is asked for: those holding
+        the least data (by bytes, then address), not retiring already."""
+        candidates = sorted(
+            (ws for ws in self.workers.values() if ws.address not in self._retiring),
+            key=lambda ws: (ws.nbytes_stored, ws.address),
+        )
+        return tuple(ws.address for ws in candidates[: max(n, 0)])
+
+    @property
+    def retiring(self) -> frozenset[str]:
+        """Workers retiring that have not been told to close yet."""
+        return frozenset(self._retiring)
+
+    def _set_urgency(self, out: list[SchedulerInstruction]) -> None:
+        idle = self._counts.get(PROCESSING, 0) == 0
+        workers = self.workers
+        for i in out:
+            kind = type(i)
+            if kind is ComputeTask:
+                ws = workers.get(i.worker)  # type: ignore[union-attr]
+                i.urgent = ws is None or len(ws.processing) <= ws.nthreads  # type: ignore[union-attr]
+            elif kind is KeyInMemory:
+                i.urgent = idle  # type: ignore[union-attr]
 
     def count(self, state: str) -> int:
         """How many tasks are in ``state`` (O(1))."""
@@ -217,6 +309,11 @@ class SchedulerState(SchedulerTransitions):
                     self._transitions({ts.key: WAITING}, event.stimulus_id)
             case AddReplicas():
                 self._add_replicas(event)
+                self._replicas_done(event.retiring, event.stimulus_id)
+            case ReplicasFailed():
+                self._replicas_done(event.retiring, event.stimulus_id)
+            case RetireWorkers():
+                self._retire_workers(event)
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 
@@ -416,6 +513,44 @@ class SchedulerState(SchedulerTransitions):
                 FreeKeys(worker=event.worker, keys=tuple(stale), stimulus_id=event.stimulus_id)
             )
 
+    def _retire_workers(self, event: RetireWorkers) -> None:
+        stim = event.stimulus_id
+        retiring = [
+            a for a in dict.fromkeys(event.workers) if a in self.workers and a not in self._retiring
+        ]
+        remaining = [
+            a for a in self.workers if a not in self._retiring and a not in retiring
+        ]
+        for address in retiring:
+            plans: dict[str, dict[str, tuple[str, ...]]] = {}
+            if remaining:
+                only_here = sorted(
+                    key for key in self.workers[address].has_what
+                    if self.tasks[key].who_has == {address}
+                )
+                for i, key in enumerate(only_here):
+                    plans.setdefault(remaining[i % len(remaining)], {})[key] = (address,)
+            self._retiring[address] = len(plans)
+            for target, who_has in plans.items():
+                self._out.append(
+                    AcquireReplicas(worker=target, who_has=who_has, retiring=address, stimulus_id=stim)
+                )
+            if not plans:
+                self._replicas_done(address, stim, moved=False)
+
+    def _replicas_done(self, address: str, stimulus_id: str, moved: bool = True) -> None:
+        """One copy for retiring ``address`` is done (or there was none to make)."""
+        if address not in self._retiring:
+            return
+        left = self._retiring[address] - moved
+        if left > 0:
+            self._retiring[address] = left
+            return
+        del self._retiring[address]
+        self._out.append(
+            CloseWorker(worker=address, reason="retired by the scheduler", stimulus_id=stimulus_id)
+        )
+
     def _add_worker(self, event: AddWorker) -> None:
         stim = event.stimulus_id
         if event.address in self.workers:
@@ -436,6 +571,7 @@ class SchedulerState(SchedulerTransitions):
         ws = self.workers.pop(address, None)
         if ws is None:
             return
+        self._retiring.pop(address, None)
         # Strip its copies first, so nothing rescheduled below counts on them.
         lost: list[TaskState] = []
         for key in ws.has_what:

@@ -111,6 +111,12 @@ class SchedulerTransitions:
         self._sets = SmallSets()  # how tasks' sets are changed (interned while small)
         # holders of scattered keys on their way from UpdateData to memory
         self._scattered_to: dict[str, tuple[str, ...]] = {}
+        # task reports for the next handle(), and whether one was told early
+        # since the last (see scheduler_state.py)
+        self._reports: list[Any] = []
+        self._told_early = False
+        # retiring workers: how many replica copies each still waits for
+        self._retiring: dict[str, int] = {}
 
     # --------------------------------------------------------------- the driver
 

@@ -234,6 +234,11 @@ class WorkerState:
         self._ensure_computing(stimulus_id)
         self._ensure_communicating(stimulus_id)
         self._out = []
+        if self.executing:
+            # more results follow soon: these may wait for the link's next batch
+            for i in out:
+                if type(i) is SendTaskFinished:
+                    i.urgent = False
         return out
 
     def tasks_by_state(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ def run_sync(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], inline_limi
     return pack_success(value, inline_limit)
 
 
-async def call_function(msg: dict[str, Any], server: object, names: tuple[str, ...]) -> Any:
+async def call_function(msg: Mapping[str, Any], server: object, names: tuple[str, ...]) -> Any:
     """Call ``msg["function"](*args, **kwargs)`` for ``client.run`` and ``run_on_scheduler``.
 
     A function with a parameter named in ``names`` (``dask_worker``,

@@ -13,22 +13,20 @@ handshake, whose ``role`` says who is calling:
   ``keys-in-memory`` / ``task-erred`` / ``lost-data`` out, plus requests
   (``scheduler-info``, ``who-has``, ``run-on-scheduler``, ``broadcast``).
 
-Every message becomes one or more core events; ``_handle`` feeds them to
+Each connection's reader turns every message (declared in
+``protocol/messages.py``) into a core event, handled by the
+``_worker_*`` / ``_client_*`` method for its op; ``_handle`` feeds events to
 ``SchedulerState.handle`` and turns each instruction into a non-blocking
-``Link.send`` to the worker or client it names. Nothing on that path awaits or
-starts a task: the links' writers coalesce whatever piles up behind a write in
-flight into one batch. Workers' task reports (``task-started``,
-``task-finished``) are gathered instead, from every worker batch that the
-event loop read in one round, and fed in one pass when those reads are done
-(``_report_passes``); any other message from a worker, and a worker's
-removal, feeds the gathered ones first (every event does, see ``_handle``:
-a client's release of a key it was told of early must not come before the
-report that told it). The first ``task-finished`` of a
-round whose task is still processing on its sender is also sent on to the
-clients waiting for it at once, from the reader, and its event names them
-(``TaskFinished.told``) so the pass tells only the others: a lone result (a
-``submit().result()`` loop) then skips the pass's task switch and the state
-machine on its way to the client.
+``Link.send`` to the worker or client it names, urgent or not as the
+instruction says. Nothing on that path awaits or starts a task: the links'
+writers coalesce whatever piles up behind a write in flight into one batch.
+Workers' task reports (``task-started``, ``task-finished``) go to the core's
+``report``, which keeps them for one pass of the state machine when the
+round's reads are done (``_report_passes``, woken by the first worker batch
+read in a round) and tells the round's first result to its waiting clients at
+once (see "Task reports and results told early" in core/scheduler_state.py).
+Retiring workers is a core decision too; the runtime only carries out the
+copies it asks for (``_acquire_replicas``) and reports how they went.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ import os
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +49,9 @@ from trioclust.comm import serve as comm_serve
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.scheduler_state import SchedulerState
-from trioclust.core.scheduler_tasks import PROCESSING
 from trioclust.dashboard.task_stream import TaskStream
 from trioclust.errors import CommClosedError, RemoteError
+from trioclust.protocol import messages as msgs
 from trioclust.runtime.execution import call_function
 from trioclust.runtime.log_capture import server_label
 from trioclust.runtime.server import Server
@@ -134,13 +133,10 @@ class Scheduler(Server):
         self._last_seen: dict[str, float] = {}
         self._leaving: set[str] = set()
         self._workers_changed = trio.Event()
-        # task reports from all workers, handled in one pass per round of the
-        # event loop (see _serve_worker)
-        self._reports: list[Any] = []
-        self._told_early = False  # a result of this round went to its clients from the reader
+        # the core keeps workers' task reports for one pass per round of the
+        # event loop: the first batch of a round wakes _report_passes
         self._reports_due = trio.Event()
         self._pass_queued = False
-        self._nursery: trio.Nursery | None = None
         self._started = time.time()
         self.task_stream = TaskStream()
         self.dashboard_link: str | None = None
@@ -158,7 +154,6 @@ class Scheduler(Server):
         server_label.set("Scheduler")
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
                 listener = await nursery.start(
                     partial(comm_serve, role="scheduler", name=self.id, security=self.security),
                     self._listen_address, self._handle_comm,
@@ -225,129 +220,93 @@ class Scheduler(Server):
 
     # ------------------------------------------------------------- workers
     async def _serve_worker(self, comm: Any) -> None:
-        address: str | None = None
-
-        def register(msg: dict[str, Any]) -> dict[str, Any]:
-            nonlocal address
-            address = str(msg["address"])
-            if address in self.worker_links and self.worker_links[address] is not link:
-                # a stale link for a re-registering worker: close it quietly
-                self._leaving.discard(address)
-                self.worker_links.pop(address)
-            self.worker_links[address] = link
-            self._last_seen[address] = time.monotonic()
-            self.worker_metrics[address] = dict(msg.get("metrics") or {})
-            self._handle(
-                ev.AddWorker(
-                    address=address,
-                    nthreads=int(msg.get("nthreads", 1)),
-                    name=str(msg.get("name") or address),
-                    memory_limit=int(msg.get("memory_limit") or 0),
-                    stimulus_id=f"register-worker-{time.time()}",
-                )
-            )
-            self._notify_workers_changed()
-            logger.info("Register worker %s (name %s, %s threads)", address, msg.get("name"), msg.get("nthreads"))
-            return {"scheduler": self.id, "address": self.address}
-
-        def seen() -> str:
-            assert address is not None, "worker sent a message before registering"
-            self._last_seen[address] = time.monotonic()
-            return address
-
-        # Task reports are gathered, and handled together once the batches
-        # that the event loop received at once are all read (one pass of the
-        # state machine, and the messages it leads to leave as one per
-        # peer); any other message from a worker handles the gathered
-        # reports first, so each worker's order is kept.
-
-        def task_finished(msg: dict[str, Any]) -> None:
-            worker, key, type_name, value = seen(), msg["key"], msg.get("type") or "", msg.get("value")
-            told: tuple[str, ...] = ()
-            if not self._told_early:  # the round's first result: to its clients now
-                self._told_early = True
-                told = self._tell_early(worker, key, type_name, value)
-            self._reports.append(
-                ev.TaskFinished(
-                    worker=worker, key=key, nbytes=int(msg.get("nbytes") or 0),
-                    type_name=type_name, value=value, told=told,
-                    stimulus_id=msg.get("stimulus_id", ""),
-                )
-            )
-
-        def task_started(msg: dict[str, Any]) -> None:
-            self._reports.append(ev.TaskStarted(worker=seen(), key=msg["key"]))
-
-        def task_erred(msg: dict[str, Any]) -> None:
-            self._handle(
-                ev.TaskErred(
-                    worker=seen(), key=msg["key"], exception=msg.get("exception"),
-                    traceback=msg.get("traceback"), exception_text=msg.get("text") or "",
-                    stimulus_id=msg.get("stimulus_id", ""),
-                )
-            )
-
-        def missing_data(msg: dict[str, Any]) -> None:
-            self._handle(
-                ev.MissingData(
-                    worker=seen(), key=msg["key"], errant_worker=msg["errant_worker"],
-                    stimulus_id=msg.get("stimulus_id", ""),
-                )
-            )
-
-        def reschedule(msg: dict[str, Any]) -> None:
-            self._handle(
-                ev.RescheduleTask(worker=seen(), key=msg["key"], stimulus_id=msg.get("stimulus_id", ""))
-            )
-
-        def heartbeat(msg: dict[str, Any]) -> None:
-            self.worker_metrics[seen()] = dict(msg.get("metrics") or {})
-
-        def unregister(msg: dict[str, Any]) -> None:
-            self._leaving.add(seen())
-
-        link = Link(
-            comm,
-            {
-                "register-worker": register,
-                "task-finished": task_finished,
-                "task-started": task_started,
-                "task-erred": task_erred,
-                "missing-data": missing_data,
-                "reschedule": reschedule,
-                "heartbeat": heartbeat,
-                "unregister": unregister,
-            },
-            name=f"scheduler->worker {comm.peer_address}",
+        """A worker's link: each message becomes a core event (see ``_worker_*``)."""
+        peer = _WorkerPeer()
+        handlers = {op: partial(handler, self, peer) for op, handler in _WORKER_HANDLERS.items()}
+        link = peer.link = Link(
+            comm, handlers, name=f"scheduler->worker {comm.peer_address}",
             on_batch=self._reports_received,
         )
         try:
             await link.run()
         finally:
+            address = peer.address
             if address is not None and self.worker_links.get(address) is link:
                 expected = address in self._leaving or self.status != "running"
                 self._remove_worker(address, "worker closed" if expected else "connection lost", expected)
 
-    def _handle_reports(self) -> None:
-        self._told_early = False
-        if self._reports:
-            events, self._reports = self._reports, []
-            self._handle(*events)
+    def _worker_register(self, peer: _WorkerPeer, msg: msgs.RegisterWorkerMsg) -> msgs.RegisterWorkerReply:
+        address = peer.address = msg["address"]
+        assert peer.link is not None
+        if self.worker_links.get(address, peer.link) is not peer.link:
+            # a stale link for a re-registering worker: close it quietly
+            self._leaving.discard(address)
+            self.worker_links.pop(address)
+        self.worker_links[address] = peer.link
+        self._last_seen[address] = time.monotonic()
+        self.worker_metrics[address] = dict(msg["metrics"])
+        self._handle(
+            ev.AddWorker(
+                address=address, nthreads=msg["nthreads"], name=msg["name"] or address,
+                memory_limit=msg["memory_limit"], stimulus_id=msg["stimulus_id"],
+            )
+        )
+        self._notify_workers_changed()
+        logger.info("Register worker %s (name %s, %s threads)", address, msg["name"], msg["nthreads"])
+        return {"scheduler": self.id, "address": self.address}
 
-    def _tell_early(self, worker: str, key: str, type_name: str, value: Any) -> tuple[str, ...]:
-        """Send a result to the clients waiting for it ahead of its pass (see
-        the module's notes); returns those told."""
-        told = []
-        # once this one is handled, nothing else may be running: then send at once
-        urgent = self.state.count(PROCESSING) <= 1
-        for client in self.state.result_waiters(worker, key):
-            instruction = ins.KeyInMemory(client=client, key=key, type_name=type_name, value=value)
-            try:
-                if self._send_in_memory(instruction, {}, urgent):
-                    told.append(client)
-            except CommClosedError:
-                pass  # the client is going away
-        return tuple(told)
+    def _seen(self, peer: _WorkerPeer) -> str:
+        address = peer.address
+        assert address is not None, "worker sent a message before registering"
+        self._last_seen[address] = time.monotonic()
+        return address
+
+    # Task reports go to the core's report(), which keeps them for one pass of
+    # the state machine once the batches the event loop received at once are
+    # all read (_report_passes); any other message handles them first.
+
+    def _worker_task_finished(self, peer: _WorkerPeer, msg: msgs.TaskFinishedMsg) -> None:
+        event = ev.TaskFinished(
+            worker=self._seen(peer), key=msg["key"], nbytes=msg["nbytes"], type_name=msg["type"],
+            value=msg.get("value"), stimulus_id=msg["stimulus_id"],
+        )
+        self.task_stream.observe((event,), ())  # the run ends now, ahead of its pass
+        told_early = self.state.report(event)
+        if told_early:
+            self._dispatch_all(told_early)
+
+    def _worker_task_started(self, peer: _WorkerPeer, msg: msgs.TaskStartedMsg) -> None:
+        self.state.report(
+            ev.TaskStarted(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
+        )
+
+    def _worker_task_erred(self, peer: _WorkerPeer, msg: msgs.TaskErredMsg) -> None:
+        self._handle(
+            ev.TaskErred(
+                worker=self._seen(peer), key=msg["key"], exception=msg["exception"],
+                traceback=msg["traceback"], exception_text=msg["exception_text"],
+                stimulus_id=msg["stimulus_id"],
+            )
+        )
+
+    def _worker_missing_data(self, peer: _WorkerPeer, msg: msgs.MissingDataMsg) -> None:
+        self._handle(
+            ev.MissingData(
+                worker=self._seen(peer), key=msg["key"], errant_worker=msg["errant_worker"],
+                stimulus_id=msg["stimulus_id"],
+            )
+        )
+
+    def _worker_reschedule(self, peer: _WorkerPeer, msg: msgs.RescheduleMsg) -> None:
+        self._handle(
+            ev.RescheduleTask(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
+        )
+
+    def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> None:
+        self.worker_metrics[self._seen(peer)] = dict(msg["metrics"])
+
+    def _worker_unregister(self, peer: _WorkerPeer, msg: msgs.UnregisterMsg) -> None:
+        self._leaving.add(self._seen(peer))
 
     def _reports_received(self) -> None:
         """A worker's batch was read: its reports wait for the round's other batches."""
@@ -369,12 +328,13 @@ class Scheduler(Server):
             self._pass_queued = False
             try:
                 with writes_deferred():
-                    self._handle_reports()
+                    self._handle()
             except Exception:
                 logger.exception("Scheduler: handling task reports failed")
 
     def _remove_worker(self, address: str, reason: str, expected: bool) -> None:
-        self._handle_reports()  # what it reported before leaving comes first
+        if self.state.has_reports:
+            self._handle()  # what it reported before leaving comes first, while it is here
         self.worker_links.pop(address, None)
         self._leaving.discard(address)
         self._last_seen.pop(address, None)
@@ -413,49 +373,58 @@ class Scheduler(Server):
         Args:
             addresses: the workers to retire; or
             n: how many to retire (those holding the least data go first).
-            timeout: seconds to wait for them to leave; default
-                ``runtime.close-timeout`` times four.
+            timeout: seconds to wait for their data to move and for them to
+                leave; default ``runtime.close-timeout`` times four.
 
         Returns the addresses retired. Keys only they held are copied to the
         remaining workers (round-robin) before they are told to close, so
         nothing is recomputed.
         """
         if addresses is None:
-            by_size = sorted(self.state.workers.values(), key=lambda w: (w.nbytes_stored, w.address))
-            addresses = [w.address for w in by_size[: n or 0]]
+            addresses = list(self.state.workers_to_retire(n or 0))
         retiring = [a for a in addresses if a in self.worker_links]
-        remaining = [a for a in self.worker_links if a not in retiring]
-        for address in retiring:
-            ws = self.state.workers.get(address)
-            if ws is not None and remaining:
-                plans: dict[str, dict[str, list[str]]] = {}
-                only_here = sorted(k for k in ws.has_what if self.state.tasks[k].who_has == {address})
-                for i, key in enumerate(only_here):
-                    plans.setdefault(remaining[i % len(remaining)], {})[key] = [address]
-                for target, who_has in plans.items():
-                    link = self.worker_links.get(target)
-                    if link is None:
-                        continue
-                    try:
-                        reply = await link.request("acquire-replicas", who_has=who_has)
-                    except (CommClosedError, RemoteError) as exc:
-                        logger.warning("Could not move data from %s to %s: %s", address, target, exc)
-                        continue
-                    self._handle(
-                        ev.AddReplicas(
-                            worker=target, keys=tuple(reply["keys"]), stimulus_id=f"retire-{address}"
-                        )
-                    )
-            link = self.worker_links.get(address)
-            if link is not None and not link.closed:
-                self._leaving.add(address)
-                logger.info("Retiring worker %s", address)
-                link.send({"op": "close", "reason": "retired by the scheduler"})
         limit = timeout if timeout is not None else 4 * config.get_float("runtime.close-timeout")
+        moves: list[ins.AcquireReplicas] = []
+        self._handle(
+            ev.RetireWorkers(workers=tuple(retiring), stimulus_id=f"retire-workers-{time.time()}"),
+            moves=moves,
+        )
+        with trio.move_on_after(limit):
+            async with trio.open_nursery() as nursery:
+                for move in moves:
+                    nursery.start_soon(self._acquire_replicas, move)
         with trio.move_on_after(limit):
             while any(a in self.worker_links for a in retiring):
                 await self._workers_changed.wait()
         return retiring
+
+    async def _acquire_replicas(self, move: ins.AcquireReplicas) -> None:
+        """Carry out one AcquireReplicas and tell the core how it went (also
+        when it is cancelled: the retiring worker then leaves all the same)."""
+        event: ev.AddReplicas | ev.ReplicasFailed = ev.ReplicasFailed(
+            worker=move.worker, retiring=move.retiring, reason="timed out",
+            stimulus_id=move.stimulus_id,
+        )
+        link = self.worker_links.get(move.worker)
+        try:
+            if link is None:
+                raise CommClosedError(f"worker {move.worker} left")
+            reply: msgs.AcquireReplicasReply = await link.request(
+                "acquire-replicas", who_has={k: list(v) for k, v in move.who_has.items()},
+                stimulus_id=move.stimulus_id,
+            )
+            event = ev.AddReplicas(
+                worker=move.worker, keys=tuple(reply["keys"]), retiring=move.retiring,
+                stimulus_id=move.stimulus_id,
+            )
+        except (CommClosedError, RemoteError) as exc:
+            logger.warning("Could not move data from %s to %s: %s", move.retiring, move.worker, exc)
+            event = ev.ReplicasFailed(
+                worker=move.worker, retiring=move.retiring, reason=str(exc),
+                stimulus_id=move.stimulus_id,
+            )
+        finally:
+            self._handle(event)
 
     def _notify_workers_changed(self) -> None:
         self._workers_changed.set()
@@ -468,69 +437,60 @@ class Scheduler(Server):
 
     # ------------------------------------------------------------- clients
     async def _serve_client(self, comm: Any) -> None:
+        """A client's link: each message becomes a core event or a query (``_client_*``)."""
         client = f"{comm.peer_info.get('name') or 'client'}-{uuid.uuid4().hex[:8]}"
-        stim = f"{client}-{time.time()}"
-
-        def update_graph(msg: dict[str, Any]) -> None:
-            tasks = tuple(
-                ev.NewTask(key=t[0], run_spec=t[1], dependencies=tuple(t[2]), priority=int(t[3]))
-                for t in msg.get("tasks", ())
-            )
-            self._handle(
-                ev.UpdateGraph(
-                    client=client, tasks=tasks, wanted=tuple(msg.get("wanted", ())),
-                    stimulus_id=msg.get("stimulus_id", stim),
-                )
-            )
-
-        def release_keys(msg: dict[str, Any]) -> None:
-            self._handle(ev.ReleaseKeys(client=client, keys=tuple(msg["keys"]), stimulus_id=stim))
-
-        def want_keys(msg: dict[str, Any]) -> None:
-            self._handle(ev.WantKeys(client=client, keys=tuple(msg["keys"]), stimulus_id=stim))
-
-        def update_data(msg: dict[str, Any]) -> None:
-            who_has = {k: tuple(v) for k, v in msg["who_has"].items()}
-            self._handle(
-                ev.UpdateData(
-                    client=client, who_has=who_has, nbytes=dict(msg.get("nbytes") or {}),
-                    stimulus_id=stim,
-                )
-            )
-
-        def who_has(msg: dict[str, Any]) -> dict[str, list[str]]:
-            tasks = self.state.tasks
-            return {k: sorted(tasks[k].who_has) if k in tasks else [] for k in msg["keys"]}
-
-        async def run_on_scheduler(msg: dict[str, Any]) -> Any:
-            return await call_function(msg, self, ("dask_scheduler", "scheduler"))
-
-        link = Link(
-            comm,
-            {
-                "update-graph": update_graph,
-                "release-keys": release_keys,
-                "want-keys": want_keys,
-                "update-data": update_data,
-                "who-has": who_has,
-                "scheduler-info": lambda msg: self.identity(),
-                "run-on-scheduler": run_on_scheduler,
-                "broadcast": self._broadcast,
-                "client-id": lambda msg: client,
-                "wait-for-workers": lambda msg: self.wait_for_workers(int(msg["n"])),
-                "retire-workers": lambda msg: self.retire_workers(msg.get("workers"), msg.get("n")),
-            },
-            name=f"scheduler->client {comm.peer_address}",
-        )
+        handlers = {op: partial(handler, self, client) for op, handler in _CLIENT_HANDLERS.items()}
+        link = Link(comm, handlers, name=f"scheduler->client {comm.peer_address}")
         self.client_links[client] = link
-        self._handle(ev.AddClient(client=client, stimulus_id=stim))
+        self._handle(ev.AddClient(client=client, stimulus_id=f"{client}-connected"))
         try:
             await link.run()
         finally:
             self.client_links.pop(client, None)
             self._handle(ev.RemoveClient(client=client, stimulus_id=f"{client}-gone"))
 
-    async def _broadcast(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _client_update_graph(self, client: str, msg: msgs.UpdateGraphMsg) -> None:
+        tasks = tuple(
+            ev.NewTask(key=t[0], run_spec=t[1], dependencies=tuple(t[2]), priority=int(t[3]))
+            for t in msg["tasks"]
+        )
+        self._handle(
+            ev.UpdateGraph(
+                client=client, tasks=tasks, wanted=tuple(msg["wanted"]), stimulus_id=msg["stimulus_id"]
+            )
+        )
+
+    def _client_release_keys(self, client: str, msg: msgs.ReleaseKeysMsg) -> None:
+        self._handle(ev.ReleaseKeys(client=client, keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
+
+    def _client_update_data(self, client: str, msg: msgs.UpdateDataMsg) -> None:
+        self._handle(
+            ev.UpdateData(
+                client=client, who_has={k: tuple(v) for k, v in msg["who_has"].items()},
+                nbytes=dict(msg["nbytes"]), stimulus_id=msg["stimulus_id"],
+            )
+        )
+
+    def _client_who_has(self, client: str, msg: msgs.WhoHasMsg) -> dict[str, list[str]]:
+        tasks = self.state.tasks
+        return {k: sorted(tasks[k].who_has) if k in tasks else [] for k in msg["keys"]}
+
+    def _client_scheduler_info(self, client: str, msg: msgs.SchedulerInfoMsg) -> dict[str, Any]:
+        return self.identity()
+
+    async def _client_run_on_scheduler(self, client: str, msg: msgs.RunOnSchedulerMsg) -> Any:
+        return await call_function(msg, self, ("dask_scheduler", "scheduler"))
+
+    def _client_id(self, client: str, msg: msgs.ClientIdMsg) -> str:
+        return client
+
+    async def _client_wait_for_workers(self, client: str, msg: msgs.WaitForWorkersMsg) -> None:
+        await self.wait_for_workers(msg["n"])
+
+    async def _client_retire_workers(self, client: str, msg: msgs.RetireWorkersMsg) -> list[str]:
+        return await self.retire_workers(msg.get("workers"), msg.get("n"))
+
+    async def _client_broadcast(self, client: str, msg: msgs.BroadcastMsg) -> msgs.BroadcastReply:
         """Run a function on workers (``client.run``), concurrently."""
         targets = msg.get("workers") or list(self.worker_links)
         results: dict[str, Any] = {}
@@ -543,7 +503,7 @@ class Scheduler(Server):
                 return
             try:
                 results[address] = await link.request(
-                    "run", function=msg["function"], args=msg.get("args"), kwargs=msg.get("kwargs")
+                    "run", function=msg["function"], args=msg["args"], kwargs=msg["kwargs"]
                 )
             except RemoteError as exc:
                 errors[address] = {"exception": exc.exception, "text": exc.text}
@@ -556,95 +516,104 @@ class Scheduler(Server):
         return {"results": results, "errors": errors}
 
     # ------------------------------------------------------------ the core
-    def _handle(self, *events: Any) -> None:
-        # whatever happens next sees the task reports gathered so far first: a
-        # client told a result early (from the reader) may already have
-        # dropped the key, or wanted it again, in the message handled now
-        self._handle_reports()
+    def _handle(self, *events: Any, moves: list[ins.AcquireReplicas] | None = None) -> None:
+        """Feed events to the core (after the task reports it keeps, see its
+        notes) and carry out its instructions; ``moves`` collects the
+        AcquireReplicas ones, which the caller runs (:meth:`retire_workers`)."""
         instructions = self.state.handle(*events)
         self.task_stream.observe(events, instructions)
+        self._dispatch_all(instructions, moves)
+
+    def _dispatch_all(
+        self, instructions: list[Any], moves: list[ins.AcquireReplicas] | None = None
+    ) -> None:
         # Messages of this pass that more of their kind may join: free-keys to
         # a worker, keys-in-memory to a client. A message joins the open one
         # for its peer while nothing else went to that peer in between (the
         # order per peer stays as the instructions say); none is written
         # before this synchronous pass ends.
-        joining: dict[tuple[str, str, bool], dict[str, Any]] = {}
+        joining: dict[tuple[str, str, bool], Any] = {}
         for instruction in instructions:
             try:
-                self._dispatch(instruction, joining)
+                self._dispatch(instruction, joining, moves)
             except CommClosedError:
                 # the peer is going away; its link's end removes it properly
                 pass
 
-    def _send_in_memory(
-        self, i: ins.KeyInMemory, joining: dict[tuple[str, str, bool], dict[str, Any]], urgent: bool
-    ) -> bool:
-        """Add ``i`` to the open keys-in-memory for its client (see ``_handle``),
-        or send a new one; False if the client is gone."""
-        msg = joining.get(("memory", i.client, False))
-        if msg is None:
-            client_link = self.client_links.get(i.client)
-            if client_link is None:
-                return False
-            msg = {"op": "keys-in-memory", "keys": [], "types": []}
-            client_link.send(msg, urgent=urgent)
-            joining[("memory", i.client, False)] = msg
-        msg["keys"].append(i.key)
-        msg["types"].append(i.type_name)
-        if i.value is not None:
-            msg.setdefault("values", {})[i.key] = i.value
-        return True
-
-    def _dispatch(self, i: Any, joining: dict[tuple[str, str, bool], dict[str, Any]]) -> None:
-        if isinstance(i, ins.KeyInMemory):
-            # while other tasks run, more results follow: batch them
-            self._send_in_memory(i, joining, urgent=self.state.count(PROCESSING) == 0)
-        elif isinstance(i, ins.FreeKeys):
-            msg = joining.get(("free", i.worker, i.cancel))
-            if msg is None:
+    def _dispatch(
+        self, i: Any, joining: dict[tuple[str, str, bool], Any], moves: list[ins.AcquireReplicas] | None
+    ) -> None:
+        kind = type(i)
+        if kind is ins.KeyInMemory:
+            self._send_in_memory(i, joining)
+        elif kind is ins.FreeKeys:
+            free: msgs.FreeKeysMsg | None = joining.get(("free", i.worker, i.cancel))
+            if free is None:
                 link = self.worker_links.get(i.worker)
                 if link is None:
                     return
-                msg = {"op": "free-keys", "keys": [], "stimulus_id": i.stimulus_id}
-                # dropping data waits for the link's next batch (within
-                # comm.lazy-linger): nothing waits for it, and waking an idle
-                # worker for it would take a core from the task in flight
-                link.send(msg, lazy=not i.cancel)
-                joining[("free", i.worker, i.cancel)] = msg
-            msg["keys"].extend(i.keys)
-        elif isinstance(i, ins.ComputeTask):
+                free = {"op": "free-keys", "keys": [], "stimulus_id": i.stimulus_id}
+                link.send(free, lazy=i.lazy)
+                joining[("free", i.worker, i.cancel)] = free
+            free["keys"].extend(i.keys)
+        elif kind is ins.ComputeTask:
             joining.pop(("free", i.worker, True), None)
             joining.pop(("free", i.worker, False), None)
             link = self.worker_links.get(i.worker)
             if link is not None:
-                # a worker with more tasks than threads is busy: this one may
-                # wait for the link's next batch (see comm.linger)
-                ws = self.state.workers.get(i.worker)
-                task: dict[str, Any] = {
+                task: msgs.ComputeTaskMsg = {
                     "op": "compute-task", "key": i.key, "run_spec": i.run_spec,
                     "priority": i.priority, "stimulus_id": i.stimulus_id,
                 }
                 if i.who_has:  # the worker reads a missing one as none
                     task["who_has"] = {k: list(v) for k, v in i.who_has.items()}
                     task["nbytes"] = dict(i.nbytes)
-                link.send(task, urgent=ws is None or len(ws.processing) <= ws.nthreads)
-        elif isinstance(i, ins.KeyErred):
+                link.send(task, urgent=i.urgent)
+        elif kind is ins.KeyErred:
             joining.pop(("memory", i.client, False), None)
             client_link = self.client_links.get(i.client)
             if client_link is not None:
-                client_link.send(
-                    {
-                        "op": "task-erred", "key": i.key, "exception": i.exception,
-                        "traceback": i.traceback, "text": i.exception_text,
-                    }
-                )
-        elif isinstance(i, ins.KeyLost):
+                erred: msgs.KeyErredMsg = {
+                    "op": "task-erred", "key": i.key, "exception": i.exception,
+                    "traceback": i.traceback, "exception_text": i.exception_text,
+                    "stimulus_id": i.stimulus_id,
+                }
+                client_link.send(erred)
+        elif kind is ins.KeyLost:
             joining.pop(("memory", i.client, False), None)
             client_link = self.client_links.get(i.client)
             if client_link is not None:
-                client_link.send({"op": "lost-data", "key": i.key})
+                lost: msgs.LostDataMsg = {"op": "lost-data", "key": i.key, "stimulus_id": i.stimulus_id}
+                client_link.send(lost)
+        elif kind is ins.AcquireReplicas:
+            if moves is None:  # pragma: no cover - only RetireWorkers leads to these
+                raise RuntimeError(f"AcquireReplicas outside retire_workers: {i!r}")
+            moves.append(i)
+        elif kind is ins.CloseWorker:
+            link = self.worker_links.get(i.worker)
+            if link is not None and not link.closed:
+                self._leaving.add(i.worker)
+                logger.info("Retiring worker %s", i.worker)
+                close: msgs.CloseMsg = {"op": "close", "reason": i.reason}
+                link.send(close)
         else:  # pragma: no cover - a new instruction type without a dispatcher
             raise TypeError(f"Scheduler cannot dispatch {i!r}")
+
+    def _send_in_memory(self, i: ins.KeyInMemory, joining: dict[tuple[str, str, bool], Any]) -> None:
+        """Add ``i`` to the open keys-in-memory for its client (see ``_dispatch_all``),
+        or send a new one."""
+        msg: msgs.KeysInMemoryMsg | None = joining.get(("memory", i.client, False))
+        if msg is None:
+            client_link = self.client_links.get(i.client)
+            if client_link is None:
+                return
+            msg = {"op": "keys-in-memory", "keys": [], "types": [], "stimulus_id": i.stimulus_id}
+            client_link.send(msg, urgent=i.urgent)
+            joining[("memory", i.client, False)] = msg
+        msg["keys"].append(i.key)
+        msg["types"].append(i.type_name)
+        if i.value is not None:
+            msg.setdefault("values", {})[i.key] = i.value
 
     # ---------------------------------------------------------- inspection
     def identity(self) -> dict[str, Any]:
@@ -671,3 +640,40 @@ class Scheduler(Server):
             "clients": len(self.client_links),
         }
 
+
+
+class _WorkerPeer:
+    """What the scheduler knows of one worker connection."""
+
+    __slots__ = ("address", "link")
+
+    def __init__(self) -> None:
+        self.address: str | None = None  # set when it registers
+        self.link: Link | None = None
+
+
+#: The handler of each op a worker sends, by op (see protocol/messages.py).
+_WORKER_HANDLERS: dict[str, Callable[..., Any]] = {
+    "register-worker": Scheduler._worker_register,
+    "task-finished": Scheduler._worker_task_finished,
+    "task-started": Scheduler._worker_task_started,
+    "task-erred": Scheduler._worker_task_erred,
+    "missing-data": Scheduler._worker_missing_data,
+    "reschedule": Scheduler._worker_reschedule,
+    "heartbeat": Scheduler._worker_heartbeat,
+    "unregister": Scheduler._worker_unregister,
+}
+
+#: The handler of each op a client sends, by op.
+_CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
+    "update-graph": Scheduler._client_update_graph,
+    "release-keys": Scheduler._client_release_keys,
+    "update-data": Scheduler._client_update_data,
+    "who-has": Scheduler._client_who_has,
+    "scheduler-info": Scheduler._client_scheduler_info,
+    "run-on-scheduler": Scheduler._client_run_on_scheduler,
+    "broadcast": Scheduler._client_broadcast,
+    "client-id": Scheduler._client_id,
+    "wait-for-workers": Scheduler._client_wait_for_workers,
+    "retire-workers": Scheduler._client_retire_workers,
+}

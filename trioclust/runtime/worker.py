@@ -45,6 +45,7 @@ from trioclust.core import instructions as ins
 from trioclust.core.worker_state import WorkerState
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
 from trioclust.protocol import Serialized
+from trioclust.protocol import messages as msgs
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime.execution import (
@@ -241,7 +242,7 @@ class Worker(Server):
                 await link.request(
                     "register-worker", address=self.address, nthreads=self.nthreads,
                     name=self.name, memory_limit=self.memory_limit, metrics=self._metrics(),
-                    pid=os.getpid(),
+                    pid=os.getpid(), stimulus_id=f"register-worker-{time.time()}",
                 )
                 if first:
                     task_status.started()
@@ -272,8 +273,9 @@ class Worker(Server):
         link = self._scheduler_link
         if link is None or link.closed:
             return
+        unregister: msgs.UnregisterMsg = {"op": "unregister"}
         try:
-            link.send({"op": "unregister"})
+            link.send(unregister)
         except CommClosedError:
             return
         with trio.move_on_after(config.get_float("runtime.close-timeout")) as scope:
@@ -302,8 +304,9 @@ class Worker(Server):
             await trio.sleep(self.heartbeat_interval)
             link = self._scheduler_link
             if link is not None and not link.closed:
+                heartbeat: msgs.HeartbeatMsg = {"op": "heartbeat", "metrics": self._metrics()}
                 try:
-                    link.send({"op": "heartbeat", "metrics": self._metrics()})
+                    link.send(heartbeat)
                 except CommClosedError:
                     pass
 
@@ -320,20 +323,21 @@ class Worker(Server):
         }
 
     # -------------------------------------------------- scheduler messages
-    def _on_compute_task(self, msg: dict[str, Any]) -> None:
+    def _on_compute_task(self, msg: msgs.ComputeTaskMsg) -> None:
+        who_has = msg.get("who_has")
         self._handle(
             ev.ComputeRequested(
                 key=msg["key"], run_spec=msg["run_spec"],
-                who_has={k: tuple(v) for k, v in (msg.get("who_has") or {}).items()},
-                nbytes=msg.get("nbytes") or {}, priority=int(msg.get("priority") or 0),
-                stimulus_id=msg.get("stimulus_id", ""),
+                who_has={k: tuple(v) for k, v in who_has.items()} if who_has else {},
+                nbytes=msg.get("nbytes") or {}, priority=msg["priority"],
+                stimulus_id=msg["stimulus_id"],
             )
         )
 
-    def _on_free_keys(self, msg: dict[str, Any]) -> None:
-        self._handle(ev.FreeRequested(keys=tuple(msg["keys"]), stimulus_id=msg.get("stimulus_id", "")))
+    def _on_free_keys(self, msg: msgs.FreeKeysMsg) -> None:
+        self._handle(ev.FreeRequested(keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
 
-    async def _on_run(self, msg: dict[str, Any]) -> Any:
+    async def _on_run(self, msg: msgs.RunMsg) -> Any:
         """``client.run``: call a function here, in the event loop (like dask)."""
         return await call_function(msg, self, ("dask_worker", "worker"))
 
@@ -346,13 +350,13 @@ class Worker(Server):
         )
         await link.run()
 
-    def _on_get_data(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _on_get_data(self, msg: msgs.GetDataMsg) -> msgs.GetDataReply:
         data = self.state.data
         found = {k: data[k] for k in msg["keys"] if k in data}
         missing = [k for k in msg["keys"] if k not in data]
         return {"data": found, "missing": missing}
 
-    def _on_update_data(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _on_update_data(self, msg: msgs.ScatterDataMsg) -> msgs.ScatterDataReply:
         values = {
             k: (v.deserialize() if isinstance(v, Serialized) else v) for k, v in msg["data"].items()
         }
@@ -360,7 +364,7 @@ class Worker(Server):
             k: (v.nbytes if isinstance(v, Serialized) else len(v) if isinstance(v, bytes) else 0)
             for k, v in msg["data"].items()
         }
-        self._handle(ev.DataUpdated(data=values, nbytes=nbytes, stimulus_id="update-data"))
+        self._handle(ev.DataUpdated(data=values, nbytes=nbytes, stimulus_id=f"update-data-{time.time()}"))
         return {"nbytes": nbytes}
 
     # ------------------------------------------------------------ the core
@@ -370,7 +374,7 @@ class Worker(Server):
 
     def _send(
         self,
-        msg: dict[str, Any],
+        msg: Any,
         *,
         urgent: bool = True,
         on_written: Callable[[], object] | None = None,
@@ -390,25 +394,23 @@ class Worker(Server):
 
     def _dispatch(self, i: Any) -> None:
         if isinstance(i, ins.Execute):
-            self._execute(i.key)
+            self._execute(i.key, i.stimulus_id)
         elif isinstance(i, ins.SendTaskFinished):
-            msg: dict[str, Any] = {
+            msg: msgs.TaskFinishedMsg = {
                 "op": "task-finished", "key": i.key, "nbytes": i.nbytes, "type": i.type_name,
                 "stimulus_id": i.stimulus_id,
             }
             inline = self._inline.pop(i.key, None)
             if inline is not None:
                 msg["value"] = inline
-            # with other tasks still running here, more results follow soon
-            self._send(msg, urgent=not self.state.executing)
+            self._send(msg, urgent=i.urgent)
         elif isinstance(i, ins.SendTaskErred):
-            self._send(
-                {
-                    "op": "task-erred", "key": i.key, "exception": i.exception,
-                    "traceback": i.traceback, "text": i.exception_text,
-                    "stimulus_id": i.stimulus_id,
-                }
-            )
+            erred: msgs.TaskErredMsg = {
+                "op": "task-erred", "key": i.key, "exception": i.exception,
+                "traceback": i.traceback, "exception_text": i.exception_text,
+                "stimulus_id": i.stimulus_id,
+            }
+            self._send(erred)
         elif isinstance(i, ins.Gather):
             assert self._nursery is not None
             self._nursery.start_soon(self._gather, i.peer, i.keys, self._generation)
@@ -417,14 +419,21 @@ class Worker(Server):
             if scope is not None:
                 scope.cancel()
         elif isinstance(i, ins.SendMissingData):
-            self._send({"op": "missing-data", "key": i.key, "errant_worker": i.errant_worker})
+            missing: msgs.MissingDataMsg = {
+                "op": "missing-data", "key": i.key, "errant_worker": i.errant_worker,
+                "stimulus_id": i.stimulus_id,
+            }
+            self._send(missing)
         elif isinstance(i, ins.SendReschedule):
-            self._send({"op": "reschedule", "key": i.key})
+            reschedule: msgs.RescheduleMsg = {
+                "op": "reschedule", "key": i.key, "stimulus_id": i.stimulus_id
+            }
+            self._send(reschedule)
         else:  # pragma: no cover - a new instruction type without a dispatcher
             raise TypeError(f"Worker cannot dispatch {i!r}")
 
     # ----------------------------------------------------------- execution
-    def _execute(self, key: str) -> None:
+    def _execute(self, key: str, stimulus_id: str) -> None:
         ts = self.state.tasks[key]
         generation = self._generation
         try:
@@ -453,7 +462,8 @@ class Worker(Server):
 
         # the code starts once the scheduler can know that it started: a task that
         # kills this worker is then blamed, and not its neighbours
-        self._send({"op": "task-started", "key": key}, on_written=start)
+        started: msgs.TaskStartedMsg = {"op": "task-started", "key": key, "stimulus_id": stimulus_id}
+        self._send(started, on_written=start)
 
     async def _run_coroutine(
         self, key: str, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -527,7 +537,7 @@ class Worker(Server):
         if generation == self._generation:
             self._handle(event)
 
-    async def _on_acquire_replicas(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _on_acquire_replicas(self, msg: msgs.AcquireReplicasMsg) -> msgs.AcquireReplicasReply:
         """Copy keys from the workers holding them (another worker is retiring)."""
         by_peer: dict[str, list[str]] = {}
         for key, holders in msg["who_has"].items():
@@ -540,12 +550,12 @@ class Worker(Server):
             except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
                 logger.warning("Worker %s could not copy %d keys from %s: %s", self.name, len(keys), peer, exc)
                 continue
-            self._handle(ev.DataUpdated(data=data, nbytes=nbytes, stimulus_id=f"replicate-{peer}"))
+            self._handle(ev.DataUpdated(data=data, nbytes=nbytes, stimulus_id=msg["stimulus_id"]))
             got.extend(data)
         return {"keys": got}
 
-    def _on_close_request(self, msg: dict[str, Any]) -> None:
+    def _on_close_request(self, msg: msgs.CloseMsg) -> None:
         """The scheduler retires this worker: stop, and say so (a nanny will not restart it)."""
-        self.close_reason = str(msg.get("reason") or "the scheduler asked it to close")
+        self.close_reason = msg["reason"] or "the scheduler asked it to close"
         logger.info("Worker %s closes: %s", self.name, self.close_reason)
         self._request_close()
