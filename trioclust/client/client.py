@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
-from trioclust.client.core import GRAPH_CHUNK, ClientCore
+from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
@@ -492,7 +492,7 @@ class Client:
             if error.get("exception") is None:
                 raise RuntimeError(f"client.run failed on {address}: {error.get('text')}")
             raise exc
-        return {address: _load(value) for address, value in reply["results"].items()}
+        return {address: deserialized(value) for address, value in reply["results"].items()}
 
     def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``function(*args, **kwargs)`` in the scheduler's process.
@@ -506,7 +506,7 @@ class Client:
             "run-on-scheduler", function=serialize(function), args=serialize(tuple(args)),
             kwargs=serialize(dict(kwargs)),
         )
-        return _load(result)
+        return deserialized(result)
 
     def scheduler_info(self) -> Any:
         """The scheduler's address, id, workers (threads, memory, tasks) and task counts."""
@@ -561,12 +561,6 @@ class Client:
 
 async def _done() -> None:
     return None
-
-
-def _load(value: Any) -> Any:
-    from trioclust.protocol import Serialized
-
-    return value.deserialize() if isinstance(value, Serialized) else value
 
 
 def _collect_states(obj: Any, out: list[FutureState]) -> None:

@@ -9,27 +9,42 @@ through the :class:`ThreadInbox` (see below), and
 :meth:`ClientCore.release_ref`, which the ``Future.__del__`` of a dropped
 future calls.
 
-Release ordering: a key dropped by the user is queued, and every message the
-client sends first flushes that queue, so a release can never overtake a new
-submission of the same key.
+Dropped futures. ``release_ref`` runs in a finalizer: on any thread, at any
+moment (a garbage collection), also while that thread holds one of this
+client's locks (taking a reference, writing a submission). So it takes no
+lock: it appends the state to ``_dropped`` (a deque: atomic) and, unless the
+loop *watches* (below) and this is a user thread, wakes the loop through the
+inbox (one wake-up for all the drops until the loop's next count). A drop is *counted* later, holding the locks, by whoever sends next:
+the loop at the end of a drain of the inbox or before a message it sends
+(:meth:`ClientCore._flush_releases`), or a user thread in front of the
+submission it writes itself. Counting takes the state's reference; the last
+one deletes the state and releases the key. A submission of the same key
+made before the drop is counted takes a reference first, so the key stays.
+
+Release ordering: a release never overtakes the submission of its key, and
+a new submission never overtakes a release. The first holds because drops
+are counted only once every call queued in the inbox before them has run:
+the counter takes its snapshot of ``_dropped`` first and then checks that
+the inbox is empty (idle, for a user thread); never from inside a drain,
+where the call running may send something older than the drops. The second
+holds because counting and handing the release to the link happen under
+``_release_lock``, which a thread's own write holds too, and a thread writes
+only while the link's outbox is empty and the inbox idle.
 
 Submissions from the user's thread, written there. Handing a submission to
 the loop thread costs a wake-up of that loop on the round trip's path. So a
-synchronous client's thread writes its submission itself when nothing it
-queued before is still waiting or running in the loop (the inbox is idle)
-and the link is idle (:meth:`Link.send_from_thread`; TCP under trio), with
-the keys dropped on user threads since the last write in front of it
-(``release-keys``). Otherwise it queues both through the inbox, releases
-first.
+synchronous client's thread writes its submission itself when nothing is
+queued in the inbox or running from it (the inbox is idle) and the link is
+idle (:meth:`Link.send_from_thread`; TCP under trio), with the keys of the
+drops it counts in front of it (``release-keys``). Otherwise it queues the
+submission through the inbox; the loop counts the drops after it.
 
-Such keys (``_direct_releases``) are kept out of the inbox only while the
-loop *watches*: for ``comm.lazy-linger`` after it hands out results, the
-moment futures get dropped; then it sends what is left itself. A key dropped
-while the loop does not watch goes through the inbox, as every release did
-before. Each kept key is newer than everything in the inbox (a submission
-that falls back to the inbox takes them along first, under
-``_release_lock``), so they may leave only once the inbox has been drained:
-never from inside a drain (see :meth:`ClientCore._flush_releases`).
+Drops on user threads do not wake the loop while it *watches*: for
+``comm.lazy-linger`` after it hands out results, the moment futures get
+dropped, they wait for that thread's next submission; then the loop counts
+what is left itself. A drop appends first and reads ``_release_watch``
+after, so one that races the end of the watch is seen by its count or
+wakes the loop.
 """
 
 from __future__ import annotations
@@ -82,8 +97,13 @@ class _ClosedInbox(ThreadInbox):
 _NO_INBOX = _ClosedInbox()
 
 
-def _load(value: Any) -> Any:
+def deserialized(value: Any) -> Any:
+    """``value`` itself, or what it holds if it is a :class:`Serialized`."""
     return value.deserialize() if isinstance(value, Serialized) else value
+
+
+def _wake() -> None:
+    """Queued to wake the loop: the drain that runs it counts the drops."""
 
 
 #: Tasks per update-graph message: a large ``map`` goes as several messages,
@@ -162,15 +182,17 @@ class ClientCore:
         self.id = ""
         self.status = "created"
         self._states: dict[str, FutureState] = {}
-        self._lock = threading.Lock()
-        self._pending_release: deque[str] = deque()
-        # keys dropped on user threads, for the next write (see the module's notes)
-        self._direct_releases: deque[str] = deque()
-        self._release_watch = False  # the loop will send them within lazy-linger
-        self._release_lock = threading.Lock()  # over the two above
+        self._lock = threading.Lock()  # over _states and the states' refs
+        # states of dropped futures, not yet counted (see the module's notes)
+        self._dropped: deque[FutureState] = deque()
+        self._wake_queued = False  # a drop queued a wake-up that no count has seen yet
+        self._release_watch = False  # the loop counts user threads' drops within lazy-linger
+        # counting drops and handing their releases to the link, a thread's own write
+        self._release_lock = threading.Lock()
         self._watch_armed: anyio.Event | None = None
         self.inbox: ThreadInbox = _NO_INBOX  # the real one exists while running
-        self._loop_thread = 0
+        #: the event loop thread's id (0 before the client starts)
+        self.loop_thread = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         self._link: Link | None = None
         self._pool: ConnectionPool | None = None
@@ -181,8 +203,8 @@ class ClientCore:
         comm = await comm_connect(
             self.address, role="client", name=self.name, timeout=self.timeout, security=self.security
         )
-        self._loop_thread = threading.get_ident()
-        self.inbox = ThreadInbox(after_drain=self._flush_releases)
+        self.loop_thread = threading.get_ident()
+        self.inbox = ThreadInbox(after_drain=partial(self._flush_releases, at_drain_end=True))
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
@@ -239,6 +261,7 @@ class ClientCore:
         self.inbox.close()  # after its reader task has ended
         self.inbox = _NO_INBOX
         self.status = "closed"
+        self._dropped.clear()  # nothing counts them any more (release_ref checks)
 
     async def _run_link(self, link: Link, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         try:
@@ -273,36 +296,41 @@ class ClientCore:
             return state
 
     def release_ref(self, state: FutureState) -> None:
-        """A Future of ``state`` was dropped (any thread). The last one releases the key."""
-        with self._lock:
-            state.refs -= 1
-            if state.refs > 0 or self._states.get(state.key) is not state:
-                return
-            del self._states[state.key]
-            if self.status != "running":
-                return
-        if threading.get_ident() != self._loop_thread:
-            with self._release_lock:
-                if self._release_watch:  # for the next write or the watch (module notes)
-                    self._direct_releases.append(state.key)
-                    return
-        # through the inbox, so the release keeps its place after anything
-        # queued before (a submission that depends on the key, say)
-        self.inbox.call_soon(partial(self._pending_release.append, state.key))
+        """A Future of ``state`` was dropped (any thread, from a finalizer).
 
-    def _take_direct_releases(self) -> list[str]:
-        """The keys kept for the next write (see the module's notes), taken.
-
-        Call it holding ``_release_lock``, and keep holding it until they are
-        written or queued: in between, nothing may pass them.
+        Takes no lock: queues the state for counting (see the module's notes).
         """
-        keys = list(self._direct_releases)
-        self._direct_releases.clear()
+        self._dropped.append(state)
+        if self.status == "closed":
+            self._dropped.clear()  # nothing would count it: keep no value alive
+        elif not self._release_watch or threading.get_ident() == self.loop_thread:
+            # the loop counts it after whatever was queued before; one wake-up
+            # serves every drop until the loop's next count
+            if not self._wake_queued:
+                self._wake_queued = True
+                self.inbox.call_soon(_wake)
+
+    def _count_drops(self, n: int) -> list[str]:
+        """Count the first ``n`` dropped states; the keys whose last Future went.
+
+        Call it holding ``_release_lock``, and keep holding it until those
+        keys are handed to the link or queued (see the module's notes).
+        """
+        keys: list[str] = []
+        dropped = self._dropped
+        with self._lock:
+            states = self._states
+            for _ in range(n):
+                state = dropped.popleft()
+                state.refs -= 1
+                if state.refs == 0 and states.get(state.key) is state:
+                    del states[state.key]
+                    keys.append(state.key)
         return keys
 
     async def _watch_releases(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Send the keys dropped on user threads within ``comm.lazy-linger``
-        of being asked to watch (see the module's notes)."""
+        """Count the drops of user threads within ``comm.lazy-linger`` of
+        being asked to watch (see the module's notes)."""
         linger = config.get_float("comm.lazy-linger")
         self._watch_armed = anyio.Event()
         task_status.started()
@@ -310,29 +338,29 @@ class ClientCore:
             await self._watch_armed.wait()
             self._watch_armed = anyio.Event()
             await anyio.sleep(linger)
-            with self._release_lock:
-                self._release_watch = False  # a key dropped from now on takes the inbox
-            self.inbox.drain()  # what was queued before the kept keys goes first
+            self._release_watch = False  # a drop from now on wakes the loop
+            self.inbox.drain()  # what was queued before the drops goes first
             self._flush_releases()
 
     def _watch_for_releases(self) -> None:
         """Results were handed out: their futures may be dropped soon."""
         if not self._release_watch and self._watch_armed is not None:
-            with self._release_lock:
-                self._release_watch = True
+            self._release_watch = True
             self._watch_armed.set()
 
-    def _flush_releases(self) -> None:
-        """Send the released keys: those queued through the inbox, and, outside
-        a drain of the inbox, the kept ones (newer than all it held)."""
-        keys: list[str] = []
-        while self._pending_release:
-            keys.append(self._pending_release.popleft())
-        if self.inbox.draining:
-            self._send_releases(keys)
+    def _flush_releases(self, *, at_drain_end: bool = False) -> None:
+        """Count the drops and send their releases, unless a call queued in
+        the inbox before them has not run yet (see the module's notes)."""
+        if self.inbox.draining and not at_drain_end:
             return
-        with self._release_lock:  # no thread's write may pass them on the way out
-            self._send_releases(keys + self._take_direct_releases())
+        self._wake_queued = False  # before looking: a drop after this queues a wake-up
+        if not self._dropped:
+            return
+        with self._release_lock:
+            n = len(self._dropped)  # the snapshot first, then the inbox's check
+            if self.inbox.has_calls():
+                return  # the drain that runs them counts these after them
+            self._send_releases(self._count_drops(n))
 
     def _send_releases(self, keys: list[str]) -> None:
         if keys and self._link is not None and not self._link.closed:
@@ -396,34 +424,34 @@ class ClientCore:
             raise SchedulerLostError(
                 f"This client is {self.status}: it cannot talk to the scheduler at {self.address}."
             )
-        futures = [Future(key, self.client) for key in wanted]
+        futures = [Future(key, self) for key in wanted]
         # a key the scheduler already knows keeps its state there; resending is harmless
         messages = _graph_messages(tasks, wanted)
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self.loop_thread:
             self._send_graph(messages)
         elif not self._write_from_thread(messages):
-            with self._release_lock:  # the kept keys go first, as one
-                keys = self._take_direct_releases()
-                if keys:
-                    self.inbox.call_soon(partial(self._pending_release.extend, keys))
-                self.inbox.call_soon(lambda: self._send_graph(messages))
+            self.inbox.call_soon(partial(self._send_graph, messages))
         return futures
 
     def _write_from_thread(self, messages: list[msgs.UpdateGraphMsg]) -> bool:
-        """Write a one-message graph from this (user) thread, with the keys
-        dropped here in front, if nothing this thread queued is still in the
-        loop's hands and the link is idle; False if nothing was done."""
+        """Write a one-message graph from this (user) thread, with the
+        releases of the drops it counts in front, if the inbox and the link
+        are idle; False if it was not written (see the module's notes)."""
         link = self._link
-        if link is None or len(messages) != 1 or not self.inbox.idle():
+        if link is None or len(messages) != 1:
             return False
         with self._release_lock:
-            keys = self._take_direct_releases()
+            n = len(self._dropped)  # the snapshot first, then the inbox's check
+            if not self.inbox.idle():
+                return False
+            keys = self._count_drops(n) if n else []
             batch: list[Any] = [_release_message(keys), *messages] if keys else list(messages)
             if link.send_from_thread(batch):
                 if link.comm.unsent:  # the kernel took only part: the loop's writer sends the rest
                     self.inbox.call_soon(link.wake)
                 return True
-            self._direct_releases.extendleft(reversed(keys))  # for the usual way
+            if keys:  # counted: they go first, the usual way
+                self.inbox.call_soon(partial(self._send_releases, keys))
         return False
 
     def _send_graph(self, messages: list[msgs.UpdateGraphMsg]) -> None:
@@ -500,11 +528,20 @@ class ClientCore:
         return values
 
     async def _fetch(self, states: list[FutureState]) -> dict[str, Any]:
-        """Get values from the workers holding them. Keys not found are left out."""
+        """Get values from the workers holding them. Keys not found are left out.
+
+        A key that could not be fetched has gone (its holder died or dropped
+        it: the scheduler says so with ``lost-data`` and recomputes it) or
+        sits where this client cannot reach: this waits for a change of one
+        of the missing keys' states, at most ``comm.timeouts.connect``, and
+        raises ``TimeoutError`` (an ``OSError``, as Dask's connect timeouts)
+        if none came.
+        """
         if not states:
             return {}
         assert self._link is not None
         assert self._pool is not None
+        marks = [(s, s.changes) for s in states]  # before who-has: a loss meanwhile counts
         keys = [s.key for s in states]
         who_has: dict[str, list[str]] = await self._link.request("who-has", keys=keys)
         by_worker: dict[str, list[str]] = {}
@@ -513,6 +550,7 @@ class ClientCore:
             if holders:
                 by_worker.setdefault(random.choice(holders), []).append(key)
         values: dict[str, Any] = {}
+        failures: dict[str, str] = {}
 
         async def from_worker(worker: str, worker_keys: list[str]) -> None:
             assert self._pool is not None
@@ -521,18 +559,49 @@ class ClientCore:
                 reply = await link.request("get-data", keys=worker_keys)
             except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
                 logger.info("Could not get %d keys from %s: %s", len(worker_keys), worker, exc)
+                failures[worker] = f"{type(exc).__name__}: {exc}"
                 self._pool.forget(worker)
                 return
             for key, value in reply["data"].items():
-                values[key] = _load(value)
+                values[key] = deserialized(value)
 
         async with anyio.create_task_group() as tg:
             for worker, worker_keys in by_worker.items():
                 tg.start_soon(from_worker, worker, worker_keys)
         if len(values) < len(keys):
-            # the scheduler will notice the loss and recompute; give it a moment
-            await anyio.sleep(0.01)
+            missing = [(s, mark) for s, mark in marks if s.key not in values]
+            await self._wait_for_a_change(missing, who_has, failures)
         return values
+
+    async def _wait_for_a_change(
+        self, missing: list[tuple[FutureState, int]], who_has: dict[str, list[str]],
+        failures: dict[str, str],
+    ) -> None:
+        """Return once one of the ``missing`` states changed since its mark;
+        raise ``TimeoutError`` after ``comm.timeouts.connect`` without one."""
+        if any(state.changes != mark for state, mark in missing):
+            return
+        timeout = config.get_float("comm.timeouts.connect")
+        with anyio.move_on_after(timeout) as waited:
+            async with anyio.create_task_group() as tg:
+
+                async def watch(state: FutureState, mark: int) -> None:
+                    await state.wait_changed(mark)
+                    tg.cancel_scope.cancel()
+
+                for state, mark in missing:
+                    tg.start_soon(watch, state, mark)
+        if not waited.cancelled_caught:
+            return
+        keys = [state.key for state, _ in missing]
+        holders = sorted({w for key in keys for w in who_has.get(key) or []})
+        why = "; ".join(f"{w}: {failures[w]}" for w in holders if w in failures)
+        raise TimeoutError(
+            f"Could not get {len(keys)} key(s) ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}) "
+            f"from the workers holding them ({', '.join(holders) or 'the scheduler names none'}) "
+            f"within {timeout} s (comm.timeouts.connect), and the scheduler reported no loss"
+            f"{': ' + why if why else ''}. Check that this client can reach the workers."
+        )
 
     # ------------------------------------------------------------ requests
     async def request(self, op: str, **kwargs: Any) -> Any:
@@ -559,7 +628,7 @@ class ClientCore:
                 "scatter needs at least one worker, and the scheduler at "
                 f"{self.address} has none. Start workers (or wait_for_workers) first."
             )
-        futures = [Future(key, self.client) for key in data]
+        futures = [Future(key, self) for key in data]
         targets: dict[str, dict[str, Any]] = {}
         start = random.randrange(len(workers))
         for i, (key, value) in enumerate(data.items()):
@@ -586,15 +655,20 @@ class ClientCore:
         return futures
 
     def cancel(self, futures: list[Future], reason: str = "cancelled by the user") -> None:
+        running = self.status == "running" and self._link is not None
+        if running:
+            self.inbox.drain()  # whatever was queued before this goes first
         keys = []
-        with self._lock:
-            for future in futures:
-                state = future._state
-                if self._states.get(state.key) is state:
-                    del self._states[state.key]
-                    keys.append(state.key)
+        with self._release_lock:  # no thread's write of a key cancelled here passes the release
+            with self._lock:
+                for future in futures:
+                    state = future._state
+                    if self._states.get(state.key) is state:
+                        del self._states[state.key]
+                        keys.append(state.key)
+            if keys and running:
+                assert self._link is not None
+                self._link.send(_release_message(keys))
         for future in futures:
             if future._state.status != "cancelled":
                 future._state.cancel(reason)
-        if keys and self.status == "running":
-            self.send(_release_message(keys))

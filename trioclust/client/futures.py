@@ -4,6 +4,14 @@ Several ``Future`` objects may point at the same key; they share one
 ``FutureState``, which the client updates from the scheduler's messages in its
 event loop thread. A state counts the Futures that refer to it; when the last
 one is dropped the client releases the key on the cluster.
+
+A ``Future`` holds the :class:`~trioclust.client.core.ClientCore` it belongs
+to, and reaches the :class:`~trioclust.client.Client` (the synchronous bridge)
+through it; this module imports neither at run time. ``Future.__del__`` may
+run on any thread at any moment, garbage collection included, also while
+that thread holds the client's locks (taking a reference, writing a
+submission): it takes no lock, it only hands the state to
+:meth:`ClientCore.release_ref`, which queues it (see core.py's notes).
 """
 
 from __future__ import annotations
@@ -22,18 +30,23 @@ from trioclust.protocol import Serialized
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client
+    from trioclust.client.core import ClientCore
 
 logger = logging.getLogger("trioclust.client")
 
 _NO_VALUE = object()
+
+#: Serializes the creation of a state's ``thread_event`` (one per state,
+#: however many threads wait); never taken by a finalizer.
+_thread_event_lock = threading.Lock()
 
 
 class FutureState:
     """What the client knows of one key: status, inline value, error, waiters."""
 
     __slots__ = (
-        "callbacks", "event", "exception", "key", "refs", "status", "text", "thread_event",
-        "traceback", "type_name", "value",
+        "callbacks", "changes", "event", "exception", "key", "refs", "status", "text",
+        "thread_event", "traceback", "type_name", "value",
     )
 
     def __init__(self, key: str) -> None:
@@ -45,6 +58,7 @@ class FutureState:
         self.traceback: Any = None
         self.text = ""
         self.refs = 0
+        self.changes = 0  # how many times the status changed (see wait_changed)
         self.event: anyio.Event | None = None
         # what threads of a synchronous client wait on (see Future.result)
         self.thread_event: threading.Event | None = None
@@ -63,9 +77,17 @@ class FutureState:
                 self.event = anyio.Event()
             await self.event.wait()
 
+    async def wait_changed(self, since: int) -> None:
+        """Wait until ``changes`` is no longer ``since``."""
+        while self.changes == since:
+            if self.event is None:
+                self.event = anyio.Event()
+            await self.event.wait()
+
     def _changed(self) -> None:
         # the status is already set: a thread that registers its event after
         # this read sees it, one that registered before is woken here
+        self.changes += 1
         if self.event is not None:
             self.event.set()
             self.event = None
@@ -121,17 +143,17 @@ class Future:
     futures releases the key on the cluster.
     """
 
-    __slots__ = ("__weakref__", "_client", "_state", "key")
+    __slots__ = ("__weakref__", "_core", "_state", "key")
 
-    def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
+    def __init__(self, key: str, core: ClientCore, state: FutureState | None = None) -> None:
         self.key = key
-        self._client = client
-        self._state = client._core.take_ref(key, state)
+        self._core = core
+        self._state = core.take_ref(key, state)
 
     @property
     def client(self) -> Client:
         """The client this future belongs to."""
-        return self._client
+        return self._core.client
 
     @property
     def status(self) -> str:
@@ -155,11 +177,13 @@ class Future:
         With an asynchronous client this returns an awaitable.
         """
         state = self._state
-        if self._client.asynchronous:
-            return self._client._sync(self._client._core.result_of, self, timeout)
+        core = self._core
+        client = core.client
+        if client.asynchronous:
+            return client._sync(core.result_of, self, timeout)
         if state.status == "finished" and state.has_value:
             return state.value  # no trip through the event loop thread
-        if threading.get_ident() != self._client._core._loop_thread:
+        if threading.get_ident() != core.loop_thread:
             # wait in this thread, without a trip through the event loop
             # thread, for the usual case: a result that comes inline
             remaining = self._wait_in_thread(timeout)
@@ -167,16 +191,15 @@ class Future:
                 return state.value
             if remaining is not None:
                 timeout = remaining
-        return self._client._sync(self._client._core.result_of, self, timeout)
+        return client._sync(core.result_of, self, timeout)
 
     def _wait_in_thread(self, timeout: float | None) -> float | None:
         """Block this (non-loop) thread until the state is done or ``timeout``
         passes; returns the time left (None: no timeout)."""
         state = self._state
         deadline = None if timeout is None else time.monotonic() + timeout
-        lock = self._client._core._lock
         while not state.done():
-            with lock:  # one event per state, however many threads wait
+            with _thread_event_lock:  # one event per state, however many threads wait
                 event = state.thread_event
                 if event is None:
                     event = state.thread_event = threading.Event()
@@ -190,15 +213,15 @@ class Future:
 
     def exception(self, timeout: float | None = None) -> Any:
         """The task's exception once it failed, None if it succeeded."""
-        return self._client._sync(self._client._core.exception_of, self, timeout)
+        return self._core.client._sync(self._core.exception_of, self, timeout)
 
     def traceback(self, timeout: float | None = None) -> Any:
         """The remote traceback (a traceback object) once it failed, else None."""
-        return self._client._sync(self._client._core.traceback_of, self, timeout)
+        return self._core.client._sync(self._core.traceback_of, self, timeout)
 
     def cancel(self) -> Any:
         """Cancel this future (see :meth:`Client.cancel`)."""
-        return self._client.cancel([self])
+        return self._core.client.cancel([self])
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` once the future is done (at once if it already is).
@@ -206,17 +229,18 @@ class Future:
         Callbacks run in the client's event loop thread: keep them quick, and
         do not block there waiting for other futures.
         """
-        self._client._call_in_loop(self._client._core.add_done_callback, self, fn)
+        self._core.client._call_in_loop(self._core.add_done_callback, self, fn)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._client._core.result_of(self, None).__await__()
+        return self._core.result_of(self, None).__await__()
 
     def __del__(self) -> None:
+        # lock-free: this may run inside the client's own locked sections
         try:
-            client, state = self._client, self._state
+            core, state = self._core, self._state
         except AttributeError:  # __init__ failed before setting them
             return
-        client._core.release_ref(state)
+        core.release_ref(state)
 
     def __repr__(self) -> str:
         state = self._state

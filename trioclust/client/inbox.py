@@ -7,7 +7,11 @@ loop (a burst of submits would then cost a thread round trip each), and a
 the call goes on a deque, and the first call of a burst writes one byte to a
 socket pair the loop waits on. The loop then runs everything queued, in
 order, so a burst of submits leaves as one batch and a release never
-overtakes an earlier submission.
+overtakes an earlier submission. ``call_soon`` takes no lock: a finalizer
+may call it on a thread that is inside this client's locked sections.
+
+A drain ends with the ``after_drain`` hook; if calls were queued meanwhile,
+it runs them and the hook again, so the hook's last run sees an empty queue.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class ThreadInbox:
         """Whether the loop is running queued calls right now."""
         return self._draining
 
+    def has_calls(self) -> bool:
+        """Whether calls are queued and not yet taken by a drain (any thread)."""
+        return bool(self._calls)
+
     def idle(self) -> bool:
         """Whether nothing is queued and nothing queued is running now (safe
         from any thread): whatever was queued before this call has run."""
@@ -76,14 +84,17 @@ class ThreadInbox:
             calls = self._calls
             # a burst of submits leaves as one write, from here when it can
             with writes_deferred():
-                while calls:
-                    fn = calls.popleft()
-                    try:
-                        fn()
-                    except Exception:
-                        logger.exception("A queued client call failed")
-                if self._after_drain is not None:
-                    self._after_drain()
+                while True:
+                    while calls:
+                        fn = calls.popleft()
+                        try:
+                            fn()
+                        except Exception:
+                            logger.exception("A queued client call failed")
+                    if self._after_drain is not None:
+                        self._after_drain()
+                    if not calls:
+                        break
         finally:
             self._draining = False
 

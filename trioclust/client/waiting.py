@@ -56,7 +56,7 @@ async def _wait(futures: list[Future], timeout: float | None, return_when: str) 
         changed.set()
 
     for future in futures:
-        future.client._core.add_done_callback(future, notify)
+        future._core.add_done_callback(future, notify)
     try:
         with anyio.fail_after(timeout):
             while not finished():
@@ -117,7 +117,7 @@ class as_completed:
 
     def _register(self, futures: list[Future]) -> None:
         for future in futures:
-            future.client._core.add_done_callback(future, self._on_done)
+            future._core.add_done_callback(future, self._on_done)
 
     def count(self) -> int:
         """How many futures have not been yielded yet."""
