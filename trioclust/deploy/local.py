@@ -28,15 +28,13 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
-import anyio
-import anyio.to_thread
 import sniffio
 import trio
 
 from trioclust import config
 from trioclust.client.client import set_cluster_factory
-from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
 from trioclust.deploy.sizing import cpu_count, memory_limit_per_worker, workers_and_threads
+from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.runtime.log_capture import RecentLogs
 from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.scheduler import Scheduler
@@ -124,23 +122,14 @@ class LocalCluster(Server):
         self._logs = RecentLogs()
         self._nursery: trio.Nursery | None = None
         self._loop: LoopThread | None = None
-        self._sync_cm: Any = None
+        self._hosted: HostedContext | None = None
         if not asynchronous:
             self._start_sync()
 
     # --------------------------------------------------------- life cycle
     def _start_sync(self) -> None:
-        self._loop = LoopThread(name=f"trioclust-LocalCluster-{self.name}", backend="trio")
-        portal = self._loop.start()
-        try:
-            self._sync_cm = portal.wrap_async_context_manager(self)
-            self._sync_cm.__enter__()
-        except BaseException:
-            self._sync_cm = None
-            self._loop.stop()
-            self._loop = None
-            raise
-        register_open(self)
+        self._hosted = HostedContext(self, self, name=f"trioclust-LocalCluster-{self.name}")
+        self._loop = self._hosted.loop
 
     async def __aenter__(self) -> Self:
         if not self.processes and sniffio.current_async_library() != "trio":
@@ -164,15 +153,12 @@ class LocalCluster(Server):
         """
         if self.asynchronous:
             return super().close()
-        if self._sync_cm is not None:
-            cm, self._sync_cm = self._sync_cm, None
+        if self._hosted is not None:
+            hosted, self._hosted = self._hosted, None
             try:
-                cm.__exit__(None, None, None)
+                hosted.close()
             finally:
-                unregister_open(self)
-        if self._loop is not None:
-            loop, self._loop = self._loop, None
-            loop.stop()
+                self._loop = None
         return None
 
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -261,13 +247,8 @@ class LocalCluster(Server):
         """Call an async method in the cluster's loop, the way this cluster is used."""
         if self._loop is not None:
             return self._loop.portal.call(partial(fn, *args))
-        if self._thread is not None:  # asynchronous, under asyncio: the loop is our thread
-            token = self._thread_token
-
-            def hop() -> Any:
-                return trio.from_thread.run(partial(fn, *args), trio_token=token)
-
-            return anyio.to_thread.run_sync(hop)
+        if self._in_foreign_loop():  # asynchronous, under asyncio: the loop is our thread
+            return self._call_hosted(fn, *args)
         return fn(*args)
 
     # ----------------------------------------------------------- inspection
