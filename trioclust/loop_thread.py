@@ -95,6 +95,8 @@ class LoopThread:
         self._ready = threading.Event()
         self._portal: BlockingPortal | None = None
         self._error: BaseException | None = None
+        self._call_soon: CallSoon | None = None
+        self._stopping: anyio.Event | None = None
 
     @property
     def portal(self) -> BlockingPortal:
@@ -107,10 +109,13 @@ class LoopThread:
         """Start the thread and return the portal once its loop runs."""
 
         async def main() -> None:
+            self._call_soon = call_soon_here()
+            self._stopping = stopping = anyio.Event()
             async with BlockingPortal() as portal:
                 self._portal = portal
                 self._ready.set()
-                await portal.sleep_until_stopped()
+                await stopping.wait()
+                await portal.stop(cancel_remaining=True)
 
         def run() -> None:
             try:
@@ -136,15 +141,13 @@ class LoopThread:
         Returns:
             Whether the thread has ended (on False it is logged and left running).
         """
-        portal, self._portal = self._portal, None
+        self._portal = None
         thread = self._thread
         if thread is None:
             return True
-        if portal is not None and thread is not threading.current_thread():
-            try:
-                portal.start_task_soon(portal.stop, True)
-            except RuntimeError:
-                pass  # already stopping
+        if self._call_soon is not None and self._stopping is not None:
+            # not through the portal: this works from any thread, a trio loop's included
+            wake_soon(self._call_soon, self._stopping.set)
         if thread is threading.current_thread():
             return False  # stopped from inside its own loop: it ends once that call returns
         thread.join(_close_timeout() if timeout is None else timeout)
