@@ -10,9 +10,11 @@ scheduler, which moves their data to the remaining workers first.
 
 It runs its trio loop wherever the user is:
 
-* synchronous (the default): on a daemon thread of its own, driven through a
-  blocking portal; a ``Client(cluster)`` of a ``processes=False`` cluster
-  shares that loop, since ``inproc://`` works within one loop only;
+* synchronous (the default): on a :class:`~trioclust.loop_thread.LoopThread`
+  of its own, entered and closed through a
+  :class:`~trioclust.loop_thread.HostedContext`; a ``Client(cluster)`` of a
+  ``processes=False`` cluster shares that loop (its ``inproc://`` messages
+  then cross no thread), while other clients reach it from their own loops;
 * ``asynchronous=True`` under trio: in the caller's loop;
 * ``asynchronous=True`` under asyncio: on a trio thread (the Server base).
   In-process workers then use TCP on 127.0.0.1, so asyncio clients reach them.
