@@ -9,6 +9,7 @@ import socket
 import sys
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 
 import cloudpickle
 import psutil
@@ -83,6 +84,34 @@ def test_in_process_workers_on_inproc() -> None:
         with Client(cluster) as client:
             assert client.submit(inc, 41).result() == 42
             assert set(cluster.get_logs()) == {"Scheduler", *client.scheduler_info()["workers"]}
+
+
+def test_second_client_by_address_reaches_an_in_process_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the second client runs its own loop: inproc:// connects across the two
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        monkeypatch.setenv("TRIOCLUST_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        with Client(cluster) as first, Client() as second:
+            assert second.scheduler_address == cluster.scheduler_address
+            assert second.submit(inc, 1).result() == 2
+            data = second.scatter(list(range(100)))
+            assert sum(second.gather(second.map(inc, data))) == sum(range(1, 101))
+            assert first.submit(inc, 41).result() == 42
+
+
+@pytest.fixture
+def in_process_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        yield cluster
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
+async def test_asynchronous_client_reaches_an_in_process_cluster_from_its_loop(
+    in_process_cluster: LocalCluster, anyio_backend: str
+) -> None:
+    async with Client(in_process_cluster.scheduler_address, asynchronous=True) as client:
+        assert await client.submit(inc, 1) == 2
+        assert await client.gather(client.map(inc, range(10))) == list(range(1, 11))
 
 
 async def test_asynchronous_cluster_under_trio() -> None:

@@ -7,11 +7,13 @@ import socket
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from anyio.abc import ByteStream, SocketAttribute
 
 from trioclust import transport
 from trioclust.errors import ConnectTimeout
+from trioclust.loop_thread import LoopThread
 from trioclust.transport import (
     TransportAttribute,
     normalize_address,
@@ -396,3 +398,67 @@ async def test_inproc_send_eof_and_backpressure() -> None:
         await client.aclose()
         done.set()
         await listener.aclose()
+
+
+
+async def _echo(stream: ByteStream) -> None:
+    while True:
+        try:
+            data = await stream.receive()
+        except anyio.EndOfStream:
+            return
+        await stream.send(data)
+
+
+async def _hang_up(stream: ByteStream) -> None:
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_inproc_connects_from_another_event_loop() -> None:
+    # the listener and its handlers run in a trio loop on a thread of their
+    # own; the test's loop (trio or asyncio) connects to it, as a second
+    # Client does to an in-process cluster
+    loop = LoopThread(name="inproc-other-loop")
+    portal = loop.start()
+    try:
+        echo = await anyio.to_thread.run_sync(portal.call, transport.listen, "inproc://")
+        hang_up = await anyio.to_thread.run_sync(portal.call, transport.listen, "inproc://")
+        await anyio.to_thread.run_sync(portal.start_task_soon, echo.serve, _echo)
+        await anyio.to_thread.run_sync(portal.start_task_soon, hang_up.serve, _hang_up)
+
+        # 8 MiB each way through 4 MiB buffers: both sides wait for room and
+        # are woken from the other loop
+        client = await transport.connect(echo.contact_address, timeout=5)
+        chunk = bytes(range(256)) * 4096  # 1 MiB
+        received = bytearray()
+
+        async def read_all() -> None:
+            while True:
+                try:
+                    received.extend(await client.receive(2**20))
+                except anyio.EndOfStream:
+                    return
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_all)
+                for _ in range(8):
+                    await client.send(chunk)
+                await client.send_eof()  # the echo ends, and its stream closes
+        assert received == chunk * 8
+        await client.aclose()
+
+        # a receive blocked here is woken by a close in the other loop
+        other = await transport.connect(hang_up.contact_address, timeout=5)
+        with anyio.fail_after(30):
+            with pytest.raises(anyio.EndOfStream):
+                await other.receive()
+            with pytest.raises(anyio.BrokenResourceError):
+                await other.send(b"anyone?")
+        await other.aclose()
+
+        for listener in (echo, hang_up):
+            await anyio.to_thread.run_sync(portal.call, listener.aclose)
+    finally:
+        assert loop.stop()

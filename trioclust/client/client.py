@@ -23,7 +23,7 @@ from trioclust import config
 from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
-from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
+from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.protocol import serialize
 from trioclust.protocol.run_spec import dumps_task
 from trioclust.sizes import format_bytes
@@ -144,8 +144,7 @@ class Client:
         self._cluster_arg = address
         self._timeout = timeout if timeout is not None else config.get_float("comm.timeouts.connect")
         self._loop: LoopThread | None = None
-        self._owns_loop = True
-        self._core_cm: Any = None
+        self._hosted: HostedContext | None = None
         self._core: ClientCore
         if asynchronous and self.cluster is not None:
             self.scheduler_address = ""  # known once the cluster has started
@@ -171,23 +170,10 @@ class Client:
     # --------------------------------------------------------- life cycle
     def _start_sync(self) -> None:
         shared = getattr(self._cluster_arg, "_loop", None)
-        if shared is not None and self.scheduler_address.startswith("inproc://"):
-            # inproc:// connects within one event loop: use the cluster's
-            self._loop, self._owns_loop = shared, False
-        else:
-            self._loop = LoopThread(name=f"trioclust-{self.name}")
-            self._loop.start()
-        portal = self._loop.portal
-        try:
-            self._core_cm = portal.wrap_async_context_manager(self._core)
-            self._core_cm.__enter__()
-        except BaseException:
-            self._core_cm = None
-            if self._owns_loop:
-                self._loop.stop()
-            self._loop = None
-            raise
-        register_open(self)
+        if not (shared is not None and self.scheduler_address.startswith("inproc://")):
+            shared = None  # a loop of our own; the cluster's own when that saves a thread hop
+        self._hosted = HostedContext(self, self._core, name=f"trioclust-{self.name}", loop=shared)
+        self._loop = self._hosted.loop
 
     async def _start_async(self) -> Self:
         if self.cluster is not None and not self.scheduler_address:
@@ -240,16 +226,12 @@ class Client:
         """
         if self.asynchronous:
             return self._close_async()
-        if self._core_cm is not None:
-            cm, self._core_cm = self._core_cm, None
+        if self._hosted is not None:
+            hosted, self._hosted = self._hosted, None
             try:
-                cm.__exit__(None, None, None)
+                hosted.close()
             finally:
-                unregister_open(self)
-        if self._loop is not None:
-            loop, self._loop = self._loop, None
-            if self._owns_loop:
-                loop.stop()
+                self._loop = None
         if self.cluster is not None:
             self.cluster.close()
         return None

@@ -10,9 +10,11 @@ scheduler, which moves their data to the remaining workers first.
 
 It runs its trio loop wherever the user is:
 
-* synchronous (the default): on a daemon thread of its own, driven through a
-  blocking portal; a ``Client(cluster)`` of a ``processes=False`` cluster
-  shares that loop, since ``inproc://`` works within one loop only;
+* synchronous (the default): on a :class:`~trioclust.loop_thread.LoopThread`
+  of its own, entered and closed through a
+  :class:`~trioclust.loop_thread.HostedContext`; a ``Client(cluster)`` of a
+  ``processes=False`` cluster shares that loop (its ``inproc://`` messages
+  then cross no thread), while other clients reach it from their own loops;
 * ``asynchronous=True`` under trio: in the caller's loop;
 * ``asynchronous=True`` under asyncio: on a trio thread (the Server base).
   In-process workers then use TCP on 127.0.0.1, so asyncio clients reach them.
@@ -28,15 +30,13 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
-import anyio
-import anyio.to_thread
 import sniffio
 import trio
 
 from trioclust import config
 from trioclust.client.client import set_cluster_factory
-from trioclust.client.loop_thread import LoopThread, register_open, unregister_open
 from trioclust.deploy.sizing import cpu_count, memory_limit_per_worker, workers_and_threads
+from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.runtime.log_capture import RecentLogs
 from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.scheduler import Scheduler
@@ -124,23 +124,14 @@ class LocalCluster(Server):
         self._logs = RecentLogs()
         self._nursery: trio.Nursery | None = None
         self._loop: LoopThread | None = None
-        self._sync_cm: Any = None
+        self._hosted: HostedContext | None = None
         if not asynchronous:
             self._start_sync()
 
     # --------------------------------------------------------- life cycle
     def _start_sync(self) -> None:
-        self._loop = LoopThread(name=f"trioclust-LocalCluster-{self.name}", backend="trio")
-        portal = self._loop.start()
-        try:
-            self._sync_cm = portal.wrap_async_context_manager(self)
-            self._sync_cm.__enter__()
-        except BaseException:
-            self._sync_cm = None
-            self._loop.stop()
-            self._loop = None
-            raise
-        register_open(self)
+        self._hosted = HostedContext(self, self, name=f"trioclust-LocalCluster-{self.name}")
+        self._loop = self._hosted.loop
 
     async def __aenter__(self) -> Self:
         if not self.processes and sniffio.current_async_library() != "trio":
@@ -164,15 +155,12 @@ class LocalCluster(Server):
         """
         if self.asynchronous:
             return super().close()
-        if self._sync_cm is not None:
-            cm, self._sync_cm = self._sync_cm, None
+        if self._hosted is not None:
+            hosted, self._hosted = self._hosted, None
             try:
-                cm.__exit__(None, None, None)
+                hosted.close()
             finally:
-                unregister_open(self)
-        if self._loop is not None:
-            loop, self._loop = self._loop, None
-            loop.stop()
+                self._loop = None
         return None
 
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -261,13 +249,8 @@ class LocalCluster(Server):
         """Call an async method in the cluster's loop, the way this cluster is used."""
         if self._loop is not None:
             return self._loop.portal.call(partial(fn, *args))
-        if self._thread is not None:  # asynchronous, under asyncio: the loop is our thread
-            token = self._thread_token
-
-            def hop() -> Any:
-                return trio.from_thread.run(partial(fn, *args), trio_token=token)
-
-            return anyio.to_thread.run_sync(hop)
+        if self._in_foreign_loop():  # asynchronous, under asyncio: the loop is our thread
+            return self._call_hosted(fn, *args)
         return fn(*args)
 
     # ----------------------------------------------------------- inspection

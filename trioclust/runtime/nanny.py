@@ -48,7 +48,6 @@ of its own, and :meth:`Nanny.close`, :meth:`Nanny.wait_closed` and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -57,10 +56,10 @@ import re
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from subprocess import PIPE
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import sniffio
 import trio
@@ -86,8 +85,6 @@ _PIPE_DRAIN_SECONDS = 1.0  # after the child exited, how long its pipes may take
 _MAX_LINE_BYTES = 64 * 1024  # a longer line is cut into pieces rather than buffered whole
 _DEFAULT_WORKER_MODULE = "trioclust.runtime.worker_process"
 _LEVEL_IN_LINE = re.compile(r" - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
-
-_T = TypeVar("_T")
 
 
 class _LineSplitter:
@@ -275,10 +272,6 @@ class Nanny(Server):
         if self._run_scope is not None:
             self._run_scope.cancel()
 
-    def _in_foreign_loop(self) -> bool:
-        """Whether the caller runs under asyncio while :meth:`serve` runs on the nanny's thread."""
-        return self._thread is not None and sniffio.current_async_library() != "trio"
-
     async def close(self) -> None:
         """Stop the worker process and end :meth:`serve`; calling it again does nothing.
 
@@ -287,8 +280,8 @@ class Nanny(Server):
         is gone, even when the caller is cancelled meanwhile.
         """
         if sniffio.current_async_library() != "trio":
-            if self._thread is not None:
-                await self._close_threaded()
+            if self._hosting is not None:
+                await self._close_hosted()
             else:
                 self._request_close()  # it never served: nothing to wait for
             return
@@ -314,7 +307,7 @@ class Nanny(Server):
             NannyClosedError: the nanny ended first.
         """
         if self._in_foreign_loop():
-            return await self._call_in_thread(self._wait_for_worker, pid_not)
+            return await self._call_hosted(self._wait_for_worker, pid_not, ended=self._ended_error)
         return await self._wait_for_worker(pid_not)
 
     async def _wait_for_worker(self, pid_not: int | None) -> int:
@@ -329,54 +322,8 @@ class Nanny(Server):
                 )
             await self._changed.wait()
 
-    async def _call_in_thread(
-        self, async_fn: Callable[..., Coroutine[Any, Any, _T]], *args: Any
-    ) -> _T:
-        """Await ``async_fn(*args)`` in the nanny's trio thread, from the asyncio loop.
-
-        It runs as a trio system task in its own cancel scope, which is cancelled
-        when the asyncio caller is; its outcome comes back through an asyncio future.
-        """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[_T] = loop.create_future()
-        scope = trio.CancelScope()
-        token = self._thread_token
-        assert token is not None
-
-        def finish(value: Any, error: BaseException | None) -> None:  # in the asyncio loop
-            if done.done():
-                return
-            if error is None:
-                done.set_result(value)
-            else:
-                done.set_exception(error)
-
-        async def run() -> None:  # in the trio thread
-            value: Any = None
-            error: BaseException | None = NannyClosedError(
-                f"The nanny for scheduler {self.scheduler_address} has ended"
-            )
-            try:
-                with scope:
-                    value, error = await async_fn(*args), None
-            except Exception as exc:
-                error = exc
-            finally:
-                with contextlib.suppress(RuntimeError):  # the asyncio loop is closed
-                    loop.call_soon_threadsafe(finish, value, error)
-
-        try:
-            trio.from_thread.run_sync(trio.lowlevel.spawn_system_task, run, trio_token=token)
-        except trio.RunFinishedError:
-            raise NannyClosedError(
-                f"The nanny for scheduler {self.scheduler_address} has ended"
-            ) from None
-        try:
-            return await done
-        except asyncio.CancelledError:
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(scope.cancel, trio_token=token)
-            raise
+    def _ended_error(self) -> NannyClosedError:
+        return NannyClosedError(f"The nanny for scheduler {self.scheduler_address} has ended")
 
     # -- supervision --------------------------------------------------------------------
 

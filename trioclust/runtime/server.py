@@ -6,8 +6,10 @@ A server (Scheduler, Worker, Nanny) is written once, for trio, as
 * ``await nursery.start(server.serve)`` from trio code that owns a nursery;
 * ``async with server:`` which, under trio, opens a nursery of its own and,
   under asyncio (or anything that is not trio), runs the same ``serve()`` in a
-  ``trio.run`` on a thread the server owns. The user's code does not change;
-  leaving the block closes the server gracefully and joins that thread.
+  trio loop on a :class:`~trioclust.loop_thread.LoopThread` the server owns.
+  The user's code does not change; leaving the block closes the server
+  gracefully and stops that thread. :meth:`Server._call_hosted` awaits any
+  other coroutine in that loop from the asyncio side.
 
 ``close()`` waits for ``serve()`` to end; on a server whose ``serve()`` never
 ran there is nothing to wait for, so it just marks it closed (every
@@ -17,17 +19,20 @@ subclass's ``serve`` is wrapped to record that it was entered).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import sniffio
 import trio
 
 from trioclust import config
+from trioclust.loop_thread import LoopThread
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("trioclust.runtime")
 
@@ -36,8 +41,7 @@ class Server:
     """Base class: subclasses implement :meth:`serve` and call :meth:`_request_close`."""
 
     _nursery_manager: Any = None
-    _thread: threading.Thread | None = None
-    _thread_token: trio.lowlevel.TrioToken | None = None
+    _hosting: LoopThread | None = None  # the loop thread serve() runs in, under asyncio
 
     _serve_entered = False
 
@@ -63,8 +67,8 @@ class Server:
 
     async def close(self) -> None:
         """Close gracefully and wait until :meth:`serve` has ended."""
-        if self._thread is not None and sniffio.current_async_library() != "trio":
-            await self._close_threaded()
+        if self._in_foreign_loop():
+            await self._close_hosted()
             return
         self._request_close()
         if not self._serve_entered:  # it never served: nothing to wait for
@@ -75,8 +79,8 @@ class Server:
 
     async def wait_closed(self) -> None:
         """Return once :meth:`serve` has ended, for whatever reason."""
-        if self._thread is not None and sniffio.current_async_library() != "trio":
-            await self._join_thread()
+        if self._in_foreign_loop():
+            await self._wait_hosted()
             return
         await self._closed.wait()
 
@@ -95,7 +99,7 @@ class Server:
                     raise _single_error(group) from None
                 raise _single_error(exc) from None
             return self
-        await self._start_threaded()
+        await self._start_hosted()
         return self
 
     async def __aexit__(
@@ -108,14 +112,18 @@ class Server:
             self._request_close()
             manager, self._nursery_manager = self._nursery_manager, None
             return bool(await manager.__aexit__(exc_type, exc, tb))
-        await self._close_threaded()
+        await self._close_hosted()
         return None
 
     # ----------------------------------------- running under a foreign loop
-    async def _start_threaded(self) -> None:
+    def _in_foreign_loop(self) -> bool:
+        """Whether :meth:`serve` runs on this server's loop thread while the caller's loop is not trio."""
+        return self._hosting is not None and sniffio.current_async_library() != "trio"
+
+    async def _start_hosted(self) -> None:
         loop = asyncio.get_running_loop()
         started: asyncio.Future[None] = loop.create_future()
-        self._thread_done: asyncio.Future[None] = loop.create_future()
+        self._hosted_done: asyncio.Future[None] = loop.create_future()
 
         def report(fut: asyncio.Future[None], exc: BaseException | None) -> None:
             if fut.done():
@@ -125,54 +133,83 @@ class Server:
             else:
                 fut.set_exception(exc)
 
-        async def main() -> None:
-            self._thread_token = trio.lowlevel.current_trio_token()
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.serve)
-                loop.call_soon_threadsafe(report, started, None)
+        def report_soon(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the asyncio loop is closed
+                loop.call_soon_threadsafe(report, fut, exc)
 
-        def run() -> None:
+        async def host() -> None:  # in the loop thread
             error: BaseException | None = None
             try:
-                trio.run(main)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.serve)
+                    report_soon(started, None)
             except BaseException as exc:  # reported to the awaiting loop
                 error = exc
-            loop.call_soon_threadsafe(report, started, error)
-            loop.call_soon_threadsafe(report, self._thread_done, error)
+            report_soon(started, error)
+            report_soon(self._hosted_done, error)
+            if isinstance(error, trio.Cancelled):
+                raise error
 
-        self._thread = threading.Thread(target=run, name=f"trioclust-{type(self).__name__}")
-        self._thread.start()
+        self._hosting = LoopThread(name=f"trioclust-{type(self).__name__}")
+        self._hosting.start().start_task_soon(host)
         try:
             await started
         except BaseException as exc:
-            await self._join_thread_quietly()
+            with contextlib.suppress(BaseException):  # the start error is what the caller needs
+                await self._close_hosted()
             raise _single_error(exc) from None
 
-    async def _close_threaded(self) -> None:
-        token = self._thread_token
-        if token is not None and self._thread is not None and self._thread.is_alive():
-            try:
-                trio.from_thread.run_sync(self._request_close, trio_token=token)
-            except trio.RunFinishedError:
-                pass
-        await self._join_thread()
-
-    async def _join_thread_quietly(self) -> None:
-        try:
-            await self._join_thread()
-        except BaseException:  # the start error is what the caller needs to see
-            pass
-
-    async def _join_thread(self) -> None:
-        if self._thread is None:
-            return
+    async def _close_hosted(self) -> None:
+        assert self._hosting is not None
+        with contextlib.suppress(RuntimeError):  # its loop has ended already
+            self._hosting.portal.start_task_soon(self._request_close)
         try:
             await asyncio.wait_for(
-                asyncio.shield(self._thread_done), config.get_float("runtime.close-timeout") * 4
+                asyncio.shield(self._hosted_done), config.get_float("runtime.close-timeout") * 4
             )
         finally:
-            # the thread has reported its end: this join is immediate
-            self._thread.join(timeout=1)
+            self._hosting.stop()  # serve() has ended: the thread ends at once
+
+    async def _wait_hosted(self) -> None:
+        assert self._hosting is not None
+        try:
+            await asyncio.shield(self._hosted_done)
+        finally:
+            if self._hosted_done.done():
+                self._hosting.stop()
+
+    async def _call_hosted(
+        self,
+        async_fn: Callable[..., Awaitable[_T]],
+        *args: Any,
+        ended: Callable[[], Exception] | None = None,
+    ) -> _T:
+        """Await ``async_fn(*args)`` in this server's loop thread, from the caller's asyncio loop.
+
+        Cancelling the caller cancels the call there.
+
+        Args:
+            async_fn: the coroutine function to run in the server's loop.
+            *args: its arguments.
+            ended: the error to raise when the server's loop has ended, or
+                ends during the call; default a ``RuntimeError``.
+        """
+        assert self._hosting is not None
+
+        def ended_error() -> Exception:
+            return ended() if ended is not None else RuntimeError(f"{self!r} has ended")
+
+        async def run() -> _T:
+            try:
+                return await async_fn(*args)
+            except trio.Cancelled:  # the loop is stopping, or our caller was cancelled
+                raise ended_error() from None
+
+        try:
+            future = self._hosting.portal.start_task_soon(run)
+        except RuntimeError:
+            raise ended_error() from None
+        return await asyncio.wrap_future(future)
 
 
 def _single_error(exc: BaseException) -> BaseException:

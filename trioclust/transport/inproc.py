@@ -1,36 +1,43 @@
-"""``inproc://NAME``: connections inside one process and one event loop.
+"""``inproc://NAME``: connections inside one process, between any of its event loops.
 
 Used by ``LocalCluster(processes=False)`` and by tests: no sockets, no
-kernel, the same framing and comms on top. A connection is a pair of anyio
-memory object streams carrying ``bytes``, wrapped as byte streams that behave
-like TCP where it matters: data sent before a close is still delivered, then
-the reader sees ``anyio.EndOfStream``; writing to a peer that closed raises
-``anyio.BrokenResourceError``; closing a stream wakes a task of the same side
-blocked in ``receive`` with ``anyio.ClosedResourceError``.
+kernel, the same framing and comms on top. The two ends of a connection
+may run in one event loop or in two (each on its thread, trio or asyncio),
+so that a second client on a loop of its own reaches an in-process cluster.
+A connection behaves like TCP where it matters: data sent before a close is
+still delivered, then the reader sees ``anyio.EndOfStream``; writing to a
+peer that closed raises ``anyio.BrokenResourceError``; closing a stream wakes
+a task of the same side blocked in ``receive`` with ``anyio.ClosedResourceError``.
+
+Each direction is a :class:`_Pipe`: a deque of ``bytes`` chunks under a
+lock, and at most one task of either side waiting for the other (the reader
+for data, the writer for room). A waiting task is woken by setting its
+``anyio.Event``: directly when the waker runs in the same thread (the common,
+one-loop case, which costs no more than before), else by handing ``set`` to
+the waiter's own loop through that loop's thread-safe "call soon". The
+listener's queue of connections not yet accepted works the same way.
 
 Each ``send`` copies its data (``bytes(item)``), as a socket would, so the
 sender may reuse its buffer as soon as ``send`` returns. Like a socket buffer,
 each direction holds up to 4 MiB unread before ``send`` waits for the reader.
-
-Names live in a process-wide table, but the streams are bound to the event
-loop that uses them: both ends must run in the same loop.
 """
 
 from __future__ import annotations
 
 import errno
 import itertools
-import math
 import os
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream
 from anyio.lowlevel import checkpoint
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from trioclust.loop_thread import CallSoon, call_soon_here, wake_soon
 from trioclust.transport.registry import (
     ConnectionHandler,
     TransportAttribute,
@@ -54,54 +61,90 @@ _listeners: dict[str, InprocListener] = {}
 _ids = itertools.count()
 
 
-class _Flow:
-    """Bytes queued in one direction, and a wakeup for a sender waiting for room."""
+class _Waiter:
+    """A task waiting in some event loop, and how to wake it from any thread."""
 
-    __slots__ = ("nbytes", "room")
+    __slots__ = ("call_soon", "event", "thread")
 
-    def __init__(self) -> None:
-        self.nbytes = 0
-        self.room: anyio.Event | None = None
+    def __init__(self, thread: int, call_soon: CallSoon) -> None:
+        self.event = anyio.Event()
+        self.thread = thread
+        self.call_soon = call_soon
 
     def wake(self) -> None:
-        if self.room is not None:
-            self.room.set()
-            self.room = None
+        if threading.get_ident() == self.thread:
+            self.event.set()
+        else:
+            wake_soon(self.call_soon, self.event.set)
+
+
+class _Home:
+    """The loop one end waits in: its "call soon" is looked up once per thread, not per wait."""
+
+    __slots__ = ("_call_soon", "_thread")
+
+    def __init__(self) -> None:
+        self._thread = 0
+        self._call_soon: CallSoon | None = None
+
+    def waiter(self) -> _Waiter:
+        thread = threading.get_ident()
+        if thread != self._thread or self._call_soon is None:
+            self._thread, self._call_soon = thread, call_soon_here()
+        return _Waiter(thread, self._call_soon)
+
+
+def _wake(*waiters: _Waiter | None) -> None:
+    for waiter in waiters:
+        if waiter is not None:
+            waiter.wake()
+
+
+async def _wait(waiter: _Waiter, lock: threading.Lock, clear: Callable[[], None]) -> None:
+    """Wait to be woken; on the way out (woken or cancelled), ``clear()`` under ``lock``."""
+    try:
+        await waiter.event.wait()
+    finally:
+        with lock:
+            clear()
+
+
+class _Pipe:
+    """One direction of a connection: chunks from a writer to a reader, and who waits."""
+
+    __slots__ = ("chunks", "eof", "lock", "nbytes", "reader", "reader_gone", "writer")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.chunks: deque[bytes] = deque()
+        self.nbytes = 0
+        self.eof = False  # the writer sent EOF, or closed
+        self.reader_gone = False  # the reader closed
+        self.reader: _Waiter | None = None  # waiting for data
+        self.writer: _Waiter | None = None  # waiting for room
 
 
 class InprocStream(ByteStream):
     """One end of an in-process connection."""
 
-    def __init__(
-        self,
-        send: MemoryObjectSendStream[bytes],
-        receive: MemoryObjectReceiveStream[bytes],
-        *,
-        out_flow: _Flow,
-        in_flow: _Flow,
-        local: str,
-        peer: str,
-    ) -> None:
-        self._send = send
-        self._receive = receive
-        self._out_flow = out_flow
-        self._in_flow = in_flow
+    def __init__(self, outgoing: _Pipe, incoming: _Pipe, *, local: str, peer: str) -> None:
+        self._out = outgoing
+        self._in = incoming
         self._local = local
         self._peer = peer
+        self._home = _Home()
         self._leftover = b""  # of a chunk longer than a receive's max_bytes
         self._offset = 0
         self._closed = False
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        await checkpoint()
         if self._closed:
             raise anyio.ClosedResourceError
         if self._offset < len(self._leftover):
-            await checkpoint()
             chunk = self._leftover
         else:
-            chunk = await self._receive.receive()
-            self._in_flow.nbytes -= len(chunk)
-            self._in_flow.wake()
+            chunk = await self._next_chunk()
             self._leftover, self._offset = chunk, 0
             if len(chunk) <= max_bytes:
                 self._leftover = b""
@@ -110,31 +153,80 @@ class InprocStream(ByteStream):
         self._offset = min(start + max_bytes, len(chunk))
         return chunk[start : self._offset]
 
+    async def _next_chunk(self) -> bytes:
+        pipe = self._in
+        while True:
+            with pipe.lock:
+                if pipe.chunks:
+                    chunk = pipe.chunks.popleft()
+                    pipe.nbytes -= len(chunk)
+                    writer = None
+                    if pipe.writer is not None and pipe.nbytes < _STREAM_BUFFER_BYTES:
+                        writer, pipe.writer = pipe.writer, None
+                    break
+                if pipe.eof:
+                    raise anyio.EndOfStream
+                waiter = pipe.reader = self._home.waiter()
+
+            def clear(waiter: _Waiter = waiter) -> None:
+                if pipe.reader is waiter:
+                    pipe.reader = None
+
+            await _wait(waiter, pipe.lock, clear)
+            if self._closed:
+                raise anyio.ClosedResourceError
+        _wake(writer)
+        return chunk
+
     async def send(self, item: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
         await checkpoint()
-        flow = self._out_flow
-        while flow.nbytes >= _STREAM_BUFFER_BYTES and not self._closed:
-            if flow.room is None:
-                flow.room = anyio.Event()
-            await flow.room.wait()
-        if self._closed:
-            raise anyio.ClosedResourceError
+        pipe = self._out
         data = bytes(item)
-        if data:
-            self._send.send_nowait(data)  # unbounded: _Flow provides the backpressure
-            flow.nbytes += len(data)
+        while True:
+            with pipe.lock:
+                if self._closed or pipe.eof:
+                    raise anyio.ClosedResourceError
+                if pipe.reader_gone:
+                    raise anyio.BrokenResourceError
+                if pipe.nbytes < _STREAM_BUFFER_BYTES:
+                    reader = None
+                    if data:
+                        pipe.chunks.append(data)
+                        pipe.nbytes += len(data)
+                        reader, pipe.reader = pipe.reader, None
+                    break
+                waiter = pipe.writer = self._home.waiter()
+
+            def clear(waiter: _Waiter = waiter) -> None:
+                if pipe.writer is waiter:
+                    pipe.writer = None
+
+            await _wait(waiter, pipe.lock, clear)
+        _wake(reader)
 
     async def send_eof(self) -> None:
         await checkpoint()
-        self._send.close()
+        pipe = self._out
+        with pipe.lock:
+            pipe.eof = True
+            reader, pipe.reader = pipe.reader, None
+        _wake(reader)
 
     def close(self) -> None:
         """Close both directions at once (the synchronous form of :meth:`aclose`)."""
         self._closed = True
-        self._send.close()
-        self._receive.close()
-        self._out_flow.wake()  # our own sender, if waiting for room
-        self._in_flow.wake()  # the peer's sender: its next send finds us gone
+        out, into = self._out, self._in
+        with out.lock:
+            out.eof = True  # the peer reads what was sent, then the end of the stream
+            peer_reader, out.reader = out.reader, None
+            own_writer, out.writer = out.writer, None
+        with into.lock:
+            into.reader_gone = True  # the peer's next send is a broken pipe
+            into.chunks.clear()
+            into.nbytes = 0
+            own_reader, into.reader = into.reader, None
+            peer_writer, into.writer = into.writer, None
+        _wake(peer_reader, own_writer, own_reader, peer_writer)
 
     async def aclose(self) -> None:
         self.close()
@@ -152,25 +244,23 @@ class InprocStream(ByteStream):
 
 
 def _stream_pair(server: str, client: str) -> tuple[InprocStream, InprocStream]:
-    to_server, from_client = anyio.create_memory_object_stream[bytes](math.inf)
-    to_client, from_server = anyio.create_memory_object_stream[bytes](math.inf)
-    upstream, downstream = _Flow(), _Flow()
+    upstream, downstream = _Pipe(), _Pipe()
     return (
-        InprocStream(
-            to_client, from_client, out_flow=downstream, in_flow=upstream, local=server, peer=client
-        ),
-        InprocStream(
-            to_server, from_server, out_flow=upstream, in_flow=downstream, local=client, peer=server
-        ),
+        InprocStream(downstream, upstream, local=server, peer=client),
+        InprocStream(upstream, downstream, local=client, peer=server),
     )
 
 
 class InprocListener:
-    """A registered name that accepts in-process connections."""
+    """A registered name that accepts in-process connections, from any event loop."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._incoming, self._accepted = anyio.create_memory_object_stream[InprocStream](_BACKLOG)
+        self._lock = threading.Lock()
+        self._pending: deque[InprocStream] = deque()
+        self._acceptor: _Waiter | None = None
+        self._home = _Home()
+        self._closed = False
 
     @property
     def contact_address(self) -> str:
@@ -179,18 +269,36 @@ class InprocListener:
 
     def _connect(self) -> InprocStream:
         server, client = _stream_pair(self.contact_address, f"inproc://{os.getpid()}/c{next(_ids)}")
-        try:
-            self._incoming.send_nowait(server)
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        with self._lock:
+            refused = self._closed or len(self._pending) >= _BACKLOG
+            if not refused:
+                self._pending.append(server)
+                acceptor, self._acceptor = self._acceptor, None
+        if refused:
             server.close()
             client.close()
             raise ConnectionRefusedError(
                 f"inproc listener {self.contact_address} is not accepting connections"
-            ) from None
+            )
+        _wake(acceptor)
         return client
 
     async def _accept(self) -> tuple[ByteStream, str]:
-        stream = await self._accepted.receive()
+        await checkpoint()
+        while True:
+            with self._lock:
+                if self._pending:
+                    stream = self._pending.popleft()
+                    break
+                if self._closed:
+                    raise anyio.ClosedResourceError
+                waiter = self._acceptor = self._home.waiter()
+
+            def clear(waiter: _Waiter = waiter) -> None:
+                if self._acceptor is waiter:
+                    self._acceptor = None
+
+            await _wait(waiter, self._lock, clear)
         return stream, stream.extra(TransportAttribute.peer_address)
 
     async def serve(self, handler: ConnectionHandler) -> None:
@@ -202,13 +310,14 @@ class InprocListener:
         """Unregister the name; connections not yet accepted are closed."""
         if _listeners.get(self.name) is self:
             del _listeners[self.name]
-        self._incoming.close()
-        while True:
-            try:
-                self._accepted.receive_nowait().close()
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-        self._accepted.close()
+        with self._lock:
+            self._closed = True
+            pending = list(self._pending)
+            self._pending.clear()
+            acceptor, self._acceptor = self._acceptor, None
+        for stream in pending:
+            stream.close()
+        _wake(acceptor)
         await checkpoint()
 
     def __repr__(self) -> str:
@@ -227,7 +336,7 @@ class InprocBackend:
     async def connect(
         self, location: str, *, security: Security | None = None, role: str = "client"
     ) -> ByteStream:
-        """Connect to a listener of this process.
+        """Connect to a listener of this process, in this event loop or another.
 
         ``security`` is not needed: nothing leaves the process.
 
