@@ -123,6 +123,8 @@ class Scheduler(Server):
                 else config.get_int("scheduler.allowed-failures")
             ),
             worker_saturation=config.get_float("scheduler.worker-saturation"),
+            transition_log_length=config.get_int("scheduler.transition-log-length"),
+            validate=bool(config.get("scheduler.validate")),
         )
         self.worker_ttl = (
             worker_ttl if worker_ttl is not None else config.get_float("scheduler.worker-ttl")
@@ -150,6 +152,15 @@ class Scheduler(Server):
             f"<Scheduler {self.address or self._listen_address!r} status={self.status} "
             f"workers={len(self.state.workers)} tasks={len(self.state.tasks)}>"
         )
+
+    def story(self, *keys: str) -> list[tuple[str, str, str, str, float]]:
+        """What happened to ``keys`` here, oldest first.
+
+        Returns:
+            ``(key, start, finish, stimulus_id, time)`` for each transition
+            still in the log (the latest ``scheduler.transition-log-length``).
+        """
+        return self.state.story(*keys)
 
     # ------------------------------------------------------------- serving
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -270,19 +281,19 @@ class Scheduler(Server):
                 ev.TaskFinished(
                     worker=worker, key=key, nbytes=int(msg.get("nbytes") or 0),
                     type_name=type_name, value=value, told=told,
-                    stimulus_id=msg.get("stimulus_id", ""),
+                    stimulus_id=msg.get("stimulus_id") or f"task-finished-{key}",
                 )
             )
 
         def task_started(msg: dict[str, Any]) -> None:
-            self._reports.append(ev.TaskStarted(worker=seen(), key=msg["key"]))
+            self._reports.append(ev.TaskStarted(worker=seen(), key=msg["key"], stimulus_id="task-started"))
 
         def task_erred(msg: dict[str, Any]) -> None:
             self._handle(
                 ev.TaskErred(
                     worker=seen(), key=msg["key"], exception=msg.get("exception"),
                     traceback=msg.get("traceback"), exception_text=msg.get("text") or "",
-                    stimulus_id=msg.get("stimulus_id", ""),
+                    stimulus_id=msg.get("stimulus_id") or f"task-erred-{msg['key']}",
                 )
             )
 
@@ -290,13 +301,16 @@ class Scheduler(Server):
             self._handle(
                 ev.MissingData(
                     worker=seen(), key=msg["key"], errant_worker=msg["errant_worker"],
-                    stimulus_id=msg.get("stimulus_id", ""),
+                    stimulus_id=msg.get("stimulus_id") or f"missing-data-{time.time()}",
                 )
             )
 
         def reschedule(msg: dict[str, Any]) -> None:
             self._handle(
-                ev.RescheduleTask(worker=seen(), key=msg["key"], stimulus_id=msg.get("stimulus_id", ""))
+                ev.RescheduleTask(
+                    worker=seen(), key=msg["key"],
+                    stimulus_id=msg.get("stimulus_id") or f"reschedule-{time.time()}",
+                )
             )
 
         def heartbeat(msg: dict[str, Any]) -> None:
