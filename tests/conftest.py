@@ -11,6 +11,12 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+# The state machines check themselves throughout the suite (an unknown
+# transition raises InvalidTransition instead of being dropped), here and in
+# the worker and scheduler processes the tests start: config reads these.
+os.environ.setdefault("TRIOCLUST_SCHEDULER__VALIDATE", "true")
+os.environ.setdefault("TRIOCLUST_WORKER__VALIDATE", "true")
+
 # Idle threads of the libraries' own process-wide caches (trio.to_thread,
 # anyio's asyncio worker pool): they belong to the library, not to a test,
 # and exit by themselves after a while.

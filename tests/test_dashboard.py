@@ -324,12 +324,12 @@ def test_task_stream_follows_runs() -> None:
     def compute(worker: str, *keys: str) -> None:
         stream.observe([], [ins.ComputeTask(worker=worker, key=k, run_spec=None) for k in keys])
 
-    stream.observe([ev.AddWorker(address="A", nthreads=1)], [])  # t=0
+    stream.observe([ev.AddWorker(address="A", nthreads=1, stimulus_id="add-worker")], [])  # t=0
     compute("A", "inc-aa11bb22cc33", "inc-dd44ee55ff66")  # t=1: two tasks, one thread
     assert stream.running() == [("inc-aa11bb22cc33", "A", 1.0, 1.0), ("inc-dd44ee55ff66", "A", 1.0, None)]
-    stream.observe([ev.TaskFinished(worker="B", key="inc-aa11bb22cc33")], [])  # t=2: stale
-    stream.observe([ev.TaskFinished(worker="A", key="inc-aa11bb22cc33")], [])  # t=3
-    stream.observe([ev.TaskFinished(worker="A", key="inc-dd44ee55ff66")], [])  # t=4
+    stream.observe([ev.TaskFinished(worker="B", key="inc-aa11bb22cc33", stimulus_id="task-finished")], [])  # t=2: stale
+    stream.observe([ev.TaskFinished(worker="A", key="inc-aa11bb22cc33", stimulus_id="task-finished")], [])  # t=3
+    stream.observe([ev.TaskFinished(worker="A", key="inc-dd44ee55ff66", stimulus_id="task-finished")], [])  # t=4
     # the second waited in the worker's queue until the first was done
     assert [(r.prefix, r.sent, r.start, r.stop, r.status) for r in stream.recent()] == [
         ("inc", 1.0, 1.0, 3.0, "memory"), ("inc", 1.0, 3.0, 4.0, "memory"),
@@ -337,7 +337,7 @@ def test_task_stream_follows_runs() -> None:
     compute("A", "x-1")  # t=5
     compute("B", "y-2", "z-3")  # t=6, on a worker whose threads it never saw
     assert stream.running()[1:] == [("y-2", "B", 6.0, 6.0), ("z-3", "B", 6.0, 6.0)]
-    stream.observe([ev.RemoveWorker(address="B")], [ins.FreeKeys(worker="A", keys=("x-1",))])
+    stream.observe([ev.RemoveWorker(address="B", stimulus_id="remove-worker")], [ins.FreeKeys(worker="A", keys=("x-1",))])
     assert [(r.key, r.status) for r in stream.recent()] == [
         ("inc-dd44ee55ff66", "memory"), ("y-2", "lost"), ("z-3", "lost"), ("x-1", "cancelled"),
     ]  # the oldest fell off: maxlen 4
@@ -349,7 +349,7 @@ def test_task_stream_follows_runs() -> None:
     # an error ends the run before the FreeKeys that drops the error record
     compute("A", "f-1")
     stream.observe(
-        [ev.TaskErred(worker="A", key="f-1", exception=None)],
+        [ev.TaskErred(worker="A", key="f-1", exception=None, stimulus_id="task-erred")],
         [ins.FreeKeys(worker="A", keys=("f-1",))],
     )
     assert stream.recent(1)[0].status == "erred"

@@ -58,6 +58,12 @@ DEFAULTS: dict[str, Any] = {
     # where workers that join later can still get them. Higher values mean
     # bigger message batches (throughput); "inf" sends everything at once.
     "scheduler.worker-saturation": 32.0,
+    # check the scheduler's state machine as it runs: a recommendation the
+    # transition table lacks (and that is not stale by design) raises
+    # InvalidTransition with the key's story instead of being dropped
+    "scheduler.validate": False,
+    # transitions the scheduler keeps for Scheduler.story(key)
+    "scheduler.transition-log-length": 100_000,
     "worker.heartbeat-interval": 1.0,
     # a worker that lost its scheduler keeps trying to reconnect this long, seconds
     "worker.reconnect-timeout": 60.0,
@@ -73,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
     "worker.prefetch-duration": 0.001,
     # parallel gathers of dependencies one worker runs at once
     "worker.max-concurrent-gathers": 16,
+    # as scheduler.validate and scheduler.transition-log-length, for a worker
+    "worker.validate": False,
+    "worker.transition-log-length": 100_000,
     # the nanny's escalation on close: ask, then SIGTERM, then SIGKILL, seconds each
     "nanny.close-timeout": 5.0,
     "nanny.terminate-timeout": 3.0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "EncryptionRequiredError",
     "FutureCancelledError",
     "HandshakeTimeout",
+    "InvalidTransition",
     "KilledWorker",
     "LostData",
     "NannyClosedError",
@@ -231,3 +233,34 @@ class WorkerStartError(TrioclustError, RuntimeError):
 
 class NannyClosedError(TrioclustError, RuntimeError):
     """The nanny ended (closed, or its worker stopped for good) while a caller waited on it."""
+
+
+class InvalidTransition(TrioclustError, RuntimeError):
+    """A state machine was asked to move a key along a path its table lacks.
+
+    Raised only under validation (``scheduler.validate`` / ``worker.validate``):
+    it is a bug in trioclust, and the message carries what is needed to find it.
+
+    Attributes:
+        key: The key.
+        start: Its state when the recommendation was followed.
+        finish: The state recommended.
+        stimulus_id: The stimulus being handled.
+        story: The key's recorded transitions, oldest first.
+    """
+
+    def __init__(self, key: str, start: str, finish: str, stimulus_id: str, story: Sequence[tuple[Any, ...]]) -> None:
+        self.key = key
+        self.start = start
+        self.finish = finish
+        self.stimulus_id = stimulus_id
+        self.story = story
+        lines = "".join(f"\n  {entry!r}" for entry in story) or "\n  (none recorded)"
+        super().__init__(
+            f"No transition {start!r} -> {finish!r} for key {key!r} "
+            f"(stimulus {stimulus_id!r}); its story (key, start, finish, stimulus_id, time):"
+            f"{lines}"
+        )
+
+    def __reduce__(self) -> tuple[type[InvalidTransition], tuple[str, str, str, str, Any]]:
+        return (type(self), (self.key, self.start, self.finish, self.stimulus_id, self.story))

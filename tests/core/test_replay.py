@@ -118,11 +118,11 @@ def test_random_graph_with_simulated_workers(seed: int, saturation: float) -> No
         else:
             raise AssertionError(f"unexpected {i}")
 
-    handle(AddClient(client="c"))
+    handle(AddClient(client="c", stimulus_id="add-client"))
     for _ in range(2):
         name = next(names)
         workers[name] = FakeWorker()
-        handle(AddWorker(address=name, nthreads=2))
+        handle(AddWorker(address=name, nthreads=2, stimulus_id=f"add-{name}"))
     handle(UpdateGraph(client="c", tasks=tuple(tasks), wanted=wanted, stimulus_id="graph"))
     dead: list[str] = []
     deaths = 0
@@ -134,32 +134,32 @@ def test_random_graph_with_simulated_workers(seed: int, saturation: float) -> No
             del workers[victim]
             dead.append(victim)
             deaths += 1
-            handle(RemoveWorker(address=victim, expected=rng.random() < 0.5))
+            handle(RemoveWorker(address=victim, expected=rng.random() < 0.5, stimulus_id="remove-worker"))
         elif roll < 0.05 and len(workers) < 2:
             name = next(names)
             workers[name] = FakeWorker()
-            handle(AddWorker(address=name, nthreads=rng.choice((1, 2))))
+            handle(AddWorker(address=name, nthreads=rng.choice((1, 2)), stimulus_id=f"add-{name}"))
         elif roll < 0.06 and dead:
-            handle(TaskFinished(worker=rng.choice(dead), key=rng.choice(tasks).key))
+            handle(TaskFinished(worker=rng.choice(dead), key=rng.choice(tasks).key, stimulus_id="task-finished"))
         elif roll < 0.07 and running:
             w, key = rng.choice(running)
             workers[w].running.discard(key)
-            handle(RescheduleTask(worker=w, key=key))
+            handle(RescheduleTask(worker=w, key=key, stimulus_id="reschedule-task"))
         elif running:
             w, key = rng.choice(running)
             workers[w].running.discard(key)
             workers[w].data.add(key)
-            handle(TaskFinished(worker=w, key=key, nbytes=rng.randrange(100)))
+            handle(TaskFinished(worker=w, key=key, nbytes=rng.randrange(100), stimulus_id="task-finished"))
         elif not workers:
             name = next(names)
             workers[name] = FakeWorker()
-            handle(AddWorker(address=name, nthreads=1))
+            handle(AddWorker(address=name, nthreads=1, stimulus_id=f"add-{name}"))
         else:
             break
     assert {key: told.get(key) for key in wanted} == dict.fromkeys(wanted, "memory")
     assert all(s.tasks[key].state == "memory" for key in wanted)
     assert set(s.tasks_by_state()) <= {"memory", "released"}
-    handle(ReleaseKeys(client="c", keys=wanted))
+    handle(ReleaseKeys(client="c", keys=wanted, stimulus_id="release-keys"))
     assert s.tasks == {}
     assert all(not w.data and not w.running for w in workers.values())
     assert all(not ws.has_what and not ws.processing for ws in s.workers.values())
@@ -191,12 +191,12 @@ class Cluster:
         self.to_scheduler[name] = deque()
         self.threads[name] = set()
         self.gathers[name] = []
-        self.scheduler(AddWorker(address=name, nthreads=2))
+        self.scheduler(AddWorker(address=name, nthreads=2, stimulus_id=f"add-{name}"))
 
     def kill_worker(self, name: str) -> None:
         for table in (self.workers, self.to_worker, self.to_scheduler, self.threads, self.gathers):
             del table[name]
-        self.scheduler(RemoveWorker(address=name))
+        self.scheduler(RemoveWorker(address=name, stimulus_id=f"kill-{name}"))
 
     def scheduler(self, event: SchedulerEvent) -> None:
         out = self.s.handle(event)
@@ -210,10 +210,11 @@ class Cluster:
                         who_has=i.who_has,
                         nbytes=i.nbytes,
                         priority=i.priority,
+                        stimulus_id=i.stimulus_id,
                     )
                 )
             elif isinstance(i, FreeKeys):
-                self.to_worker[i.worker].append(FreeRequested(keys=i.keys))
+                self.to_worker[i.worker].append(FreeRequested(keys=i.keys, stimulus_id=i.stimulus_id))
             elif isinstance(i, KeyInMemory):
                 self.told[i.key] = "memory"
             elif isinstance(i, KeyLost):
@@ -234,14 +235,16 @@ class Cluster:
                 self.gathers[name].append((i.peer, i.keys))
             elif isinstance(i, SendTaskFinished):
                 self.to_scheduler[name].append(
-                    TaskFinished(worker=name, key=i.key, nbytes=i.nbytes)
+                    TaskFinished(worker=name, key=i.key, nbytes=i.nbytes, stimulus_id=i.stimulus_id)
                 )
             elif isinstance(i, SendMissingData):
                 self.to_scheduler[name].append(
-                    MissingData(worker=name, key=i.key, errant_worker=i.errant_worker)
+                    MissingData(
+                        worker=name, key=i.key, errant_worker=i.errant_worker, stimulus_id=i.stimulus_id
+                    )
                 )
             elif isinstance(i, SendReschedule):
-                self.to_scheduler[name].append(RescheduleTask(worker=name, key=i.key))
+                self.to_scheduler[name].append(RescheduleTask(worker=name, key=i.key, stimulus_id=i.stimulus_id))
             else:
                 assert isinstance(i, CancelExecute), i
                 assert not isinstance(i, SendTaskErred)
@@ -268,16 +271,15 @@ class Cluster:
         elif kind == "thread":
             key = self.rng.choice(sorted(self.threads[name]))
             self.threads[name].discard(key)
-            self.worker(name, ExecuteSucceeded(key=key, value=f"v-{key}", nbytes=10))
+            self.worker(name, ExecuteSucceeded(key=key, value=f"v-{key}", nbytes=10, stimulus_id=f"execute-{key}"))
         else:
             peer, keys = self.gathers[name].pop(self.rng.randrange(len(self.gathers[name])))
             source = self.workers.get(peer)
             if source is None:
-                self.worker(name, GatherFailed(peer=peer, keys=keys, reason="dead"))
+                self.worker(name, GatherFailed(peer=peer, keys=keys, reason="dead", stimulus_id=f"gather-{peer}"))
             else:
                 data = {k: source.data[k] for k in keys if k in source.data}
-                missing = tuple(k for k in keys if k not in data)
-                self.worker(name, GatherSucceeded(peer=peer, data=data, missing=missing))
+                self.worker(name, GatherSucceeded(peer=peer, data=data, stimulus_id=f"gather-{peer}"))
         return True
 
 
@@ -288,8 +290,8 @@ def test_random_graph_on_a_simulated_cluster(seed: int) -> None:
     c = Cluster(rng, {t.key: set(t.dependencies) for t in tasks})
     for _ in range(3):
         c.add_worker()
-    c.scheduler(AddClient(client="c"))
-    c.scheduler(UpdateGraph(client="c", tasks=tuple(tasks), wanted=wanted))
+    c.scheduler(AddClient(client="c", stimulus_id="add-client"))
+    c.scheduler(UpdateGraph(client="c", tasks=tuple(tasks), wanted=wanted, stimulus_id="update-graph"))
     deaths = 0
     for _step in range(20_000):
         roll = rng.random()
@@ -307,7 +309,7 @@ def test_random_graph_on_a_simulated_cluster(seed: int) -> None:
         ts = c.s.tasks[key]
         assert ts.state == "memory"
         assert all(c.workers[h].data[key] == f"v-{key}" for h in ts.who_has)
-    c.scheduler(ReleaseKeys(client="c", keys=wanted))
+    c.scheduler(ReleaseKeys(client="c", keys=wanted, stimulus_id="release-keys"))
     while c.step():
         pass
     assert c.s.tasks == {}

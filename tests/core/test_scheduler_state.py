@@ -88,7 +88,7 @@ class Harness:
 
     def __init__(self, *workers: str, nthreads: int = 1, **kwargs: float) -> None:
         self.s = SchedulerState(**kwargs)  # type: ignore[arg-type]
-        self(AddClient(client="c"))
+        self(AddClient(client="c", stimulus_id="add-client"))
         for w in workers:
             self(AddWorker(address=w, nthreads=nthreads, stimulus_id=f"add-{w}"))
 
@@ -118,7 +118,7 @@ def test_single_task_round_trip() -> None:
     assert h.s.tasks == {}
     assert h.s.workers["w1"].has_what == set()
     assert h.s.workers["w1"].nbytes_stored == 0
-    assert ("r", "a", "released", "forgotten") in h.s.transition_log
+    assert ("a", "released", "forgotten", "r") in (e[:4] for e in h.s.transition_log)
 
 
 def test_chain_runs_where_its_data_is() -> None:
@@ -270,7 +270,7 @@ def test_error_propagates_to_dependents_and_clients() -> None:
     assert h(done("w2", "d")) == [in_memory("d")]
     # Asking again answers at once.
     assert h(WantKeys(client="c2", keys=("c",), stimulus_id="w")) == [erred("c", "c2", "w")]
-    h(ReleaseKeys(client="c2", keys=("c",)))
+    h(ReleaseKeys(client="c2", keys=("c",), stimulus_id="release-keys"))
     assert h(ReleaseKeys(client="c", keys=("b", "c", "d"), stimulus_id="r")) == [
         free("w2", "d", "r")
     ]
@@ -287,7 +287,7 @@ def test_unknown_dependency_errs_the_task() -> None:
     assert "'gone'" in out[0].exception_text
     assert "'b'" in out[0].exception_text
     assert h.s.tasks["c"].exception_blame == "b"
-    h(ReleaseKeys(client="c", keys=("c",)))
+    h(ReleaseKeys(client="c", keys=("c",), stimulus_id="release-keys"))
     assert h.s.tasks == {}
 
 
@@ -310,7 +310,7 @@ def test_dependency_cycle_errs_instead_of_hanging() -> None:
     assert isinstance(self_erred, KeyErred)
     assert self_erred.exception_text == "'self' depends on itself"
     assert ok == compute("w1", "ok")
-    h(ReleaseKeys(client="c", keys=("c", "self")))
+    h(ReleaseKeys(client="c", keys=("c", "self"), stimulus_id="release-keys"))
     assert set(h.s.tasks) == {"ok"}
 
 
@@ -318,7 +318,7 @@ def test_resubmitting_a_finished_key_answers_again() -> None:
     h = Harness("w1")
     h(graph(nt("a"), nt("bad")))
     h(done("w1", "a", value=1))
-    h(TaskErred(worker="w1", key="bad", exception="E", exception_text="E"))
+    h(TaskErred(worker="w1", key="bad", exception="E", exception_text="E", stimulus_id="task-erred"))
     out = h(
         UpdateGraph(
             client="c2", tasks=(nt("a"), nt("bad")), wanted=("a", "bad"), stimulus_id="again"
@@ -371,7 +371,7 @@ def test_two_clients_want_the_same_key() -> None:
     h(graph(nt("a"), client="c"))
     assert h(graph(nt("a"), client="c2")) == []
     assert h(done("w1", "a")) == [in_memory("a", client="c"), in_memory("a", client="c2")]
-    assert h(ReleaseKeys(client="c", keys=("a",))) == []
+    assert h(ReleaseKeys(client="c", keys=("a",), stimulus_id="release-keys")) == []
     assert h.state("a") == "memory"
     assert h(RemoveClient(client="c2", stimulus_id="bye")) == [free("w1", "a", "bye")]
     assert h.s.tasks == {}
@@ -436,7 +436,7 @@ def test_missing_data_with_another_holder_only_forgets_the_copy() -> None:
     h(graph(nt("a")))
     h(done("w1", "a"), done("w2", "a"))  # the second is a valid extra copy
     assert h.s.tasks["a"].who_has == {"w1", "w2"}
-    assert h(MissingData(worker="w2", key="a", errant_worker="w1")) == []
+    assert h(MissingData(worker="w2", key="a", errant_worker="w1", stimulus_id="missing-data")) == []
     assert h.s.tasks["a"].who_has == {"w2"}
     assert h.s.workers["w1"].has_what == set()
 
@@ -519,7 +519,7 @@ def test_expected_departure_does_not_count() -> None:
 def test_stale_task_finished_from_removed_worker() -> None:
     h = Harness("w1", "w2")
     h(graph(nt("a")))
-    h(RemoveWorker(address="w1"))
+    h(RemoveWorker(address="w1", stimulus_id="remove-worker"))
     assert h(done("w1", "a")) == []
     assert h.state("a") == "processing"
     assert h(done("w2", "a")) == [in_memory("a")]
@@ -585,6 +585,38 @@ def test_only_started_tasks_are_blamed_for_a_worker_death() -> None:
     h(AddWorker(address="w2", nthreads=1, stimulus_id="add-w2"))
     h(RemoveWorker(address="w2", stimulus_id="dead-again"))
     assert [h.s.tasks[k].suspicious for k in "abc"] == [2, 1, 1]
+
+
+def test_a_worker_death_counts_against_its_started_task_not_its_queued_one() -> None:
+    """A task handed to a worker that never reported starting it (still waiting
+    there for a thread) cannot have killed the worker: only the started one is
+    blamed, dies out with KilledWorker, and the queued one runs elsewhere."""
+    from trioclust.core.events import TaskStarted
+
+    h = Harness("w0", allowed_failures=2, worker_saturation=8)
+    h(graph(nt("started"), nt("queued")))
+    for death in range(3):
+        worker = f"w{death}"
+        assert {h.s.tasks[k].processing_on.address for k in ("started", "queued")} == {worker}  # type: ignore[union-attr]
+        h(TaskStarted(worker=worker, key="started", stimulus_id=f"start-{death}"))
+        h(AddWorker(address=f"w{death + 1}", nthreads=1, stimulus_id=f"add-{death + 1}"))
+        out = h(RemoveWorker(address=worker, stimulus_id=f"dead-{death}"))
+        assert h.s.tasks["queued"].suspicious == 0
+    assert h.state("started") == "erred"
+    exc = h.s.tasks["started"].exception
+    assert isinstance(exc, KilledWorker)
+    assert (exc.key, exc.last_worker, exc.allowed_failures) == ("started", "w2", 2)
+    assert out == [
+        KeyErred(
+            client="c",
+            key="started",
+            exception=exc,
+            exception_text=str(exc),
+            stimulus_id="dead-2",
+        ),
+        compute("w3", "queued", stim="dead-2"),
+    ]
+    assert h(done("w3", "queued")) == [in_memory("queued")]
 
 
 def test_a_task_that_always_kills_its_worker_errs_without_harming_others() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from core_checks import check_worker
 
@@ -34,7 +36,7 @@ ME = "tcp://me"
 class Harness:
     """A WorkerState whose invariants are checked after every step."""
 
-    def __init__(self, nthreads: int = 1, **kwargs: int) -> None:
+    def __init__(self, nthreads: int = 1, **kwargs: Any) -> None:
         self.w = WorkerState(address=ME, nthreads=nthreads, **kwargs)
         self.most_slots = nthreads
 
@@ -84,7 +86,7 @@ def test_compute_with_local_dependency() -> None:
     assert h(ok("b", 2)) == [finished("b")]
     # a was computed here at the scheduler's request: it stays until freed.
     assert h.w.data == {"a": 1, "b": 2}
-    assert h(FreeRequested(keys=("a", "b", "unknown"))) == []
+    assert h(FreeRequested(keys=("a", "b", "unknown"), stimulus_id="free-requested")) == []
     assert h.w.data == {}
     assert h.w.tasks == {}
 
@@ -122,8 +124,8 @@ def test_fetch_spreads_over_peers_and_respects_the_limits() -> None:
 def test_missing_dependency_without_other_holder_gives_the_task_back() -> None:
     h = Harness()
     h(compute("z", {"a": ("p1",), "b": ("p2",)}))
-    h(GatherSucceeded(peer="p2", data={"b": 2}))
-    out = h(GatherSucceeded(peer="p1", data={}, missing=("a",), stimulus_id="miss"))
+    h(GatherSucceeded(peer="p2", data={"b": 2}, stimulus_id="gather-succeeded"))
+    out = h(GatherSucceeded(peer="p1", data={}, stimulus_id="miss"))
     assert out == [
         SendMissingData(key="a", errant_worker="p1", stimulus_id="miss"),
         SendReschedule(key="z", stimulus_id="miss"),
@@ -202,7 +204,7 @@ def test_slots_changed_starts_more_at_once_and_fewer_as_tasks_end() -> None:
     assert h(ok("b")) == [finished("b")]
     assert h(ok("c")) == [finished("c"), Execute(key="d", stimulus_id="done-c")]
     with pytest.raises(ValueError, match="slots must be >= 1"):
-        h.w.handle(SlotsChanged(slots=0))
+        h.w.handle(SlotsChanged(slots=0, stimulus_id="slots-changed"))
 
 
 def test_priority_order() -> None:
@@ -229,7 +231,7 @@ def test_free_while_executing_cancels_and_drops_the_result() -> None:
 def test_recompute_after_cancel_resumes_the_running_task() -> None:
     h = Harness()
     h(compute("a"))
-    h(FreeRequested(keys=("a",)))
+    h(FreeRequested(keys=("a",), stimulus_id="free-requested"))
     assert h(compute("a")) == []  # no second Execute: the first is still running
     assert h.state("a") == "executing"
     assert h(ok("a", 1)) == [finished("a")]
@@ -239,7 +241,7 @@ def test_recompute_after_cancel_resumes_the_running_task() -> None:
 def test_cancelled_task_still_running_serves_a_new_local_dependent() -> None:
     h = Harness(nthreads=2)
     h(compute("a"))
-    h(FreeRequested(keys=("a",)))
+    h(FreeRequested(keys=("a",), stimulus_id="free-requested"))
     # The scheduler now says a is on p1, but our thread may still deliver it.
     assert h(compute("b", {"a": ("p1",)})) == []
     assert h.state("b") == "waiting"
@@ -251,7 +253,7 @@ def test_cancelled_task_still_running_serves_a_new_local_dependent() -> None:
 def test_cancelled_task_that_fails_is_fetched_for_its_local_dependent() -> None:
     h = Harness(nthreads=2)
     h(compute("a"))
-    h(FreeRequested(keys=("a",)))
+    h(FreeRequested(keys=("a",), stimulus_id="free-requested"))
     h(compute("b", {"a": ("p1",)}))
     out = h(ExecuteFailed(key="a", exception=RuntimeError("cancelled"), stimulus_id="x"))
     assert out == [Gather(peer="p1", keys=("a",), stimulus_id="x")]
@@ -263,9 +265,9 @@ def test_cancelled_task_that_fails_is_fetched_for_its_local_dependent() -> None:
 def test_free_while_in_flight_drops_the_data_on_arrival() -> None:
     h = Harness()
     h(compute("z", {"a": ("p1",)}))
-    assert h(FreeRequested(keys=("z",))) == []
+    assert h(FreeRequested(keys=("z",), stimulus_id="free-requested")) == []
     assert h.state("a") == "cancelled"
-    assert h(GatherSucceeded(peer="p1", data={"a": 1})) == []
+    assert h(GatherSucceeded(peer="p1", data={"a": 1}, stimulus_id="gather-succeeded")) == []
     assert h.w.tasks == {}
     assert h.w.data == {}
 
@@ -273,7 +275,7 @@ def test_free_while_in_flight_drops_the_data_on_arrival() -> None:
 def test_flight_dependency_needed_again_before_arrival() -> None:
     h = Harness()
     h(compute("z", {"a": ("p1",)}))
-    h(FreeRequested(keys=("z",)))
+    h(FreeRequested(keys=("z",), stimulus_id="free-requested"))
     assert h(compute("y", {"a": ("p1",)})) == []  # already on its way
     assert h.state("a") == "flight"
     assert h(GatherSucceeded(peer="p1", data={"a": 1}, stimulus_id="g")) == [
@@ -293,13 +295,13 @@ def test_execute_failed_reports_and_is_freed_later() -> None:
     ]
     assert h.state("a") == "error"
     assert h.w.executing == set()
-    h(FreeRequested(keys=("a",)))
+    h(FreeRequested(keys=("a",), stimulus_id="free-requested"))
     assert h.w.tasks == {}
 
 
 def test_compute_requested_for_a_key_in_memory_reports_again() -> None:
     h = Harness()
-    h(DataUpdated(data={"a": 1}, nbytes={"a": 4}))
+    h(DataUpdated(data={"a": 1}, nbytes={"a": 4}, stimulus_id="data-updated"))
     assert h(compute("a")) == [SendTaskFinished(key="a", nbytes=4, stimulus_id="compute-a")]
     assert h(compute("a")) == [SendTaskFinished(key="a", nbytes=4, stimulus_id="compute-a")]
 
@@ -322,7 +324,7 @@ def test_free_of_data_a_local_task_still_needs_waits_until_it_is_used() -> None:
     h(compute("block"))  # takes the only thread
     h(compute("b", {"a": (ME,)}))
     assert h.state("b") == "ready"
-    h(FreeRequested(keys=("a",)))
+    h(FreeRequested(keys=("a",), stimulus_id="free-requested"))
     assert h.w.data == {"a": 1}
     h(ok("block"))
     h(ok("b"))
@@ -331,6 +333,6 @@ def test_free_of_data_a_local_task_still_needs_waits_until_it_is_used() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"nthreads": 0}, {"max_concurrent_gathers": 0}])
-def test_bad_settings_are_refused(kwargs: dict[str, int]) -> None:
+def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must be"):
         WorkerState(address=ME, **{"nthreads": 1, **kwargs})

@@ -31,7 +31,7 @@ class AddWorker:
     nthreads: int
     name: str = ""
     memory_limit: int = 0
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -42,19 +42,19 @@ class RemoveWorker:
     address: str
     reason: str = ""
     expected: bool = False
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
 class AddClient:
     client: str
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
 class RemoveClient:
     client: str
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -64,7 +64,7 @@ class UpdateGraph:
     client: str
     tasks: tuple[NewTask, ...]
     wanted: tuple[str, ...]
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -73,7 +73,7 @@ class ReleaseKeys:
 
     client: str
     keys: tuple[str, ...]
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -82,7 +82,7 @@ class WantKeys:
 
     client: str
     keys: tuple[str, ...]
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -93,7 +93,7 @@ class UpdateData:
     client: str
     who_has: Mapping[str, tuple[str, ...]]
     nbytes: Mapping[str, int] = field(default_factory=dict)
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -108,7 +108,7 @@ class TaskFinished:
     type_name: str = ""
     value: object = None  # a small result carried inline, or None
     told: tuple[str, ...] = ()
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -118,7 +118,7 @@ class TaskErred:
     exception: object
     traceback: object = None
     exception_text: str = ""
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -128,7 +128,7 @@ class MissingData:
     worker: str
     key: str
     errant_worker: str
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -137,7 +137,7 @@ class RescheduleTask:
 
     worker: str
     key: str
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -150,7 +150,7 @@ class TaskStarted:
 
     worker: str
     key: str
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -162,7 +162,7 @@ class AddReplicas:
     worker: str
     keys: tuple[str, ...]
     retiring: str = ""
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -173,7 +173,7 @@ class ReplicasFailed:
     worker: str
     retiring: str
     reason: str = ""
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -184,7 +184,7 @@ class RetireWorkers:
     when a count is asked for."""
 
     workers: tuple[str, ...]
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 # ------------------------------------------------------------------ worker side
@@ -200,7 +200,7 @@ class ComputeRequested:
     who_has: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nbytes: Mapping[str, int] = field(default_factory=dict)
     priority: int = 0
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -208,7 +208,7 @@ class FreeRequested:
     """The scheduler no longer needs these keys here: drop data, cancel work."""
 
     keys: tuple[str, ...]
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -217,7 +217,7 @@ class ExecuteSucceeded:
     value: object
     nbytes: int = 0
     type_name: str = ""
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -226,17 +226,17 @@ class ExecuteFailed:
     exception: object
     traceback: object = None
     exception_text: str = ""
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
 class GatherSucceeded:
-    """Data arrived from ``peer``; ``missing`` are keys the peer did not have."""
+    """Data arrived from ``peer``; the keys asked for and not in ``data`` are
+    ones the peer did not have."""
 
     peer: str
     data: Mapping[str, object]
-    missing: tuple[str, ...] = ()
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -246,7 +246,7 @@ class GatherFailed:
     peer: str
     keys: tuple[str, ...]
     reason: str = ""
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -255,7 +255,7 @@ class SlotsChanged:
     for its threads: it deepens that queue while tasks are short)."""
 
     slots: int
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -264,7 +264,7 @@ class DataUpdated:
 
     data: Mapping[str, object]
     nbytes: Mapping[str, int] = field(default_factory=dict)
-    stimulus_id: str = ""
+    stimulus_id: str
 
 
 SchedulerEvent = (

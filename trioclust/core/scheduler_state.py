@@ -43,10 +43,12 @@
 # Scattered data has nothing to recompute from: it errs with ``LostData``.
 # Tasks running on a worker that dies unexpectedly count a death
 # (``suspicious``); past ``allowed_failures`` they err with ``KilledWorker``.
-# "Running" means the worker reported it started them (TaskStarted): tasks
-# merely queued there are innocent. If none of its tasks had reported a start
-# (the report may not have left before the crash), all of them count, so a
-# task that kills its worker at once still ends as KilledWorker.
+# "Running" means the worker reported it started them (TaskStarted, sent as
+# it hands a task to its threads, so a task in a thread's prefetch queue
+# counts too): tasks still waiting there for a thread are innocent. If none
+# of its tasks had reported a start (the report may not have left before the
+# crash), all of them count, so a task that kills its worker at once still
+# ends as KilledWorker.
 #
 # Placement
 # ---------
@@ -189,6 +191,7 @@ class SchedulerState(SchedulerTransitions):
         """
         out: list[SchedulerInstruction] = []
         self._out = out
+        self._now = self._clock()
         self._told_early = False
         if self._reports:
             reports, self._reports = self._reports, []

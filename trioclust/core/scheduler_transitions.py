@@ -11,14 +11,20 @@
 # ---------
 # ``_TRANSITIONS`` maps (start, finish) to one method. A method changes the
 # task, appends instructions, and returns *recommendations* {key: finish};
-# ``_transitions`` follows them until none is left. A recommendation that no
-# longer applies (no table entry for the task's current state) is dropped.
+# ``_transitions`` follows them until none is left, and logs each change of
+# state (story.py). A recommendation with no table entry for the task's
+# current state was made stale by a later change in the same pass, and is
+# dropped; ``_STALE`` lists the pairs for which that happens by design (each
+# with its reason). Any other missing pair is a bug: under ``validate`` it
+# raises ``InvalidTransition`` with the key's story.
 # A task that becomes ready to run (all dependencies in memory) is not
 # placed at once: it goes into a heap of (priority, creation) that the driver
 # empties only when no other recommendation is pending. So a batch of ready
 # tasks is placed best-priority first, and never before the bookkeeping of
 # the same event (lost data, released workers) is done. A "processing"
-# recommendation for a waiting or no-worker task takes the same path.
+# recommendation for a waiting or no-worker task takes the same path. An
+# entry whose task left the heap another way meanwhile (released, say, when
+# a dependent erred later in the same pass) is skipped when it surfaces.
 #
 # Placement of ready tasks (``_assign``) goes through scheduler_placement.py.
 # Queued tasks wait in a heap of (priority, creation, key); a task that leaves
@@ -27,6 +33,7 @@
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -58,6 +65,7 @@ from trioclust.core.scheduler_tasks import (
     TaskState,
     WorkerInfo,
 )
+from trioclust.core.story import InvalidTransition, Story, StoryEntry, story
 from trioclust.errors import LostData
 
 __all__ = ["Recs", "SchedulerTransitions"]
@@ -66,6 +74,18 @@ __all__ = ["Recs", "SchedulerTransitions"]
 Recs = dict[str, str]
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+#: (start, finish) pairs the table lacks because a recommendation for them is
+#: stale by design; the driver drops them. Any other missing pair is a bug.
+_STALE: frozenset[tuple[str, str]] = frozenset(
+    {
+        # Released on the way by another route: a dead worker's lost keys are
+        # all recommended for release at once, after its tasks were
+        # rescheduled, and a task that erred there (KilledWorker) or released
+        # a lost key may already have released it as unneeded.
+        (RELEASED, RELEASED),
+    }
+)
 
 
 class SchedulerTransitions:
@@ -80,7 +100,9 @@ class SchedulerTransitions:
         *,
         allowed_failures: int = 3,
         worker_saturation: float = 4.0,
-        transition_log_length: int = 10_000,
+        transition_log_length: int = 100_000,
+        validate: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if allowed_failures < 0:
             raise ValueError(f"allowed_failures must be >= 0, got {allowed_failures!r}")
@@ -91,7 +113,10 @@ class SchedulerTransitions:
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self.clients: set[str] = set()
-        self.transition_log: deque[tuple[str, str, str, str]] = deque(maxlen=transition_log_length)
+        self.validate = validate
+        self.transition_log: deque[StoryEntry] = deque(maxlen=transition_log_length)
+        self._clock = clock
+        self._now = 0.0  # the clock's reading for the current handle() call
         self._counts: dict[str, int] = dict.fromkeys(TASK_STATES, 0)
         self._client_wants: dict[str, dict[str, None]] = {}
         self._out: list[SchedulerInstruction] = []
@@ -127,6 +152,7 @@ class SchedulerTransitions:
         table = self._TRANSITIONS
         log = self.transition_log
         counts = self._counts
+        now = self._now
         while True:
             if recs:
                 key, finish = recs.popitem()
@@ -137,6 +163,11 @@ class SchedulerTransitions:
                 if finish == PROCESSING and (start == WAITING or start == NO_WORKER):
                     heapq.heappush(ready, (ts.priority, ts.seq, key))
                     continue
+                method = table.get((start, finish))
+                if method is None:
+                    if self.validate and (start, finish) not in _STALE:
+                        raise InvalidTransition(key, start, finish, stimulus_id, self.story(key))
+                    continue  # made stale by a later change: see _STALE
             elif ready:
                 key = heapq.heappop(ready)[2]
                 ts = tasks.get(key)
@@ -144,23 +175,24 @@ class SchedulerTransitions:
                     continue
                 start = ts.state
                 finish = PROCESSING
+                method = table.get((start, PROCESSING))
+                if method is None:
+                    continue  # it left the heap another way (released, say) meanwhile
             else:
                 return
-            method = table.get((start, finish))
-            if method is None:
-                continue  # the recommendation no longer applies
             new = method(self, ts, stimulus_id)
             if ts.state != start:
-                log.append((stimulus_id, key, start, ts.state))
+                log.append((key, start, ts.state, stimulus_id, now))
                 counts[start] -= 1
                 if ts.state != FORGOTTEN:
                     counts[ts.state] += 1
             if new:
                 recs.update(new)
 
-    def _transition(self, key: str, finish: str, stimulus_id: str) -> None:
-        """Move one task towards ``finish`` and follow what that leads to."""
-        self._transitions({key: finish}, stimulus_id)
+    def story(self, *keys: str) -> Story:
+        """The recorded transitions of ``keys``, oldest first: tuples of
+        ``(key, start, finish, stimulus_id, time)``."""
+        return story(self.transition_log, keys)
 
     # ---------------------------------------------------------------- helpers
 

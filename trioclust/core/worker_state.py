@@ -51,11 +51,15 @@
 # ---------
 # As in the scheduler, ``_TRANSITIONS`` maps (start, finish) to one method
 # that changes one record and returns recommendations; ``_transitions``
-# follows them first-in first-out until none is left.
+# follows them first-in first-out until none is left, logging each change of
+# state (story.py). A recommendation with no table entry for the record's
+# current state is dropped when ``_STALE`` lists the pair (stale by design);
+# under ``validate`` any other missing pair raises ``InvalidTransition``.
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 
@@ -80,6 +84,7 @@ from trioclust.core.instructions import (
     SendTaskFinished,
     WorkerInstruction,
 )
+from trioclust.core.story import InvalidTransition, Story, StoryEntry, story
 
 __all__ = ["WorkerState", "WorkerTask"]
 
@@ -95,6 +100,10 @@ CANCELLED = "cancelled"
 FORGOTTEN = "forgotten"
 
 Recs = dict[str, str]
+
+#: (start, finish) pairs the table lacks because a recommendation for them is
+#: stale by design; the driver drops them. Any other missing pair is a bug.
+_STALE: frozenset[tuple[str, str]] = frozenset()
 
 
 class WorkerTask:
@@ -193,7 +202,9 @@ class WorkerState:
         address: str,
         nthreads: int,
         max_concurrent_gathers: int = 16,
-        transition_log_length: int = 10_000,
+        transition_log_length: int = 100_000,
+        validate: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if nthreads < 1:
             raise ValueError(f"nthreads must be >= 1, got {nthreads!r}")
@@ -206,7 +217,10 @@ class WorkerState:
         self.tasks: dict[str, WorkerTask] = {}
         self.executing: set[str] = set()
         self.in_flight: dict[str, tuple[str, ...]] = {}
-        self.transition_log: deque[tuple[str, str, str, str]] = deque(maxlen=transition_log_length)
+        self.validate = validate
+        self.transition_log: deque[StoryEntry] = deque(maxlen=transition_log_length)
+        self._clock = clock
+        self._now = 0.0  # the clock's reading for the current handle() call
         self._ready: list[tuple[int, int, str]] = []
         self._fetch: dict[str, None] = {}
         self._peer_used: dict[str, int] = {}
@@ -227,6 +241,7 @@ class WorkerState:
         """
         out: list[WorkerInstruction] = []
         self._out = out
+        self._now = self._clock()
         stimulus_id = ""
         for event in events:
             self._dispatch(event)
@@ -244,6 +259,11 @@ class WorkerState:
     def tasks_by_state(self) -> dict[str, int]:
         """How many records are in each state (states with none are left out)."""
         return dict(Counter(ts.state for ts in self.tasks.values()))
+
+    def story(self, *keys: str) -> Story:
+        """The recorded transitions of ``keys``, oldest first: tuples of
+        ``(key, start, finish, stimulus_id, time)``."""
+        return story(self.transition_log, keys)
 
     # ------------------------------------------------------------ event handlers
 
@@ -508,6 +528,8 @@ class WorkerState:
         """Carry out recommendations, first in first out, until none is left."""
         pending = deque(recs.items())
         tasks = self.tasks
+        log = self.transition_log
+        now = self._now
         while pending:
             key, finish = pending.popleft()
             ts = tasks.get(key)
@@ -516,10 +538,12 @@ class WorkerState:
             start = ts.state
             method = self._TRANSITIONS.get((start, finish))
             if method is None:
-                continue  # the recommendation no longer applies
+                if self.validate and (start, finish) not in _STALE:
+                    raise InvalidTransition(key, start, finish, stimulus_id, self.story(key))
+                continue  # made stale by a later change: see _STALE
             new = method(self, ts, stimulus_id)
             if ts.state != start:
-                self.transition_log.append((stimulus_id, key, start, ts.state))
+                log.append((key, start, ts.state, stimulus_id, now))
             if new:
                 pending.extend(new.items())
 

@@ -123,6 +123,8 @@ class Scheduler(Server):
                 else config.get_int("scheduler.allowed-failures")
             ),
             worker_saturation=config.get_float("scheduler.worker-saturation"),
+            transition_log_length=config.get_int("scheduler.transition-log-length"),
+            validate=bool(config.get("scheduler.validate")),
         )
         self.worker_ttl = (
             worker_ttl if worker_ttl is not None else config.get_float("scheduler.worker-ttl")
@@ -147,6 +149,15 @@ class Scheduler(Server):
             f"<Scheduler {self.address or self._listen_address!r} status={self.status} "
             f"workers={len(self.state.workers)} tasks={len(self.state.tasks)}>"
         )
+
+    def story(self, *keys: str) -> list[tuple[str, str, str, str, float]]:
+        """What happened to ``keys`` here, oldest first.
+
+        Returns:
+            ``(key, start, finish, stimulus_id, time)`` for each transition
+            still in the log (the latest ``scheduler.transition-log-length``).
+        """
+        return self.state.story(*keys)
 
     # ------------------------------------------------------------- serving
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:

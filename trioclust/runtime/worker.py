@@ -145,6 +145,8 @@ class Worker(Server):
             address=self.address,
             nthreads=self._slots(),
             max_concurrent_gathers=config.get_int("worker.max-concurrent-gathers"),
+            transition_log_length=config.get_int("worker.transition-log-length"),
+            validate=bool(config.get("worker.validate")),
         )
 
     def _slots(self) -> int:
@@ -174,6 +176,16 @@ class Worker(Server):
     def data(self) -> dict[str, Any]:
         """The results this worker holds, by key."""
         return self.state.data
+
+    def story(self, *keys: str) -> list[tuple[str, str, str, str, float]]:
+        """What happened to ``keys`` here since the worker last (re)joined
+        its scheduler, oldest first.
+
+        Returns:
+            ``(key, start, finish, stimulus_id, time)`` for each transition
+            still in the log (the latest ``worker.transition-log-length``).
+        """
+        return self.state.story(*keys)
 
     # ------------------------------------------------------------- serving
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -461,7 +473,8 @@ class Worker(Server):
                 )
 
         # the code starts once the scheduler can know that it started: a task that
-        # kills this worker is then blamed, and not its neighbours
+        # kills this worker is then blamed (with any queued behind it in its
+        # thread), and not the tasks still waiting here for a thread
         started: msgs.TaskStartedMsg = {"op": "task-started", "key": key, "stimulus_id": stimulus_id}
         self._send(started, on_written=start)
 
@@ -527,10 +540,8 @@ class Worker(Server):
 
     async def _gather(self, peer: str, keys: tuple[str, ...], generation: int) -> None:
         try:
-            data, missing, _ = await self._fetch(peer, list(keys))
-            event: Any = ev.GatherSucceeded(
-                peer=peer, data=data, missing=tuple(missing), stimulus_id=f"gather-{peer}"
-            )
+            data, _, _ = await self._fetch(peer, list(keys))
+            event: Any = ev.GatherSucceeded(peer=peer, data=data, stimulus_id=f"gather-{peer}")
         except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
             logger.warning("Worker %s could not gather %d keys from %s: %s", self.name, len(keys), peer, exc)
             event = ev.GatherFailed(peer=peer, keys=keys, reason=str(exc), stimulus_id=f"gather-failed-{peer}")
