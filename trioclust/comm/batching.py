@@ -45,8 +45,9 @@ The rules:
 
 Everything here runs on the link's event loop thread except
 :meth:`~OutgoingBatches.thread_may_write`, which only reads.
-:meth:`~OutgoingBatches.add` is called for every message sent: it does a
-few attribute updates and allocates nothing beyond the queue's growth.
+:meth:`~OutgoingBatches.add` runs for every message sent: a few attribute
+updates, no object made per message (the queue, and the callbacks and
+weights where given, only grow).
 """
 
 from __future__ import annotations
