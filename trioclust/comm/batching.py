@@ -19,7 +19,8 @@ The object tracks the link's writer in one of three states:
   (:meth:`~OutgoingBatches.end_deferred`): write the batch right there,
   or wake the writer.
 * ``LINGERING``: the writer waits until :meth:`~OutgoingBatches.due` for
-  company. Only an urgent message ends that wait early.
+  company. Of the messages added, only an urgent one ends that wait early
+  (so does the link's closing).
 
 The rules:
 
