@@ -34,6 +34,14 @@ Refinements:
   write without waiting; the comm's write lock keeps it out of any write of
   the loop's. A synchronous client's user thread sends its submissions so.
 
+Every one of these decisions (what the next batch holds, when it is due,
+what runs after it is written, whether a thread may write) is made by the
+link's :class:`~trioclust.comm.batching.OutgoingBatches`, which does no I/O
+and reads no clock. The link does the rest: its writer task waits (for a
+wake, or until the batch is due), writes the batch it takes, and reports it
+written; :meth:`Link.send` queues and wakes; the end of a
+``writes_deferred()`` block writes with :meth:`Comm.send_nowait`.
+
 The reader task receives batches and dispatches each op inline:
 
 * ``{"op": "reply", "id": n, ...}`` completes the pending :meth:`Link.request` ``n``;
@@ -58,7 +66,6 @@ import contextlib
 import inspect
 import itertools
 import logging
-import math
 import threading
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,6 +76,7 @@ import anyio
 import anyio.abc
 
 from trioclust import config
+from trioclust.comm.batching import WAKE, WRITE, OutgoingBatches
 from trioclust.comm.comm import Comm
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
 from trioclust.protocol.codec import dumps
@@ -92,27 +100,6 @@ class LinkStatistics:
     batches_received: int
     pending_requests: int
     queued: int
-
-
-#: The weight (see :meth:`Link.send`) at which a wire batch closes.
-BATCH_WEIGHT = 1000
-
-
-def _split(batch: list[dict[str, Any]], weights: dict[int, int]) -> list[list[dict[str, Any]]]:
-    """``batch`` in order, cut after each part reaching :data:`BATCH_WEIGHT`."""
-    parts: list[list[dict[str, Any]]] = []
-    part: list[dict[str, Any]] = []
-    weight = 0
-    for msg in batch:
-        part.append(msg)
-        weight += weights.get(id(msg), 1)
-        if weight >= BATCH_WEIGHT:
-            parts.append(part)
-            part = []
-            weight = 0
-    if part:
-        parts.append(part)
-    return parts
 
 
 class _WritesDeferred(threading.local):
@@ -207,24 +194,17 @@ class Link:
         self.name = name or f"link to {comm.peer_address}"
         self._on_close = on_close
         self._on_batch = on_batch
-        self._outbox: list[dict[str, Any]] = []
-        self._on_written: list[Callable[[], object]] = []  # for the queued messages
-        self._weights: dict[int, int] = {}  # id of a queued heavy message -> its weight
-        self._linger = config.get_float("comm.linger")
-        self._lazy_linger = config.get_float("comm.lazy-linger")
-        self._urgent = False  # an urgent message is queued
-        self._lingering: anyio.Event | None = None  # set by an urgent send() to end a linger
-        self._wakeup: anyio.Event | None = None  # set by send() to wake an idle writer
-        self._drained: anyio.Event | None = None  # set by the writer when the outbox empties
-        self._writing = False
-        self._deferred = False  # in the current writes_deferred() block's list
-        self._last_write = -math.inf
-        self._lazy_until: float | None = None  # a lazy message waits until then
+        # the outgoing queue and every decision about it
+        self._batches = OutgoingBatches(
+            config.get_float("comm.linger"), config.get_float("comm.lazy-linger")
+        )
+        # set to wake the writer from its wait for messages, or end its linger
+        self._wake: anyio.Event | None = None
+        self._drained: anyio.Event | None = None  # set by the writer when the queue empties
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._started = False
-        self._closing = False
         self._closed = False
         self._close_reason = ""
         self._sent = [0, 0]  # messages, batches
@@ -239,7 +219,7 @@ class Link:
     @property
     def closed(self) -> bool:
         """Whether the link has ended or is closing (sends would fail)."""
-        return self._closed or self._closing
+        return self._batches.closing
 
     @property
     def close_reason(self) -> str:
@@ -254,7 +234,7 @@ class Link:
             messages_received=self._received[0],
             batches_received=self._received[1],
             pending_requests=len(self._pending),
-            queued=len(self._outbox),
+            queued=len(self._batches.queue),
         )
 
     # ---------------------------------------------------------------- sending
@@ -275,8 +255,9 @@ class Link:
             msg: the message.
             weight: how many ordinary messages this one is worth (an
                 update-graph: its number of tasks). A wire batch closes once
-                it holds :data:`BATCH_WEIGHT`, so that heavy messages queued
-                together still travel, and are decoded, a part at a time.
+                it holds :data:`~trioclust.comm.batching.BATCH_WEIGHT`, so
+                that heavy messages queued together still travel, and are
+                decoded, a part at a time.
             urgent: False for a message that more of its kind will soon
                 follow (a task finished while others run): a link that wrote
                 less than ``comm.linger`` ago then waits out the rest before
@@ -295,27 +276,18 @@ class Link:
         Raises:
             CommClosedError: the link has ended or is closing.
         """
-        if self._closed or self._closing:
+        batches = self._batches
+        if batches.closing:
             raise self._closed_error()
-        self._outbox.append(msg)
-        if on_written is not None:
-            self._on_written.append(on_written)
-        if weight > 1:
-            self._weights[id(msg)] = weight
-        if lazy:
-            if self._lazy_until is None:
-                self._lazy_until = anyio.current_time() + self._lazy_linger
-        elif urgent:
-            self._urgent = True
-        if self._wakeup is None and (self._lingering is None or not self._urgent):
-            return  # the writer is writing, or lingers for company: it takes this too
-        deferred = _deferred.links
-        if deferred is not None:
-            if not self._deferred:
-                self._deferred = True
+        if batches.add(
+            msg, weight, urgent, lazy, on_written, anyio.current_time() if lazy else 0.0
+        ):
+            deferred = _deferred.links
+            if deferred is None:
+                self._wake_writer()
+            else:  # the block's end writes, or wakes the writer
+                batches.deferred = True
                 deferred.append(self)
-            return
-        self._wake_writer()
 
     def send_from_thread(self, batch: list[dict[str, Any]]) -> bool:
         """Write ``batch`` now, from a thread other than the event loop's, if
@@ -330,10 +302,7 @@ class Link:
         loop call :meth:`wake` so that the writer sends it. No ``on_written``
         callbacks, no linger: the batch is urgent.
         """
-        if (
-            self._closed or self._closing or self._outbox or self._deferred
-            or self._wakeup is None or self._lingering is not None
-        ):
+        if not self._batches.thread_may_write():
             return False
         try:
             written = self.comm.send_nowait(batch)
@@ -352,38 +321,34 @@ class Link:
 
     def _wake_writer(self) -> None:
         """End the writer's wait for messages, or its linger."""
-        wakeup, lingering = self._wakeup, self._lingering
-        if wakeup is not None:
-            self._wakeup = None
-            wakeup.set()
-        if lingering is not None:
-            self._lingering = None
-            lingering.set()
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            self._batches.writer_runs()
+            wake.set()
 
     def _write_deferred(self) -> None:
         """The end of a :func:`writes_deferred` block: write now, or wake the writer."""
-        self._deferred = False
-        if (self._wakeup is None and self._lingering is None) or not self._outbox:
-            return  # the writer is writing (or the link ended): it takes the batch
-        if self._urgent and not self._weights and not self._closing:
-            batch = self._outbox
+        batches = self._batches
+        action = batches.end_deferred()
+        if action == WRITE:
+            batch = batches.queue
             try:
                 written = self.comm.send_nowait(batch)
             except Exception:
                 written = False  # the writer salvages what it can encode
             if written:
-                self._outbox = []
-                self._urgent = False
-                self._lazy_until = None
-                self._last_write = anyio.current_time()
                 self._sent[0] += len(batch)
                 self._sent[1] += 1
-                if not self.comm.unsent:
-                    if self._on_written:
-                        self._run_on_written()
+                callbacks = batches.sent_at_once(anyio.current_time(), self.comm.unsent)
+                if callbacks is not None:
+                    if callbacks:
+                        self._run_on_written(callbacks)
                     return  # a lingering writer finds nothing left when its linger ends
                 # the writer writes what the comm holds, then runs the callbacks
-        self._wake_writer()
+            self._wake_writer()
+        elif action == WAKE:
+            self._wake_writer()
 
     async def request(self, op: str, **kwargs: Any) -> Any:
         """Send ``{"op": op, **kwargs}`` with a fresh id and wait for the reply.
@@ -448,15 +413,13 @@ class Link:
         """Flush queued messages (bounded by ``runtime.close-timeout``), then close."""
         if self._closed:
             return
-        self._closing = True
-        if self._started and (self._outbox or self._writing or self.comm.unsent):
+        batches = self._batches
+        batches.close()
+        if self._started and (batches.queue or batches.writing or self.comm.unsent):
             if self._drained is None:  # a concurrent aclose() may be waiting already
                 self._drained = anyio.Event()
             drained = self._drained
-            if self._wakeup is not None:
-                self._wakeup.set()
-            if self._lingering is not None:  # flush now, not after the linger
-                self._lingering.set()
+            self._wake_writer()  # flush now, not after a linger
             with anyio.move_on_after(config.get_float("runtime.close-timeout"), shield=True):
                 await drained.wait()
         self._finish("this side closed the link")
@@ -470,8 +433,9 @@ class Link:
             return
         self._closed = True
         self._close_reason = reason
-        self._outbox.clear()
-        self._run_on_written()
+        callbacks = self._batches.discard()
+        if callbacks:
+            self._run_on_written(callbacks)
         for pending in self._pending.values():
             pending.event.set()  # reply stays None: the request raises CommClosedError
         if self._drained is not None:
@@ -483,65 +447,58 @@ class Link:
                 logger.exception("%s: on_close callback failed", self.name)
 
     async def _writer(self) -> None:
-        linger = self._linger
+        batches = self._batches
+        comm = self.comm
         while True:
-            if self.comm.unsent and not self._outbox:
+            if comm.unsent and not batches.queue:
                 # held by a direct write; its messages' callbacks wait for it
-                held, self._on_written = self._on_written, []
+                held = batches.take_held_callbacks()
                 try:
-                    await self.comm.flush()
+                    await comm.flush()
                 except CommClosedError:
                     return self._end_writer()
                 finally:
                     if held:
                         self._run_on_written(held)
             # a direct write may leave something held: flushed at the top
-            while not self._outbox and not self.comm.unsent:
+            while not batches.queue and not comm.unsent:
                 if self._drained is not None:
                     self._drained.set()
                     self._drained = None
-                self._wakeup = anyio.Event()
-                await self._wakeup.wait()
-            if not self._outbox:
+                wake = self._wake = anyio.Event()
+                batches.writer_waits()
+                await wake.wait()
+            if not batches.queue:
                 continue
-            if linger > 0 or self._lazy_until is not None:
-                if not self._urgent and not self._closing:
-                    # nothing urgent, and wrote a moment ago (or a lazy message
-                    # waits for company): let the batch gather
-                    wait = self._last_write + linger
-                    if self._lazy_until is not None and self._lazy_until > wait:
-                        wait = self._lazy_until
-                    wait -= anyio.current_time()
-                    if wait > 0:
-                        lingering = self._lingering = anyio.Event()
-                        with anyio.move_on_after(wait):
-                            await lingering.wait()
-                        self._lingering = None
-                        if not self._outbox:
-                            continue  # written meanwhile, from a writes_deferred() block
-                self._last_write = anyio.current_time()
-            self._urgent = False
-            self._lazy_until = None
-            batch, self._outbox = self._outbox, []
-            on_written, self._on_written = self._on_written, []
-            self._writing = True
+            now = anyio.current_time()
+            due = batches.due(now)
+            if due > now:  # let the batch gather, unless something urgent comes
+                wake = self._wake = anyio.Event()
+                batches.writer_lingers()
+                with anyio.move_on_after(due - now):
+                    await wake.wait()
+                self._wake = None
+                batches.writer_runs()
+                if not batches.queue:
+                    continue  # written meanwhile, from a writes_deferred() block
+                now = anyio.current_time()
+            batch = batches.take(now)
             try:
-                if self._weights:
-                    weights, self._weights = self._weights, {}
-                    for part in _split(batch, weights):
+                parts = batches.cuts(batch)
+                if parts is None:
+                    if not await self._write(batch):
+                        return self._end_writer()
+                else:
+                    for part in parts:
                         if not await self._write(part):
                             return self._end_writer()
-                elif not await self._write(batch):
-                    return self._end_writer()
             finally:
-                self._writing = False
-                if on_written:
-                    self._run_on_written(on_written)
+                callbacks = batches.written()
+                if callbacks:
+                    self._run_on_written(callbacks)
             del batch  # not kept alive while the link is idle
 
-    def _run_on_written(self, callbacks: list[Callable[[], object]] | None = None) -> None:
-        if callbacks is None:
-            callbacks, self._on_written = self._on_written, []
+    def _run_on_written(self, callbacks: list[Callable[[], object]]) -> None:
         for callback in callbacks:
             try:
                 callback()
@@ -696,5 +653,5 @@ class Link:
             logger.error("%s: handler for %r failed", self.name, op, exc_info=exc)
 
     def _reply(self, msg: dict[str, Any]) -> None:
-        if not (self._closed or self._closing):
+        if not self._batches.closing:
             self.send(msg)
