@@ -47,10 +47,12 @@ def block(tasks: int, round_trips: int) -> dict[str, float]:
 
 
 def run_block(tree: Path, tasks: int, round_trips: int) -> dict[str, float]:
+    tree = tree.resolve()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(HERE)]))
     out = subprocess.run(
         [sys.executable, __file__, "--block", "--tasks", str(tasks), "--round-trips", str(round_trips)],
         env=env, check=True, capture_output=True, text=True, timeout=600,
+        cwd=tree,  # ``python -m`` puts the working directory first on the path
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
