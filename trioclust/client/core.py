@@ -551,6 +551,7 @@ class ClientCore:
                 by_worker.setdefault(random.choice(holders), []).append(key)
         values: dict[str, Any] = {}
         failures: dict[str, str] = {}
+        unloadable: dict[str, Exception] = {}
 
         async def from_worker(worker: str, worker_keys: list[str]) -> None:
             assert self._pool is not None
@@ -563,11 +564,17 @@ class ClientCore:
                 self._pool.forget(worker)
                 return
             for key, value in reply["data"].items():
-                values[key] = deserialized(value)
+                try:
+                    values[key] = deserialized(value)
+                except Exception as exc:  # this key's error; the others are fine
+                    unloadable[key] = exc
 
         async with anyio.create_task_group() as tg:
             for worker, worker_keys in by_worker.items():
                 tg.start_soon(from_worker, worker, worker_keys)
+        for state in states:
+            if state.key in unloadable:
+                state.fail_here(unloadable[state.key])
         if len(values) < len(keys):
             missing = [(s, mark) for s, mark in marks if s.key not in values]
             await self._wait_for_a_change(missing, who_has, failures)
