@@ -544,6 +544,12 @@ class ClientCore:
         marks = [(s, s.changes) for s in states]  # before who-has: a loss meanwhile counts
         keys = [s.key for s in states]
         who_has: dict[str, list[str]] = await self._link.request("who-has", keys=keys)
+        for state in states:
+            if state.key not in who_has:  # released on the scheduler: cancelled, at once
+                with self._lock:  # a new submit of the key starts afresh
+                    if self._states.get(state.key) is state:
+                        del self._states[state.key]
+                state.cancel("the scheduler does not hold this key for this client (it was released)")
         by_worker: dict[str, list[str]] = {}
         for key in keys:
             holders = who_has.get(key) or []
