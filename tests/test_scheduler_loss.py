@@ -9,6 +9,7 @@ whose scheduler is gone for that long shuts down.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -113,3 +114,23 @@ async def test_a_nanny_does_not_restart_a_worker_into_a_cluster_that_is_gone(
     assert "worker.reconnect-timeout 0.5 s" in nanny.close_reason
     assert nanny.restarts >= 1
     assert nanny.worker_pid is None
+
+
+async def test_a_fetch_from_a_peer_that_does_not_answer_times_out() -> None:
+    """A frozen peer (it completed the handshake, then never replies) holds
+    a fetch for at most ``worker.fetch-timeout``; the worker then counts
+    on other holders, or the scheduler recomputes (see GatherFailed)."""
+    from trioclust.comm import Comm, serve
+
+    async def frozen(comm: Comm) -> None:
+        await trio.sleep_forever()
+
+    with config.set(**{"worker.fetch-timeout": 0.2}):
+        async with Scheduler() as s, Worker(s.address) as worker:
+            async with anyio.create_task_group() as tg:
+                listener = await tg.start(
+                    partial(serve, "tcp://127.0.0.1:0", frozen, role="worker")
+                )
+                with anyio.fail_after(10), pytest.raises(TimeoutError, match=r"worker\.fetch-timeout"):
+                    await worker._fetch(listener.contact_address, ["x"])
+                tg.cancel_scope.cancel()

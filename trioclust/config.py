@@ -72,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "worker.heartbeat-interval": 1.0,
     # a worker that lost its scheduler keeps trying to reconnect this long, seconds
     "worker.reconnect-timeout": 60.0,
+    # longest a worker waits for a peer's reply to one fetch of dependencies,
+    # seconds; then it fetches them from another holder, or the scheduler
+    # recomputes them (a frozen or cut-off peer never stalls a graph)
+    "worker.fetch-timeout": 60.0,
     # results that pickle to at most this many bytes travel with the
     # task-finished message, so the client needs no second round trip
     "worker.inline-result-limit": 64 * 1024,

@@ -559,10 +559,21 @@ class Worker(Server):
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
-        """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes)."""
+        """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes).
+
+        Raises ``TimeoutError`` (an ``OSError``) if the peer does not answer
+        within ``worker.fetch-timeout``, and forgets the connection to it."""
         assert self._pool is not None
-        link = await self._pool.get(peer)
-        reply = await link.request("get-data", keys=keys)
+        timeout = config.get_float("worker.fetch-timeout")
+        with trio.move_on_after(timeout) as waited:
+            link = await self._pool.get(peer)
+            reply = await link.request("get-data", keys=keys)
+        if waited.cancelled_caught:
+            self._pool.forget(peer)
+            raise TimeoutError(
+                f"{peer} did not answer a fetch of {len(keys)} key(s) within {timeout:g} s "
+                f"(worker.fetch-timeout)"
+            )
         data: dict[str, Any] = {}
         nbytes: dict[str, int] = {}
         for k, v in reply["data"].items():
