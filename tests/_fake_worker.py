@@ -11,6 +11,7 @@ needs no scheduler. ``FAKE_WORKER_MODE`` picks its behaviour:
 * ``crash-once``: if the file ``FAKE_WORKER_MARKER`` does not exist, writes
   its pid there and dies with ``os._exit(1)`` once it has reported its
   address; otherwise serves;
+* ``crash-then-fail``: as ``crash-once``, but the replacements ``fail``;
 * ``fail``: logs an error and raises before it starts;
 * ``silent``: never finishes starting;
 * ``hang-on-close``: serves, but its graceful close never finishes.
@@ -43,13 +44,15 @@ class FakeWorker:
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         mode = os.environ.get("FAKE_WORKER_MODE", "serve")
         try:
+            if mode == "crash-then-fail" and await trio.Path(os.environ["FAKE_WORKER_MARKER"]).exists():
+                mode = "fail"
             if mode == "fail":
                 logger.error("fake start failure: cannot reach %s", self.scheduler_address)
                 raise OSError(f"fake worker could not connect to {self.scheduler_address}")
             if mode == "silent":
                 await trio.sleep_forever()
             crash = False
-            if mode == "crash-once":
+            if mode in ("crash-once", "crash-then-fail"):
                 marker = trio.Path(os.environ["FAKE_WORKER_MARKER"])
                 crash = not await marker.exists()
                 if crash:

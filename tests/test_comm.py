@@ -224,7 +224,7 @@ BAD_INPUTS = {
     ),
     "petabyte-header": (
         _send_petabyte_header,
-        "frame declares 1125899906842624 bytes, over the limit of 4294967296 (comm.max-frame-bytes)",
+        "frame declares 1125899906842624 bytes, over the limit of 65536 (comm.max-handshake-bytes",
     ),
     "wrong-version": (
         _send_newer_version,

@@ -32,6 +32,11 @@ DEFAULTS: dict[str, Any] = {
     # largest single frame and largest whole message accepted, bytes
     "comm.max-frame-bytes": 4 * 2**30,
     "comm.max-message-bytes": 8 * 2**30,
+    # largest frame and message accepted from a peer that has not completed
+    # the handshake yet (and the most connections that may be in that state
+    # at once, per listener; more are closed as they come)
+    "comm.max-handshake-bytes": 64 * 1024,
+    "comm.max-handshaking-connections": 1024,
     # most frames one message may declare
     "comm.max-frames": 1_000_000,
     # bytes objects at least this large travel as their own frame, uncopied
@@ -67,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     "worker.heartbeat-interval": 1.0,
     # a worker that lost its scheduler keeps trying to reconnect this long, seconds
     "worker.reconnect-timeout": 60.0,
+    # longest a worker waits for a peer's reply to one fetch of dependencies,
+    # seconds; then it fetches them from another holder, or the scheduler
+    # recomputes them (a frozen or cut-off peer never stalls a graph)
+    "worker.fetch-timeout": 60.0,
     # results that pickle to at most this many bytes travel with the
     # task-finished message, so the client needs no second round trip
     "worker.inline-result-limit": 64 * 1024,

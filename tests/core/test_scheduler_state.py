@@ -32,7 +32,7 @@ from trioclust.core.instructions import (
     SchedulerInstruction,
 )
 from trioclust.core.scheduler_state import SchedulerState
-from trioclust.errors import KilledWorker, LostData
+from trioclust.errors import FutureCancelledError, KilledWorker, LostData
 
 
 def nt(key: str, *deps: str, priority: int = 0) -> NewTask:
@@ -336,7 +336,17 @@ def test_want_keys_unknown_key_errs() -> None:
     h = Harness("w1")
     (out,) = h(WantKeys(client="c", keys=("nope",), stimulus_id="w"))
     assert isinstance(out, KeyErred)
-    assert isinstance(out.exception, ValueError)
+    assert isinstance(out.exception, FutureCancelledError)  # as Dask's cancelled keys
+    assert not h.s.wants("c", "nope")
+
+
+def test_wants_is_true_until_the_client_releases_the_key() -> None:
+    h = Harness("w1")
+    h(graph(nt("a"), wanted=("a",)))
+    assert h.s.wants("c", "a")
+    assert not h.s.wants("other", "a")
+    h(ReleaseKeys(client="c", keys=("a",), stimulus_id="r"))
+    assert not h.s.wants("c", "a")
 
 
 # --------------------------------------------------------------- release

@@ -544,6 +544,12 @@ class ClientCore:
         marks = [(s, s.changes) for s in states]  # before who-has: a loss meanwhile counts
         keys = [s.key for s in states]
         who_has: dict[str, list[str]] = await self._link.request("who-has", keys=keys)
+        for state in states:
+            if state.key not in who_has:  # released on the scheduler: cancelled, at once
+                with self._lock:  # a new submit of the key starts afresh
+                    if self._states.get(state.key) is state:
+                        del self._states[state.key]
+                state.cancel("the scheduler does not hold this key for this client (it was released)")
         by_worker: dict[str, list[str]] = {}
         for key in keys:
             holders = who_has.get(key) or []
@@ -551,6 +557,7 @@ class ClientCore:
                 by_worker.setdefault(random.choice(holders), []).append(key)
         values: dict[str, Any] = {}
         failures: dict[str, str] = {}
+        unloadable: dict[str, Exception] = {}
 
         async def from_worker(worker: str, worker_keys: list[str]) -> None:
             assert self._pool is not None
@@ -563,11 +570,17 @@ class ClientCore:
                 self._pool.forget(worker)
                 return
             for key, value in reply["data"].items():
-                values[key] = deserialized(value)
+                try:
+                    values[key] = deserialized(value)
+                except Exception as exc:  # this key's error; the others are fine
+                    unloadable[key] = exc
 
         async with anyio.create_task_group() as tg:
             for worker, worker_keys in by_worker.items():
                 tg.start_soon(from_worker, worker, worker_keys)
+        for state in states:
+            if state.key in unloadable:
+                state.fail_here(unloadable[state.key])
         if len(values) < len(keys):
             missing = [(s, mark) for s, mark in marks if s.key not in values]
             await self._wait_for_a_change(missing, who_has, failures)

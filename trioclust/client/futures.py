@@ -104,12 +104,20 @@ class FutureState:
                     logger.exception("Error in a done-callback of future %r", self.key)
 
     def finish(self, type_name: str, value: Any = _NO_VALUE) -> None:
+        if isinstance(value, Serialized):
+            try:
+                value = value.deserialize()
+            except Exception as exc:  # this key's error; the message's other keys are fine
+                self.fail_here(exc)
+                return
         self.status = "finished"
         self.type_name = type_name
-        if isinstance(value, Serialized):
-            value = value.deserialize()
         self.value = value
         self._changed()
+
+    def fail_here(self, exc: Exception) -> None:
+        """The result came but could not be unpickled here: ``result()`` raises ``exc``."""
+        self.fail(exc, None, f"{type(exc).__name__}: {exc}")
 
     def fail(self, exception: Any, traceback: Any, text: str) -> None:
         self.status = "error"

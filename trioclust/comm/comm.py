@@ -79,6 +79,10 @@ _JOIN_LIMIT = 64 * 1024
 _WRITE_CHUNK = 4 * 2**20
 _TRANSPORT_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
+#: most frames a message may declare before the handshake is complete (a
+#: handshake is one frame)
+_HANDSHAKE_MAX_FRAMES = 16
+
 #: :attr:`Comm.close_reason` of the two orderly ends of a connection
 PEER_CLOSE = "the peer closed the connection"
 LOCAL_CLOSE = "this side closed the connection"
@@ -368,6 +372,14 @@ class Comm:
             CommClosedError: the connection closed during the handshake.
         """
         hello = {"op": "handshake", "protocol": PROTOCOL_VERSION, "role": role, "name": name}
+        # until the peer has said who it is, it may send only small messages:
+        # a stranger cannot make this process allocate a large frame's buffer
+        reader = self._reader
+        limits = reader.max_frames, reader.max_frame_bytes, reader.max_message_bytes
+        small = config.get_int("comm.max-handshake-bytes")
+        reader.max_frames = min(limits[0], _HANDSHAKE_MAX_FRAMES)
+        reader.max_frame_bytes, reader.max_message_bytes = min(limits[1], small), min(limits[2], small)
+        reader.limits_key = "comm.max-handshake-bytes: the peer has not completed the handshake"
         try:
             with anyio.fail_after(timeout):
                 await self.send(hello)
@@ -384,6 +396,8 @@ class Comm:
         except ProtocolError:
             await self._abort("handshake failed")
             raise
+        reader.max_frames, reader.max_frame_bytes, reader.max_message_bytes = limits
+        reader.limits_key = ""
         return self.peer_info
 
     async def _check_first_bytes(self) -> None:
@@ -529,10 +543,25 @@ async def serve(
     """
     listener = await transport.listen(address, security=security, role=role)
     handshake_timeout = config.get_float("comm.timeouts.handshake")
+    most_handshaking = config.get_int("comm.max-handshaking-connections")
+    handshaking = [0]  # connections accepted whose peer has not completed the handshake
+
+    def handshake_over() -> None:
+        handshaking[0] -= 1
 
     async def on_connection(stream: anyio.abc.ByteStream) -> None:
+        if handshaking[0] >= most_handshaking:
+            peer = stream.extra(TransportAttribute.peer_address, "<unknown peer>")
+            logger.warning(
+                "Refused connection from %s: %d connections have not completed the handshake "
+                "yet (comm.max-handshaking-connections)", peer, handshaking[0],
+            )
+            await anyio.aclose_forcefully(stream)
+            return
+        handshaking[0] += 1
         await handle_stream(
-            stream, handler, role=role, name=name, handshake_timeout=handshake_timeout
+            stream, handler, role=role, name=name, handshake_timeout=handshake_timeout,
+            on_handshake_over=handshake_over,
         )
 
     try:
@@ -550,6 +579,7 @@ async def handle_stream(
     role: str,
     name: str = "",
     handshake_timeout: float | None = None,
+    on_handshake_over: Callable[[], object] | None = None,
 ) -> None:
     """A listener's part for one accepted stream: the handshake, then ``handler(comm)``.
 
@@ -566,6 +596,7 @@ async def handle_stream(
         name: this side's name, sent in the handshake.
         handshake_timeout: seconds the peer has for its handshake; default
             ``comm.timeouts.handshake``.
+        on_handshake_over: called once the handshake has succeeded or failed.
     """
     if handshake_timeout is None:
         handshake_timeout = config.get_float("comm.timeouts.handshake")
@@ -576,6 +607,9 @@ async def handle_stream(
         except (ProtocolError, CommClosedError) as exc:
             logger.warning("Refused connection from %s: %s", comm.peer_address, exc)
             return
+        finally:
+            if on_handshake_over is not None:
+                on_handshake_over()
         try:
             await handler(comm)
         except Exception as exc:

@@ -148,7 +148,7 @@ from trioclust.core.scheduler_tasks import (
     WorkerInfo,
 )
 from trioclust.core.scheduler_transitions import Recs, SchedulerTransitions
-from trioclust.errors import KilledWorker, LostData
+from trioclust.errors import FutureCancelledError, KilledWorker, LostData
 
 __all__ = ["SchedulerState"]
 
@@ -265,6 +265,11 @@ class SchedulerState(SchedulerTransitions):
             elif kind is KeyInMemory:
                 i.urgent = idle  # type: ignore[union-attr]
 
+    def wants(self, client: str, key: str) -> bool:
+        """Whether ``client`` holds futures to ``key`` here (it was not released)."""
+        ts = self.tasks.get(key)
+        return ts is not None and client in ts.who_wants
+
     def count(self, state: str) -> int:
         """How many tasks are in ``state`` (O(1))."""
         return self._counts.get(state, 0)
@@ -331,7 +336,7 @@ class SchedulerState(SchedulerTransitions):
         self._client_wants[client][ts.key] = None
 
     def _unknown_key(self, client: str, key: str, stimulus_id: str) -> None:
-        exc = ValueError(f"{key!r} is not known to the scheduler (was its future released?)")
+        exc = FutureCancelledError(key, "the scheduler does not know this key (it was released)")
         self._out.append(
             KeyErred(
                 client=client,

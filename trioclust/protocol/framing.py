@@ -172,6 +172,7 @@ class FrameReader:
         "_frames",
         "_large",
         "_lengths",
+        "limits_key",
         "max_frame_bytes",
         "max_frames",
         "max_message_bytes",
@@ -193,6 +194,9 @@ class FrameReader:
             if max_message_bytes is None
             else max_message_bytes
         )
+        #: the config key an error names instead of the usual ones while the
+        #: limits are lowered (before the handshake), else ""
+        self.limits_key = ""
         self._buf = bytearray()
         self._lengths: list[int] | None = None  # of the message being read
         self._frames: list[Frame] = []  # its frames read so far
@@ -310,7 +314,7 @@ class FrameReader:
         if n > self.max_frames:
             self._fail(
                 f"message declares {n} frames, over the limit of {self.max_frames} "
-                f"(comm.max-frames)"
+                f"({self.limits_key or 'comm.max-frames'})"
             )
         prefix = 8 * (n + 1)
         if len(buf) < prefix:
@@ -320,13 +324,13 @@ class FrameReader:
         if largest > self.max_frame_bytes:
             self._fail(
                 f"frame declares {largest} bytes, over the limit of {self.max_frame_bytes} "
-                f"(comm.max-frame-bytes)"
+                f"({self.limits_key or 'comm.max-frame-bytes'})"
             )
         total = sum(lengths)
         if total > self.max_message_bytes:
             self._fail(
                 f"message declares {total} bytes in total, over the limit of "
-                f"{self.max_message_bytes} (comm.max-message-bytes)"
+                f"{self.max_message_bytes} ({self.limits_key or 'comm.max-message-bytes'})"
             )
         del buf[:prefix]
         self._lengths = lengths

@@ -261,7 +261,9 @@ class UpdateDataMsg(TypedDict):
 
 
 class WhoHasMsg(TypedDict):
-    """Request: the workers holding each key (``{key: [address, ...]}``)."""
+    """Request: the workers holding each key (``{key: [address, ...]}``); a
+    key this client does not hold on the scheduler (released, unknown) is
+    left out of the reply."""
 
     op: Literal["who-has"]
     keys: list[Key]

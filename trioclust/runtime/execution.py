@@ -33,14 +33,34 @@ class Failure:
     text: str
 
 
-def pack_success(value: Any, inline_limit: int) -> Success:
-    """Measure (by pickling, which is free of copies for large buffers) and maybe inline."""
+def pack_success(value: Any, inline_limit: int) -> Success | Failure:
+    """Measure (by pickling, which is free of copies for large buffers) and maybe inline.
+
+    A value that cannot be pickled (it holds a lock, a socket, or nests too
+    deep for the pickler) could never reach a client or another worker: it
+    becomes the task's error, ``TypeError: Could not serialize object of
+    type ...``, as in Dask.
+    """
     type_name = type(value).__qualname__
     try:
         s = serialize(value)
-    except Exception:
-        return Success(value, 0, type_name, None)
+    except Exception as exc:
+        return pack_failure(unserializable(value, exc), skip_frames=0)
     return Success(value, s.nbytes, type_name, s if s.nbytes <= inline_limit else None)
+
+
+def unserializable(value: Any, cause: BaseException) -> TypeError:
+    """The error of a result that cannot be pickled, naming its type and why."""
+    why = f"{type(cause).__name__}: {cause}"
+    seen: BaseException | None = cause
+    while seen is not None:  # cloudpickle re-raises the RecursionError as a PicklingError
+        if isinstance(seen, RecursionError):
+            why = "it nests too deep to pickle"
+            break
+        seen = seen.__cause__ or seen.__context__
+    error = TypeError(f"Could not serialize object of type {type(value).__qualname__} ({why})")
+    error.__cause__ = cause
+    return error
 
 
 def pack_failure(exc: BaseException, skip_frames: int = 1) -> Failure:

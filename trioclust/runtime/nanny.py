@@ -360,6 +360,12 @@ class Nanny(Server):
 
     async def _supervise(self, report_started: Callable[[], None]) -> None:
         first = True
+        failing_since: float | None = None  # when restarts began to fail to start
+        give_up_after = (
+            self.reconnect_timeout
+            if self.reconnect_timeout is not None
+            else config.get_float("worker.reconnect-timeout")
+        )
         while True:
             child = await self._run_worker(report_started if first else None)
             returncode = child.process.returncode
@@ -368,6 +374,19 @@ class Nanny(Server):
             if child.address is None:
                 if first:
                     raise self._start_error(child)
+                # a cluster that is gone gets no new worker: stop once new
+                # ones have failed to start for the worker's reconnect-timeout
+                now = trio.current_time()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= give_up_after:
+                    self.close_reason = (
+                        f"new worker processes for the scheduler at {self.scheduler_address} "
+                        f"have failed to start for {now - failing_since:.3g} s "
+                        f"(worker.reconnect-timeout {give_up_after:g} s), the last because "
+                        f"{self._why_not_started(child)}; the nanny starts no more"
+                    )
+                    logger.error("[%s] %s", child.label, self.close_reason)
+                    return
                 logger.warning(
                     "[%s] The new worker process did not start: %s; trying again",
                     child.label,
@@ -392,6 +411,8 @@ class Nanny(Server):
                     child.label,
                     _describe_exit(returncode),
                 )
+            if child.address is not None:
+                failing_since = None
             first = False
             lifetime = trio.current_time() - child.started_at
             if child.address is None or lifetime < _QUICK_DEATH_SECONDS:

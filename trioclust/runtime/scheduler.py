@@ -483,8 +483,10 @@ class Scheduler(Server):
         )
 
     def _client_who_has(self, client: str, msg: msgs.WhoHasMsg) -> dict[str, list[str]]:
-        tasks = self.state.tasks
-        return {k: sorted(tasks[k].who_has) if k in tasks else [] for k in msg["keys"]}
+        # a key this client no longer wants here (released, or never known) is
+        # left out: its futures are cancelled, and fetching it would wait in vain
+        tasks, state = self.state.tasks, self.state
+        return {k: sorted(tasks[k].who_has) for k in msg["keys"] if state.wants(client, k)}
 
     def _client_scheduler_info(self, client: str, msg: msgs.SchedulerInfoMsg) -> dict[str, Any]:
         return self.identity()

@@ -234,7 +234,12 @@ class Worker(Server):
         return f"{scheme}://{unparse_host_port(host, self._port)}"
 
     async def _scheduler_sessions(self, comm: Any, *, task_status: trio.TaskStatus[None]) -> None:
-        """One scheduler link after another: register, serve, reconnect when it breaks."""
+        """One scheduler link after another: register, serve, reconnect when it breaks.
+
+        Whatever breaks the link or a registration (the scheduler died, a
+        reset in the middle of a handshake or of the registration), the
+        worker keeps trying until ``reconnect_timeout`` has passed since the
+        loss; a restarted scheduler at the same address gets it back."""
         first = True
         while True:
             link = Link(
@@ -251,14 +256,23 @@ class Worker(Server):
             self._scheduler_link = link
             async with trio.open_nursery() as nursery:
                 await nursery.start(link.run)
-                await link.request(
-                    "register-worker", address=self.address, nthreads=self.nthreads,
-                    name=self.name, memory_limit=self.memory_limit, metrics=self._metrics(),
-                    pid=os.getpid(), stimulus_id=f"register-worker-{time.time()}",
-                )
-                if first:
-                    task_status.started()
-                    first = False
+                try:
+                    await link.request(
+                        "register-worker", address=self.address, nthreads=self.nthreads,
+                        name=self.name, memory_limit=self.memory_limit, metrics=self._metrics(),
+                        pid=os.getpid(), stimulus_id=f"register-worker-{time.time()}",
+                    )
+                except (OSError, ProtocolError) as exc:  # CommClosedError is an OSError
+                    if first:
+                        raise
+                    logger.warning("Worker %s could not register again: %s", self.name, exc)
+                    await link.aclose()
+                else:
+                    if first:
+                        task_status.started()
+                        first = False
+                    else:
+                        logger.info("Worker %s registered again with %s", self.name, self.scheduler_address)
             if self._close_requested.is_set():
                 return
             logger.warning(
@@ -266,20 +280,40 @@ class Worker(Server):
                 self.name, self.scheduler_address, self.reconnect_timeout,
             )
             self._reset_state()
-            try:
-                comm = await comm_connect(
-                    self.scheduler_address, role="worker", name=self.name or "",
-                    timeout=self.reconnect_timeout, security=self.security,
-                )
-            except (OSError, ProtocolError) as exc:
-                self.close_reason = (
-                    f"lost the scheduler at {self.scheduler_address} and could not reconnect "
-                    f"within {self.reconnect_timeout:g} s (worker.reconnect-timeout): {exc}"
-                )
-                logger.error("Worker %s stops: %s", self.name, self.close_reason)
+            reconnected = await self._reconnect()
+            if reconnected is None:
                 self._request_close()
                 return
-            logger.info("Worker %s reconnected to %s", self.name, self.scheduler_address)
+            comm = reconnected
+
+    async def _reconnect(self) -> Any | None:
+        """A new connection to the scheduler, or None (and ``close_reason``)
+        if none completed its handshake within ``reconnect_timeout``.
+
+        Every failure is retried, with a growing pause (at most 1 s):
+        refused, reset during the handshake, timeouts."""
+        deadline = trio.current_time() + self.reconnect_timeout
+        pause = 0.05
+        last: BaseException | None = None
+        attempts = 0
+        while (remaining := deadline - trio.current_time()) > 0:
+            attempts += 1
+            try:
+                return await comm_connect(
+                    self.scheduler_address, role="worker", name=self.name or "",
+                    timeout=remaining, security=self.security,
+                )
+            except (OSError, ProtocolError) as exc:
+                last = exc
+            await trio.sleep(min(pause, max(0.0, deadline - trio.current_time())))
+            pause = min(2 * pause, 1.0)
+        self.close_reason = (
+            f"lost the scheduler at {self.scheduler_address} and could not reconnect "
+            f"within {self.reconnect_timeout:g} s (worker.reconnect-timeout; {attempts} attempts"
+            f"{', the last: ' + str(last) if last is not None else ''})"
+        )
+        logger.error("Worker %s stops: %s", self.name, self.close_reason)
+        return None
 
     async def _leave_scheduler(self) -> None:
         link = self._scheduler_link
@@ -525,10 +559,21 @@ class Worker(Server):
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
-        """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes)."""
+        """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes).
+
+        Raises ``TimeoutError`` (an ``OSError``) if the peer does not answer
+        within ``worker.fetch-timeout``, and forgets the connection to it."""
         assert self._pool is not None
-        link = await self._pool.get(peer)
-        reply = await link.request("get-data", keys=keys)
+        timeout = config.get_float("worker.fetch-timeout")
+        with trio.move_on_after(timeout) as waited:
+            link = await self._pool.get(peer)
+            reply = await link.request("get-data", keys=keys)
+        if waited.cancelled_caught:
+            self._pool.forget(peer)
+            raise TimeoutError(
+                f"{peer} did not answer a fetch of {len(keys)} key(s) within {timeout:g} s "
+                f"(worker.fetch-timeout)"
+            )
         data: dict[str, Any] = {}
         nbytes: dict[str, int] = {}
         for k, v in reply["data"].items():
