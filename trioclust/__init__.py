@@ -14,7 +14,7 @@ from trioclust.client import (
     as_completed,
     wait,
 )
-from trioclust.deploy import LocalCluster
+from trioclust.deploy import Adaptive, Cluster, LocalCluster
 from trioclust.errors import (
     CommClosedError,
     ConnectTimeout,
@@ -45,8 +45,10 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Adaptive",
     "CancelledError",
     "Client",
+    "Cluster",
     "CommClosedError",
     "ConnectTimeout",
     "DoneAndNotDoneFutures",

@@ -1,5 +1,7 @@
 """Deployment: clusters made of the runtime's servers."""
 
+from trioclust.deploy.adaptive import Adaptive
+from trioclust.deploy.cluster import Cluster
 from trioclust.deploy.local import LocalCluster
 
-__all__ = ["LocalCluster"]
+__all__ = ["Adaptive", "Cluster", "LocalCluster"]
