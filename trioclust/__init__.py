@@ -14,8 +14,9 @@ from trioclust.client import (
     as_completed,
     wait,
 )
-from trioclust.deploy import Adaptive, Cluster, LocalCluster
+from trioclust.deploy import Adaptive, Cluster, LocalCluster, SSHCluster
 from trioclust.errors import (
+    ClusterStartError,
     CommClosedError,
     ConnectTimeout,
     EncryptionRequiredError,
@@ -49,6 +50,7 @@ __all__ = [
     "CancelledError",
     "Client",
     "Cluster",
+    "ClusterStartError",
     "CommClosedError",
     "ConnectTimeout",
     "DoneAndNotDoneFutures",
@@ -64,6 +66,7 @@ __all__ = [
     "NannyClosedError",
     "ProtocolError",
     "RemoteError",
+    "SSHCluster",
     "Scheduler",
     "SchedulerLostError",
     "Security",

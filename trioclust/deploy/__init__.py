@@ -3,5 +3,6 @@
 from trioclust.deploy.adaptive import Adaptive
 from trioclust.deploy.cluster import Cluster
 from trioclust.deploy.local import LocalCluster
+from trioclust.deploy.ssh import SSHCluster
 
-__all__ = ["Adaptive", "Cluster", "LocalCluster"]
+__all__ = ["Adaptive", "Cluster", "LocalCluster", "SSHCluster"]
