@@ -98,3 +98,33 @@ def test_unreachable_host_fails_within_the_connect_timeout(hosts: SSHHosts) -> N
         )
     assert time.monotonic() - started < 3 + 8  # the timeout, and the scheduler's own close
     assert hosts.pids("h2") == set()
+
+
+def test_trioclust_ssh_on_the_command_line(hosts: SSHHosts) -> None:
+    import json
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trioclust.cli.main", "ssh", hosts.address["h2"], hosts.address["h4"],
+         "--nworkers", "2", "--scheduler-port", "0", "--remote-python", sys.executable,
+         "--ssh-private-key", str(hosts.key), "--no-host-key-check"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        address = json.loads(process.stdout.readline())["address"]
+        with Client(address) as client:
+            client.wait_for_workers(2, timeout=30)
+            assert {r[1] for r in client.gather(client.map(where, range(20)))} == {"h4"}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()
+        process.stderr.close()
+    assert hosts.pids("h2") == hosts.pids("h4") == set()
