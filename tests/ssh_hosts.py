@@ -115,6 +115,15 @@ class SSHHosts:
         ).stdout.split()
         return {int(p) for p in out} - {self.sshd[host].pid}
 
+    def left(self, host: str, timeout: float = 10.0) -> set[int]:
+        """Processes still in ``host``'s namespace (its sshd left out) once
+        ``timeout`` passed or none is left: sshd's session process ends a
+        moment after the connection closes."""
+        deadline = time.monotonic() + timeout
+        while (found := self.pids(host)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # another namespace's processes offer nothing to wait on
+        return found
+
     def close(self) -> None:
         for process in self.sshd.values():
             if process.poll() is None:

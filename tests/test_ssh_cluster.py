@@ -67,7 +67,7 @@ def test_tutorial_flow_on_three_hosts(hosts: SSHHosts) -> None:
             cluster.scale(2)
             assert len(client.scheduler_info()["workers"]) == 2
     for host in ("h2", "h3", "h4"):
-        assert hosts.pids(host) == set(), f"processes left on {host}"
+        assert hosts.left(host) == set(), f"processes left on {host}"
 
 
 def test_refused_key_names_the_host(hosts: SSHHosts) -> None:
@@ -97,7 +97,7 @@ def test_unreachable_host_fails_within_the_connect_timeout(hosts: SSHHosts) -> N
             remote_python=sys.executable, connect_timeout=3,
         )
     assert time.monotonic() - started < 3 + 8  # the timeout, and the scheduler's own close
-    assert hosts.pids("h2") == set()
+    assert hosts.left("h2") == set()
 
 
 def test_trioclust_ssh_on_the_command_line(hosts: SSHHosts) -> None:
@@ -127,4 +127,4 @@ def test_trioclust_ssh_on_the_command_line(hosts: SSHHosts) -> None:
         assert process.stderr is not None
         process.stdout.close()
         process.stderr.close()
-    assert hosts.pids("h2") == hosts.pids("h4") == set()
+    assert hosts.left("h2") == hosts.left("h4") == set()
