@@ -14,8 +14,9 @@ from trioclust.client import (
     as_completed,
     wait,
 )
-from trioclust.deploy import LocalCluster
+from trioclust.deploy import Adaptive, Cluster, LocalCluster, SSHCluster
 from trioclust.errors import (
+    ClusterStartError,
     CommClosedError,
     ConnectTimeout,
     EncryptionRequiredError,
@@ -45,8 +46,11 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Adaptive",
     "CancelledError",
     "Client",
+    "Cluster",
+    "ClusterStartError",
     "CommClosedError",
     "ConnectTimeout",
     "DoneAndNotDoneFutures",
@@ -62,6 +66,7 @@ __all__ = [
     "NannyClosedError",
     "ProtocolError",
     "RemoteError",
+    "SSHCluster",
     "Scheduler",
     "SchedulerLostError",
     "Security",

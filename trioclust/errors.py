@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "ClusterStartError",
     "CommClosedError",
     "ConnectTimeout",
     "EncryptionRequiredError",
@@ -228,6 +229,15 @@ class WorkerStartError(TrioclustError, RuntimeError):
     It exited, or did not report its address within ``nanny.start-timeout``
     seconds. The message names the scheduler and quotes the process's last
     lines of output, which usually say what went wrong.
+    """
+
+
+class ClusterStartError(TrioclustError, RuntimeError):
+    """A cluster manager could not start its scheduler or a worker job.
+
+    The message names the host (or job) and the cause, and quotes the last
+    lines the remote side or the batch system wrote (``Permission denied``,
+    ``python3: not found``, a SLURM pending reason).
     """
 
 

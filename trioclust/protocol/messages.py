@@ -321,6 +321,23 @@ class RetireWorkersMsg(TypedDict):
     n: NotRequired[int | None]
 
 
+# ------------------------------------------- cluster managers -> scheduler (deploy/)
+
+
+class AdaptiveWorkloadMsg(TypedDict):
+    """Request: what an adaptive decision needs (core/adaptive.py), answered
+    with an :class:`AdaptiveWorkloadReply`."""
+
+    op: Literal["adaptive-workload"]
+
+
+class AdaptiveWorkloadReply(TypedDict):
+    ready: dict[str, int]  # per task prefix: queued and no-worker tasks
+    processing: dict[str, int]  # per task prefix: tasks running or sent to a worker
+    durations: dict[str, float]  # per task prefix: mean seconds of its recent runs
+    workers: list[dict[str, Any]]  # address, nthreads, memory_limit, nbytes, processing
+
+
 # -------------------------------------------------------- scheduler -> client
 
 
@@ -389,6 +406,7 @@ CLIENT_TO_WORKER = _channel(GetDataMsg, ScatterDataMsg)
 CLIENT_TO_SCHEDULER = _channel(
     UpdateGraphMsg, ReleaseKeysMsg, UpdateDataMsg, WhoHasMsg, SchedulerInfoMsg,
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
+    AdaptiveWorkloadMsg,
 )
 SCHEDULER_TO_CLIENT = _channel(KeysInMemoryMsg, KeyErredMsg, LostDataMsg)
 

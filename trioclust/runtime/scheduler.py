@@ -46,10 +46,11 @@ import trio
 from trioclust import config
 from trioclust.comm import Link, writes_deferred
 from trioclust.comm import serve as comm_serve
+from trioclust.core import adaptive
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.scheduler_state import SchedulerState
-from trioclust.dashboard.task_stream import TaskStream
+from trioclust.dashboard.task_stream import TaskStream, key_prefix
 from trioclust.errors import CommClosedError, RemoteError
 from trioclust.protocol import messages as msgs
 from trioclust.runtime.execution import call_function
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
     from trioclust.transport import ConnectionHandler
 
 logger = logging.getLogger("trioclust.scheduler")
+
+#: recent finished runs whose durations an adaptive decision averages per prefix
+_ADAPTIVE_RUNS = 1000
 
 
 class Scheduler(Server):
@@ -528,6 +532,27 @@ class Scheduler(Server):
                 nursery.start_soon(one, address)
         return {"results": results, "errors": errors}
 
+    # ------------------------------------------- cluster managers (deploy/)
+    def _client_adaptive_workload(
+        self, client: str, msg: msgs.AdaptiveWorkloadMsg
+    ) -> msgs.AdaptiveWorkloadReply:
+        """What an adaptive decision needs: work by prefix, run times, workers."""
+        runs: dict[str, list[float]] = {}
+        for record in self.task_stream.recent(_ADAPTIVE_RUNS):
+            if record.status == "memory":
+                runs.setdefault(record.prefix, []).append(record.stop - record.start)
+        durations = {prefix: sum(times) / len(times) for prefix, times in runs.items()}
+        load = adaptive.measure(self.state, durations, key_prefix)
+        reply: msgs.AdaptiveWorkloadReply = {
+            "ready": load.ready, "processing": load.processing, "durations": load.durations,
+            "workers": [
+                {"address": w.address, "nthreads": w.nthreads, "memory_limit": w.memory_limit,
+                 "nbytes": w.nbytes, "processing": w.processing}
+                for w in load.workers
+            ],
+        }
+        return reply
+
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any, moves: list[ins.AcquireReplicas] | None = None) -> None:
         """Feed events to the core (after the task reports it keeps, see its
@@ -689,4 +714,6 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "client-id": Scheduler._client_id,
     "wait-for-workers": Scheduler._client_wait_for_workers,
     "retire-workers": Scheduler._client_retire_workers,
+    # cluster managers (deploy/)
+    "adaptive-workload": Scheduler._client_adaptive_workload,
 }
