@@ -161,6 +161,8 @@ def _record(record: TaskRecord) -> dict[str, Any]:
         "start": record.start,
         "stop": record.stop,
         "status": record.status,
+        "thread": record.thread,
+        "timed": record.timed,
     }
 
 

@@ -91,6 +91,7 @@ class RegisterWorkerMsg(TypedDict):
 class RegisterWorkerReply(TypedDict):
     scheduler: str  # the scheduler's id
     address: str
+    time: float  # the scheduler's clock when it answered (the worker's offset to it)
 
 
 class TaskStartedMsg(TypedDict):
@@ -110,6 +111,11 @@ class TaskFinishedMsg(TypedDict):
     type: str  # the result's type name
     stimulus_id: str
     value: NotRequired[object]
+    # timings (see "Task timings" below); absent when the code never ran
+    start: NotRequired[float]
+    stop: NotRequired[float]
+    thread: NotRequired[int]
+    transfers: NotRequired[list[list[Any]]]
 
 
 class TaskErredMsg(TypedDict):
@@ -121,6 +127,20 @@ class TaskErredMsg(TypedDict):
     traceback: object  # tblib's dict of the remote traceback, or None
     exception_text: str  # "TypeName: message"
     stimulus_id: str
+    # timings, as in TaskFinishedMsg
+    start: NotRequired[float]
+    stop: NotRequired[float]
+    thread: NotRequired[int]
+    transfers: NotRequired[list[list[Any]]]
+
+
+# Task timings: ``start`` and ``stop`` bound the run of the task's code, ``thread``
+# is the ident of the thread that ran it (the event loop's for a coroutine),
+# and ``transfers`` lists ``[start, stop, source worker, nbytes]`` for each
+# dependency fetched from a peer for this task. The worker measures them on
+# its own clock and adds its estimate of the offset to the scheduler's clock
+# (from the ``time`` in the register and heartbeat replies) before sending,
+# so every time here is on the scheduler's clock.
 
 
 class MissingDataMsg(TypedDict):
@@ -142,8 +162,14 @@ class RescheduleMsg(TypedDict):
 
 
 class HeartbeatMsg(TypedDict):
+    """Request: the worker is alive; here are its metrics."""
+
     op: Literal["heartbeat"]
     metrics: dict[str, Any]
+
+
+class HeartbeatReply(TypedDict):
+    time: float  # the scheduler's clock when it answered
 
 
 class UnregisterMsg(TypedDict):

@@ -264,7 +264,7 @@ class Scheduler(Server):
         )
         self._notify_workers_changed()
         logger.info("Register worker %s (name %s, %s threads)", address, msg["name"], msg["nthreads"])
-        return {"scheduler": self.id, "address": self.address}
+        return {"scheduler": self.id, "address": self.address, "time": time.time()}
 
     def _seen(self, peer: _WorkerPeer) -> str:
         address = peer.address
@@ -281,7 +281,11 @@ class Scheduler(Server):
             worker=self._seen(peer), key=msg["key"], nbytes=msg["nbytes"], type_name=msg["type"],
             value=msg.get("value"), stimulus_id=msg["stimulus_id"],
         )
-        self.task_stream.observe((event,), ())  # the run ends now, ahead of its pass
+        # the run ends now, ahead of its pass, with the worker's timings
+        self.task_stream.finished(
+            event.key, event.worker, "memory", msg.get("start"), msg.get("stop"),
+            msg.get("thread", 0), msg.get("transfers"), event.nbytes,
+        )
         told_early = self.state.report(event)
         if told_early:
             self._dispatch_all(told_early)
@@ -292,9 +296,14 @@ class Scheduler(Server):
         )
 
     def _worker_task_erred(self, peer: _WorkerPeer, msg: msgs.TaskErredMsg) -> None:
+        worker = self._seen(peer)
+        self.task_stream.finished(
+            msg["key"], worker, "erred", msg.get("start"), msg.get("stop"), msg.get("thread", 0),
+            msg.get("transfers"), 0,
+        )
         self._handle(
             ev.TaskErred(
-                worker=self._seen(peer), key=msg["key"], exception=msg["exception"],
+                worker=worker, key=msg["key"], exception=msg["exception"],
                 traceback=msg["traceback"], exception_text=msg["exception_text"],
                 stimulus_id=msg["stimulus_id"],
             )
@@ -313,8 +322,9 @@ class Scheduler(Server):
             ev.RescheduleTask(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
         )
 
-    def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> None:
+    def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> msgs.HeartbeatReply:
         self.worker_metrics[self._seen(peer)] = dict(msg["metrics"])
+        return {"time": time.time()}
 
     def _worker_unregister(self, peer: _WorkerPeer, msg: msgs.UnregisterMsg) -> None:
         self._leaving.add(self._seen(peer))
