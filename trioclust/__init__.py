@@ -14,6 +14,8 @@ from trioclust.client import (
     as_completed,
     wait,
 )
+from trioclust.client.performance_report import performance_report
+from trioclust.client.progress import progress
 from trioclust.deploy import LocalCluster
 from trioclust.errors import (
     CommClosedError,
@@ -73,5 +75,7 @@ __all__ = [
     "WorkerStartError",
     "__version__",
     "as_completed",
+    "performance_report",
+    "progress",
     "wait",
 ]

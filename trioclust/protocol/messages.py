@@ -229,6 +229,13 @@ class AcquireReplicasReply(TypedDict):
     keys: list[Key]  # those copied
 
 
+class GetWorkerLogsMsg(TypedDict):
+    """Request: the worker's recent log lines, ``[[level, line], ...]``, oldest first."""
+
+    op: Literal["get-logs"]
+    n: NotRequired[int | None]
+
+
 # ------------------------------------------- worker or client -> a worker's port
 
 
@@ -345,6 +352,46 @@ class RetireWorkersMsg(TypedDict):
     n: NotRequired[int | None]
 
 
+# ------------------------------------------ client -> scheduler: diagnostics
+
+
+class GetTaskStreamMsg(TypedDict):
+    """Request: finished task runs, as Dask's task stream dicts (a
+    :class:`TaskStreamReply`): those with an id over ``since``, else those
+    that stopped between ``start`` and ``stop``; at most ``count``, the newest."""
+
+    op: Literal["get-task-stream"]
+    start: NotRequired[float | None]
+    stop: NotRequired[float | None]
+    count: NotRequired[int | None]
+    since: NotRequired[int]
+
+
+class TaskStreamReply(TypedDict):
+    records: list[dict[str, Any]]  # key, worker, thread, startstops, status, nbytes, id, prefix
+    last_id: int  # the newest run's id (0 before the first)
+    time: float  # the scheduler's clock
+
+
+class GetWorkerHistoryMsg(TypedDict):
+    """Request: the workers' heartbeat metrics since ``start`` (scheduler's clock),
+    as ``[time, worker, cpu percent, memory bytes]`` rows, oldest first."""
+
+    op: Literal["get-worker-history"]
+    start: float
+
+
+class GetLogsMsg(TypedDict):
+    """Request: recent log lines of the scheduler (``workers`` absent) or of
+    the workers named (all when ``workers`` is None): ``[[level, line], ...]``,
+    or ``{worker: [[level, line], ...]}``."""
+
+    op: Literal["get-logs"]
+    n: NotRequired[int | None]
+    workers: NotRequired[list[str] | None]
+    scheduler: bool
+
+
 # -------------------------------------------------------- scheduler -> client
 
 
@@ -405,7 +452,8 @@ WORKER_TO_SCHEDULER = _channel(
     RescheduleMsg, HeartbeatMsg, UnregisterMsg,
 )
 SCHEDULER_TO_WORKER = _channel(
-    ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg
+    ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,
+    GetWorkerLogsMsg,  # diagnostics
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
@@ -413,6 +461,8 @@ CLIENT_TO_WORKER = _channel(GetDataMsg, ScatterDataMsg)
 CLIENT_TO_SCHEDULER = _channel(
     UpdateGraphMsg, ReleaseKeysMsg, UpdateDataMsg, WhoHasMsg, SchedulerInfoMsg,
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
+    # diagnostics
+    GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg,
 )
 SCHEDULER_TO_CLIENT = _channel(KeysInMemoryMsg, KeyErredMsg, LostDataMsg)
 

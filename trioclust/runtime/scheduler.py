@@ -37,6 +37,7 @@ import os
 import ssl
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ from trioclust.dashboard.task_stream import TaskStream
 from trioclust.errors import CommClosedError, RemoteError
 from trioclust.protocol import messages as msgs
 from trioclust.runtime.execution import call_function
-from trioclust.runtime.log_capture import server_label
+from trioclust.runtime.log_capture import process_logs, server_label
 from trioclust.runtime.server import Server
 from trioclust.transport.addresses import parse_address, unparse_host_port
 
@@ -141,6 +142,11 @@ class Scheduler(Server):
         self._pass_queued = False
         self._started = time.time()
         self.task_stream = TaskStream()
+        #: ``(time, worker, cpu percent, memory bytes)`` per heartbeat, the newest
+        #: ``dashboard.worker-history-length`` (performance reports, the dashboard)
+        self.worker_history: deque[tuple[float, str, float, int]] = deque(
+            maxlen=config.get_int("dashboard.worker-history-length")
+        )
         self.dashboard_link: str | None = None
         self._dashboard_address = dashboard_address
 
@@ -163,6 +169,7 @@ class Scheduler(Server):
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until :meth:`close` is called (or cancelled)."""
         server_label.set("Scheduler")
+        process_logs()  # the scheduler's lines are kept from now on (get-logs)
         try:
             async with trio.open_nursery() as nursery:
                 listener = await nursery.start(
@@ -323,8 +330,13 @@ class Scheduler(Server):
         )
 
     def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> msgs.HeartbeatReply:
-        self.worker_metrics[self._seen(peer)] = dict(msg["metrics"])
-        return {"time": time.time()}
+        address = self._seen(peer)
+        metrics = self.worker_metrics[address] = dict(msg["metrics"])
+        now = time.time()
+        self.worker_history.append(
+            (now, address, float(metrics.get("cpu") or 0.0), int(metrics.get("memory") or 0))
+        )
+        return {"time": now}
 
     def _worker_unregister(self, peer: _WorkerPeer, msg: msgs.UnregisterMsg) -> None:
         self._leaving.add(self._seen(peer))
@@ -536,6 +548,43 @@ class Scheduler(Server):
                 nursery.start_soon(one, address)
         return {"results": results, "errors": errors}
 
+    # --------------------------------------------------------- diagnostics
+    def _client_get_task_stream(self, client: str, msg: msgs.GetTaskStreamMsg) -> msgs.TaskStreamReply:
+        stream = self.task_stream
+        since = msg.get("since")
+        if since is not None:
+            records = stream.recent(msg.get("count"), since=since)
+        else:
+            records = stream.between(msg.get("start"), msg.get("stop"), msg.get("count"))
+        return {"records": [r.as_dask() for r in records], "last_id": stream.last_id, "time": time.time()}
+
+    def _client_get_worker_history(
+        self, client: str, msg: msgs.GetWorkerHistoryMsg
+    ) -> list[tuple[float, str, float, int]]:
+        start = msg["start"]
+        return [row for row in self.worker_history if row[0] >= start]
+
+    async def _client_get_logs(self, client: str, msg: msgs.GetLogsMsg) -> Any:
+        n = msg.get("n")
+        if msg["scheduler"]:
+            return process_logs().recent("Scheduler", n)
+        targets = msg.get("workers") or list(self.worker_links)
+        out: dict[str, Any] = {}
+
+        async def one(address: str) -> None:
+            link = self.worker_links.get(address)
+            if link is None:
+                return
+            try:
+                out[address] = await link.request("get-logs", n=n)
+            except (CommClosedError, RemoteError) as exc:
+                out[address] = [("ERROR", f"could not get the logs of {address}: {exc}")]
+
+        async with trio.open_nursery() as nursery:
+            for address in targets:
+                nursery.start_soon(one, address)
+        return out
+
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any, moves: list[ins.AcquireReplicas] | None = None) -> None:
         """Feed events to the core (after the task reports it keeps, see its
@@ -697,4 +746,8 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "client-id": Scheduler._client_id,
     "wait-for-workers": Scheduler._client_wait_for_workers,
     "retire-workers": Scheduler._client_retire_workers,
+    # diagnostics
+    "get-task-stream": Scheduler._client_get_task_stream,
+    "get-worker-history": Scheduler._client_get_worker_history,
+    "get-logs": Scheduler._client_get_logs,
 }

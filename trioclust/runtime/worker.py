@@ -66,7 +66,7 @@ from trioclust.runtime.execution import (
     pack_success,
     run_sync,
 )
-from trioclust.runtime.log_capture import server_label
+from trioclust.runtime.log_capture import process_logs, server_label
 from trioclust.runtime.server import Server
 from trioclust.runtime.thread_pool import ThreadPool
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
@@ -238,6 +238,7 @@ class Worker(Server):
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, register, and serve until closed or the scheduler is lost for good."""
         server_label.set(self.name or "Worker")
+        process_logs()  # this worker's lines are kept from now on (get-logs)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -292,6 +293,7 @@ class Worker(Server):
                     "run": self._on_run,
                     "close": self._on_close_request,
                     "acquire-replicas": self._on_acquire_replicas,
+                    "get-logs": self._on_get_logs,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -379,7 +381,12 @@ class Worker(Server):
             rss = self._process.memory_info().rss
         except psutil.Error:
             rss = 0
+        try:
+            cpu = self._process.cpu_percent()  # since the last call: no waiting
+        except psutil.Error:
+            cpu = 0.0
         return {
+            "cpu": cpu,
             "memory": rss,
             "executing": len(self.state.executing),
             "stored": len(self.state.data),
@@ -664,6 +671,10 @@ class Worker(Server):
             self._handle(ev.DataUpdated(data=data, nbytes=nbytes, stimulus_id=msg["stimulus_id"]))
             got.extend(data)
         return {"keys": got}
+
+    def _on_get_logs(self, msg: msgs.GetWorkerLogsMsg) -> list[tuple[str, str]]:
+        """``client.get_worker_logs()``: this worker's recent log lines."""
+        return process_logs().recent(server_label.get(), msg.get("n"))
 
     def _on_close_request(self, msg: msgs.CloseMsg) -> None:
         """The scheduler retires this worker: stop, and say so (a nanny will not restart it)."""
