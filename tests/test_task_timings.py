@@ -129,3 +129,26 @@ async def test_a_fetched_dependency_is_a_transfer_of_its_dependent() -> None:
         assert source == other
         assert nbytes >= 10_000
         assert start <= stop <= run.start
+
+
+def test_prefix_totals_count_every_run_once_reading_has_begun() -> None:
+    stream = TaskStream(maxlen=2, clock=lambda: 10.0)
+    stream.observe([ev.AddWorker(address="w", nthreads=1, name="w", memory_limit=0, stimulus_id="s")], [])
+
+    def run(key: str, status: str = "memory") -> None:
+        stream.observe([], [ins.ComputeTask(worker="w", key=key, run_spec=None, priority=0, stimulus_id="s")])
+        stream.finished(key, "w", status, 1.0, 1.5, 1, [[0.5, 0.75, "v", 8]])
+
+    run("a-1")
+    run("a-2")
+    run("a-3")  # a-1 leaves the record unread: counted from the first read on
+    totals = stream.prefix_totals()
+    assert totals["a"]["memory"] == 2
+    for i in range(4, 9):
+        run(f"a-{i}")
+    run("b-1", "erred")
+    totals = stream.prefix_totals()
+    assert (totals["a"]["memory"], totals["b"]["erred"]) == (7, 1)
+    assert totals["a"]["compute_seconds"] == pytest.approx(3.5)
+    assert totals["a"]["transfer_seconds"] == pytest.approx(1.75)
+    assert stream.workers_added == 1

@@ -151,6 +151,13 @@ class TaskStream:
         self._ids = itertools.count(1)
         self._clock = clock
         self.totals: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.workers_added = 0
+        self.workers_removed = 0
+        # per prefix: runs by outcome and seconds computing / transferring,
+        # folded from the rows lazily (see prefix_totals)
+        self._prefix_totals: dict[str, dict[str, float]] = {}
+        self._folded = 0  # the id of the newest row folded in
+        self._fold_on_evict = False
 
     def __repr__(self) -> str:
         return f"<TaskStream running={len(self._running)} totals={self.totals}>"
@@ -174,11 +181,13 @@ class TaskStream:
                 self._end(event.key, event.worker, "rescheduled", now)
             elif type(event) is ev.AddWorker:
                 self._threads[event.address] = [0.0] * max(event.nthreads, 1)
+                self.workers_added += 1
             elif type(event) is ev.RemoveWorker:
                 address = event.address
                 for key in [k for k, run in self._running.items() if run[0] == address]:
                     self._end(key, address, "lost", now)
                 self._threads.pop(address, None)
+                self.workers_removed += 1
         running = self._running
         for instruction in instructions:
             if type(instruction) is ins.ComputeTask:
@@ -229,9 +238,42 @@ class TaskStream:
         if start is None:
             start = sent
         self.totals[status] += 1
-        self._records.append(
+        records = self._records
+        if self._fold_on_evict and len(records) == records.maxlen and records[0][0] > self._folded:
+            self._fold(records[0])  # the row about to fall out was never counted
+            self._folded = records[0][0]
+        records.append(
             (next(self._ids), key, worker, sent, start, now, status, thread, transfers, nbytes, timed)
         )
+
+    def _fold(self, row: _Row) -> None:
+        prefix = key_prefix(row[1])
+        totals = self._prefix_totals.get(prefix)
+        if totals is None:
+            totals = self._prefix_totals[prefix] = {
+                **dict.fromkeys(OUTCOMES, 0), "compute_seconds": 0.0, "transfer_seconds": 0.0,
+            }
+        totals[row[6]] += 1
+        if row[6] == "memory" or row[6] == "erred":
+            totals["compute_seconds"] += row[5] - row[4]
+        for t in row[8] or ():
+            totals["transfer_seconds"] += t[1] - t[0]
+
+    def prefix_totals(self) -> dict[str, dict[str, float]]:
+        """Per key prefix: runs by outcome, ``compute_seconds`` and ``transfer_seconds``.
+
+        Counted lazily: the first call folds in the runs still kept, and from
+        then on every run (a run about to leave the bounded record is folded
+        in as it leaves, so the scheduler pays for this only once someone
+        reads it, e.g. a Prometheus scrape of ``/metrics``).
+        """
+        self._fold_on_evict = True
+        for row in reversed(self._records):
+            if row[0] <= self._folded:
+                break
+            self._fold(row)
+        self._folded = self.last_id or self._folded
+        return self._prefix_totals
 
     @property
     def completed(self) -> int:
