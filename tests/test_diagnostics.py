@@ -8,9 +8,13 @@ The task stream's examples follow the docstring of Dask's
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
+import anyio
 import pytest
 
 from trioclust import Client, LocalCluster, Scheduler, Worker
@@ -117,3 +121,54 @@ def test_sync_client_task_stream_and_logs() -> None:
         assert [r["key"] for r in query] == [r["key"] for r in ts.data[-2:]]
         assert isinstance(client.get_scheduler_logs(), list)
         assert list(client.get_worker_logs()) == list(client.scheduler_info()["workers"])
+
+
+PROFILE_GATE = threading.Event()
+
+
+def busy_in_a_named_function(n: int) -> int:
+    total = 0
+    while not PROFILE_GATE.is_set():  # spins until the test has its samples
+        total += 1
+    return n
+
+
+@pytest.mark.anyio
+async def test_profile_counts_the_lines_running_tasks_spend_time_on(
+    c: tuple[Client, Scheduler, list[Worker]],
+) -> None:
+    client, _, workers = c
+    assert (await client.profile(duration=0.05))["count"] == 0  # nothing running: no samples
+    PROFILE_GATE.clear()
+    try:
+        futures = client.map(busy_in_a_named_function, range(2))
+        while sum(w.state.executing.__len__() for w in workers) < 2:  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+        tree = await client.profile(duration=0.2, interval=0.005)
+        per_worker = await client.profile(duration=0.05, interval=0.005, merge_workers=False)
+    finally:
+        PROFILE_GATE.set()
+    assert await client.gather(futures) == [0, 1]
+    assert tree["count"] > 0
+    (top,) = tree["children"].values()  # the user's function is the outermost frame
+    assert top["description"]["name"] == "busy_in_a_named_function"
+    assert top["count"] == tree["count"]
+    assert set(per_worker) == {w.address for w in workers}
+
+
+def test_profile_trees_merge_by_adding_counts() -> None:
+    from trioclust.runtime import profiling
+
+    def leaf() -> Any:
+        return sys._getframe()
+
+    a = profiling.create()
+    for _ in range(2):  # the same stack twice
+        profiling.process(leaf(), a)
+    merged = profiling.merge(a, a)
+    assert merged["count"] == 4
+    path = merged
+    while path["children"]:
+        (path,) = path["children"].values()
+    assert path["description"]["name"] == "leaf"
+    assert path["count"] == 4

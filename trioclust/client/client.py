@@ -565,6 +565,31 @@ class Client:
         """
         return self._sync(self._get_logs, n, workers, False)
 
+    def profile(
+        self, duration: float = 1.0, *, workers: list[str] | None = None, merge_workers: bool = True,
+        interval: float = 0.01,
+    ) -> Any:
+        """Sample the stacks of the tasks running on the workers, as Dask's profiler does.
+
+        Unlike Dask, nothing is sampled unless asked: this samples the next
+        ``duration`` seconds (every ``interval``) and returns then.
+
+        Args:
+            duration: seconds to sample for.
+            workers: only these workers (all by default).
+            merge_workers: one tree for all workers (True) or ``{address: tree}``.
+            interval: seconds between samples.
+
+        Returns:
+            A tree of counts in Dask's shape: ``{"identifier", "description",
+            "count", "children": {identifier: subtree}}``, rooted at the
+            outermost frames of the tasks' code.
+        """
+        return self._sync(
+            self._core.request, "profile", duration=duration, interval=interval, workers=workers,
+            merge_workers=merge_workers,
+        )
+
     async def _get_logs(self, n: int | None, workers: list[str] | None, scheduler: bool) -> Any:
         reply = await self._core.request("get-logs", n=n, workers=workers, scheduler=scheduler)
         if scheduler:

@@ -229,6 +229,16 @@ class AcquireReplicasReply(TypedDict):
     keys: list[Key]  # those copied
 
 
+class ProfileWorkerMsg(TypedDict):
+    """Request: sample the stacks of the threads running tasks for ``duration``
+    seconds, every ``interval``; the answer is the tree of counts
+    (runtime/profiling.py)."""
+
+    op: Literal["profile"]
+    duration: float
+    interval: float
+
+
 class GetWorkerLogsMsg(TypedDict):
     """Request: the worker's recent log lines, ``[[level, line], ...]``, oldest first."""
 
@@ -392,6 +402,18 @@ class GetLogsMsg(TypedDict):
     scheduler: bool
 
 
+class ProfileMsg(TypedDict):
+    """Request: ``client.profile()``: the workers (all, or those named) sample
+    their running tasks for ``duration`` seconds; the answer is their merged
+    tree of counts, or ``{worker: tree}`` unless ``merge_workers``."""
+
+    op: Literal["profile"]
+    duration: float
+    interval: float
+    workers: NotRequired[list[str] | None]
+    merge_workers: bool
+
+
 # -------------------------------------------------------- scheduler -> client
 
 
@@ -453,7 +475,7 @@ WORKER_TO_SCHEDULER = _channel(
 )
 SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,
-    GetWorkerLogsMsg,  # diagnostics
+    GetWorkerLogsMsg, ProfileWorkerMsg,  # diagnostics
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
@@ -462,7 +484,7 @@ CLIENT_TO_SCHEDULER = _channel(
     UpdateGraphMsg, ReleaseKeysMsg, UpdateDataMsg, WhoHasMsg, SchedulerInfoMsg,
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
     # diagnostics
-    GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg,
+    GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg, ProfileMsg,
 )
 SCHEDULER_TO_CLIENT = _channel(KeysInMemoryMsg, KeyErredMsg, LostDataMsg)
 

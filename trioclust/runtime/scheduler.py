@@ -53,6 +53,7 @@ from trioclust.core.scheduler_state import SchedulerState
 from trioclust.dashboard.task_stream import TaskStream
 from trioclust.errors import CommClosedError, RemoteError
 from trioclust.protocol import messages as msgs
+from trioclust.runtime import profiling
 from trioclust.runtime.execution import call_function
 from trioclust.runtime.log_capture import process_logs, server_label
 from trioclust.runtime.server import Server
@@ -585,6 +586,28 @@ class Scheduler(Server):
                 nursery.start_soon(one, address)
         return out
 
+    async def _client_profile(self, client: str, msg: msgs.ProfileMsg) -> dict[str, Any]:
+        targets = msg.get("workers") or list(self.worker_links)
+        trees: dict[str, Any] = {}
+
+        async def one(address: str) -> None:
+            link = self.worker_links.get(address)
+            if link is None:
+                return
+            try:
+                trees[address] = await link.request(
+                    "profile", duration=msg["duration"], interval=msg["interval"]
+                )
+            except (CommClosedError, RemoteError) as exc:
+                logger.warning("Could not profile worker %s: %s", address, exc)
+
+        async with trio.open_nursery() as nursery:
+            for address in targets:
+                nursery.start_soon(one, address)
+        if msg["merge_workers"]:
+            return profiling.merge(*trees.values())
+        return trees
+
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any, moves: list[ins.AcquireReplicas] | None = None) -> None:
         """Feed events to the core (after the task reports it keeps, see its
@@ -750,4 +773,5 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "get-task-stream": Scheduler._client_get_task_stream,
     "get-worker-history": Scheduler._client_get_worker_history,
     "get-logs": Scheduler._client_get_logs,
+    "profile": Scheduler._client_profile,
 }

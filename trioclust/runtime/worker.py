@@ -58,6 +58,7 @@ from trioclust.protocol import Serialized
 from trioclust.protocol import messages as msgs
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
+from trioclust.runtime import profiling
 from trioclust.runtime.execution import (
     Failure,
     Success,
@@ -294,6 +295,7 @@ class Worker(Server):
                     "close": self._on_close_request,
                     "acquire-replicas": self._on_acquire_replicas,
                     "get-logs": self._on_get_logs,
+                    "profile": self._on_profile,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -675,6 +677,10 @@ class Worker(Server):
     def _on_get_logs(self, msg: msgs.GetWorkerLogsMsg) -> list[tuple[str, str]]:
         """``client.get_worker_logs()``: this worker's recent log lines."""
         return process_logs().recent(server_label.get(), msg.get("n"))
+
+    async def _on_profile(self, msg: msgs.ProfileWorkerMsg) -> dict[str, Any]:
+        """``client.profile()``: sample the stacks of this worker's task threads."""
+        return await profiling.sample(self._threads.thread_ids, msg["duration"], msg["interval"])
 
     def _on_close_request(self, msg: msgs.CloseMsg) -> None:
         """The scheduler retires this worker: stop, and say so (a nanny will not restart it)."""
