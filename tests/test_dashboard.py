@@ -191,6 +191,20 @@ async def test_metrics_in_prometheus_format() -> None:
         assert len(states) == 7
         assert states['trioclust_tasks{state="memory"}'] == 6
         assert states['trioclust_tasks{state="erred"}'] == 1 == len(held) - 6
+        # Dask's names for the same quantities (distributed/http/scheduler/prometheus/core.py)
+        assert samples["dask_scheduler_clients"] == 1
+        assert samples["dask_scheduler_workers_added_total"] == 2
+        assert samples['dask_scheduler_workers{state="idle"}'] == 2
+        assert samples['dask_scheduler_tasks{state="memory"}'] == 6
+        assert samples['dask_scheduler_prefix_state_totals_total{task_prefix_name="inc",state="memory"}'] == 6
+        assert samples['dask_scheduler_prefix_state_totals_total{task_prefix_name="fail",state="erred"}'] == 1
+        assert samples['dask_scheduler_tasks_compute_seconds_total{task_prefix_name="inc"}'] > 0
+        assert samples['dask_scheduler_tasks_output_bytes{task_prefix_name="inc"}'] > 0
+        # counters keep counting after the first scrape, past the kept record too
+        more = client.map(inc, range(100, 103))
+        await client.gather(more)
+        samples = _parse_metrics((await http_get(link + "/metrics")).text())
+        assert samples['dask_scheduler_prefix_state_totals_total{task_prefix_name="inc",state="memory"}'] == 9
 
 
 @pytest.mark.trio

@@ -14,6 +14,8 @@ from trioclust.client import (
     as_completed,
     wait,
 )
+from trioclust.client.performance_report import performance_report
+from trioclust.client.progress import progress
 from trioclust.deploy import Adaptive, Cluster, LocalCluster, SSHCluster
 from trioclust.errors import (
     ClusterStartError,
@@ -78,5 +80,7 @@ __all__ = [
     "WorkerStartError",
     "__version__",
     "as_completed",
+    "performance_report",
+    "progress",
     "wait",
 ]

@@ -107,6 +107,8 @@ DEFAULTS: dict[str, Any] = {
     "dashboard.refresh-interval": 0.5,
     # finished task runs the dashboard remembers, and how many the page shows
     "dashboard.task-stream-length": 10_000,
+    # heartbeats kept for the workers' CPU and memory over time (all workers)
+    "dashboard.worker-history-length": 10_000,
     "dashboard.page-stream-length": 1000,
 }
 

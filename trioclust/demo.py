@@ -3,7 +3,7 @@
 Estimates pi by Monte Carlo: each of several thousand tasks throws random
 points at the unit square and counts those inside the quarter circle; a tree
 of pairwise sums (futures passed to futures) adds the counts up on the
-cluster. A progress bar follows the tasks as they finish.
+cluster. ``trioclust.progress`` shows a bar per kind of task as they finish.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from trioclust import Client, LocalCluster, as_completed
+from trioclust import Client, LocalCluster, progress
 
 
 def count_inside(seed: int, points: int) -> int:
@@ -28,12 +28,6 @@ def count_inside(seed: int, points: int) -> int:
 def add(a: int, b: int) -> int:
     """Pairwise sum: the inner nodes of the reduction tree."""
     return a + b
-
-
-def _bar(done: int, total: int, started: float, width: int = 40) -> str:
-    filled = int(width * done / total)
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    return f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} tasks  {rate:,.0f} tasks/s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,11 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             futures.extend(sums)
             layer = sums + ([layer[-1]] if len(layer) % 2 else [])
         total = len(futures)
-        for done, _ in enumerate(as_completed(futures), start=1):
-            if done % 64 == 0 or done == total:
-                sys.stderr.write(_bar(done, total, started))
-                sys.stderr.flush()
-        sys.stderr.write("\n")
+        progress(futures)  # a bar per kind of task: count_inside, add
         inside = layer[0].result()
         elapsed = time.perf_counter() - started
         estimate = 4 * inside / (args.chunks * args.points)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
 from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
+from trioclust.client.diagnostics import TaskStreamRecording, as_log
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.loop_thread import HostedContext, LoopThread
@@ -520,6 +521,80 @@ class Client:
                 f"The scheduler at {self.scheduler_address} did not get {n_workers} workers "
                 f"within {timeout} s"
             ) from None
+
+    # --------------------------------------------------------- diagnostics
+    def get_task_stream(
+        self, start: float | str | None = None, stop: float | str | None = None,
+        count: int | None = None,
+    ) -> TaskStreamRecording:
+        """Finished task runs, with the times the workers measured.
+
+        ``with client.get_task_stream() as ts:`` records the runs that finish
+        inside the block into ``ts.data``; used without ``with``, ``.data``
+        (or iterating) fetches the runs that stopped between ``start`` and
+        ``stop``; ``await`` it with an asynchronous client.
+
+        Args:
+            start: a timestamp, or how long ago as ``"10s"``, ``"5m"``; None:
+                the oldest run the scheduler keeps (``dashboard.task-stream-length``).
+            stop: likewise; None: now.
+            count: at most this many runs, the newest.
+
+        Returns:
+            A :class:`~trioclust.client.diagnostics.TaskStreamRecording`; its
+            ``data`` is a list of dicts with Dask's fields: ``key``,
+            ``worker``, ``thread``, ``startstops`` (``action``, ``start``,
+            ``stop``), ``status``, ``nbytes``.
+        """
+        return TaskStreamRecording(self, start, stop, count)
+
+    def get_scheduler_logs(self, n: int | None = None) -> Any:
+        """The scheduler's recent log lines as ``(level, line)``, oldest first.
+
+        Args:
+            n: at most this many, the newest.
+        """
+        return self._sync(self._get_logs, n, None, True)
+
+    def get_worker_logs(self, n: int | None = None, workers: list[str] | None = None) -> Any:
+        """Each worker's recent log lines: ``{address: [(level, line), ...]}``.
+
+        Args:
+            n: at most this many per worker, the newest.
+            workers: only these workers' (all by default).
+        """
+        return self._sync(self._get_logs, n, workers, False)
+
+    def profile(
+        self, duration: float = 1.0, *, workers: list[str] | None = None, merge_workers: bool = True,
+        interval: float = 0.01,
+    ) -> Any:
+        """Sample the stacks of the tasks running on the workers, as Dask's profiler does.
+
+        Unlike Dask, nothing is sampled unless asked: this samples the next
+        ``duration`` seconds (every ``interval``) and returns then.
+
+        Args:
+            duration: seconds to sample for.
+            workers: only these workers (all by default).
+            merge_workers: one tree for all workers (True) or ``{address: tree}``.
+            interval: seconds between samples.
+
+        Returns:
+            A tree of counts in Dask's shape: ``{"identifier", "description",
+            "count", "children": {identifier: subtree}}``, rooted at the
+            outermost frames of the tasks' code.
+        """
+        return self._sync(
+            self._core.request, "profile", duration=duration, interval=interval, workers=workers,
+            merge_workers=merge_workers,
+        )
+
+    async def _get_logs(self, n: int | None, workers: list[str] | None, scheduler: bool) -> Any:
+        reply = await self._core.request("get-logs", n=n, workers=workers, scheduler=scheduler)
+        if scheduler:
+            return as_log(reply)
+        return {address: as_log(rows) for address, rows in reply.items()}
 
     # --------------------------------------------------------------- repr
     def __repr__(self) -> str:

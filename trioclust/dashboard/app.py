@@ -24,7 +24,9 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from trioclust import config
+from trioclust.dashboard import graph as graph_view
 from trioclust.dashboard import snapshot
+from trioclust.dashboard.info import worker_page
 from trioclust.dashboard.prometheus import CONTENT_TYPE, render_metrics
 from trioclust.dashboard.snapshot import SchedulerView
 from trioclust.dashboard.task_stream import TaskStream
@@ -40,11 +42,13 @@ JSON_ROUTES = {
     "progress": "per key prefix, how many tasks are in each state",
     "task-stream": "recent task runs (?since=<id>&n=<count>), runs under way, totals",
     "identity": "what client.scheduler_info() returns",
+    "graph": "the current task graph: per task, or per key prefix beyond 500 tasks",
 }
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _ASSETS = {
     "status.js": "text/javascript; charset=utf-8",
+    "graph.js": "text/javascript; charset=utf-8",
     "status.css": "text/css; charset=utf-8",
 }
 
@@ -82,6 +86,7 @@ def create_app(
     refresh_ms = round(config.get_float("dashboard.refresh-interval") * 1000)
     stream_length = config.get_int("dashboard.page-stream-length")
     page = _read_asset("status.html").replace("{{refresh_ms}}", str(refresh_ms))
+    graph_page = _read_asset("graph.html").replace("{{refresh_ms}}", str(refresh_ms))
     assets = {name: (_read_asset(name), kind) for name, kind in _ASSETS.items()}
     # walks every task: recomputed at most every refresh, and reused for ten
     # times what it cost, so a huge graph cannot slow the scheduler down
@@ -89,11 +94,25 @@ def create_app(
         lambda: snapshot.progress(scheduler), min_interval=refresh_ms / 2000
     )
 
+    graph = snapshot.Throttled(
+        lambda: graph_view.graph(scheduler), min_interval=refresh_ms / 1000
+    )
+
     def json(data: Any) -> JSONResponse:
         return JSONResponse(data, headers=_NO_STORE)
 
     async def status_page(request: Request) -> Response:
         return HTMLResponse(page, headers=_NO_STORE)
+
+    async def graph_route(request: Request) -> Response:
+        return HTMLResponse(graph_page, headers=_NO_STORE)
+
+    async def worker_info(request: Request) -> Response:
+        address = request.path_params["address"]
+        text = await worker_page(scheduler, address, refresh_ms / 1000 * 4)
+        if text is None:
+            return PlainTextResponse(f"No worker {address} is connected", status_code=404)
+        return HTMLResponse(text, headers=_NO_STORE)
 
     async def asset(request: Request) -> Response:
         found = assets.get(request.path_params["name"])
@@ -129,6 +148,8 @@ def create_app(
         if name == "task-stream":
             since = _int_param(request, "since", 0) or 0
             return json(snapshot.task_stream(stream, _int_param(request, "n", None), since))
+        if name == "graph":
+            return json(graph())
         if name == "identity":
             identity = getattr(scheduler, "identity", None)
             return json(identity() if callable(identity) else {"id": scheduler.id})
@@ -142,6 +163,8 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/", root),
         Route("/status", status_page),
+        Route("/graph", graph_route),
+        Route("/info/worker/{address:path}", worker_info),
         Route("/static/{name}", asset),
         Route("/health", health),
         Route("/metrics", metrics),

@@ -62,6 +62,7 @@ def workers(scheduler: SchedulerView) -> list[dict[str, Any]]:
                 "name": info.name,
                 "nthreads": info.nthreads,
                 "memory": int(_number(metrics.get("memory"))),
+                "cpu": _number(metrics.get("cpu")),
                 "memory_limit": info.memory_limit,
                 "processing": len(info.processing),
                 "executing": int(_number(metrics.get("executing"))),
@@ -161,6 +162,8 @@ def _record(record: TaskRecord) -> dict[str, Any]:
         "start": record.start,
         "stop": record.stop,
         "status": record.status,
+        "thread": record.thread,
+        "timed": record.timed,
     }
 
 

@@ -24,16 +24,21 @@ started by an earlier call, while the ``ComputeTask`` instructions of this call
 start new ones. Finished runs go into a bounded deque (the newest
 ``maxlen``); the totals count every run ever finished, by outcome.
 
-When a run *started executing* is an estimate. The scheduler sends a worker
-more tasks than it has threads (``scheduler.worker-saturation``), so the time
-of sending includes waiting in the worker's queue, and the worker does not
-report its own timings. The recorder therefore replays each worker's threads:
-it keeps, per worker (its ``nthreads`` from ``AddWorker``), the times at
-which its threads last became free, and a run that ends in ``memory`` or
-``erred`` is taken to have run on the thread that became free first, from
-``max(sent, that time)`` to its end. For tasks run in the order they were
-sent, which is how a worker runs tasks of equal priority, this is exact up to
-the network's delay.
+When the run's code started and stopped comes from the worker: its
+``task-finished`` and ``task-erred`` reports carry ``start``, ``stop`` (on the
+scheduler's clock: the worker shifts its own by its estimated offset),
+``thread`` and the ``transfers`` of the dependencies it fetched for the run.
+The scheduler hands them over with :meth:`TaskStream.finished` as the report
+arrives, ahead of the core's pass over it; the event that follows in
+``observe`` then finds the run ended and does nothing.
+
+A run without timings (a worker that stopped before running it, a task whose
+function could not even be unpickled) gets estimated ones: the recorder
+replays each worker's threads, keeping per worker (its ``nthreads`` from
+``AddWorker``) the times at which its threads last became free, and takes
+such a run to have started at ``max(sent, the earliest of those)``. The same
+replay estimates, for :meth:`TaskStream.running`, which of the runs under way
+are executing and which wait in the worker's queue.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from trioclust import config
 from trioclust.core import events as ev
@@ -84,8 +90,15 @@ class TaskRecord:
         sent: When the scheduler sent it to the worker (seconds since the epoch).
         start: When it started executing, estimated (see the module's notes);
             ``sent`` for runs that did not end in ``memory`` or ``erred``.
-        stop: When the scheduler learnt how it ended.
+        stop: When it stopped executing (the worker's report), or when the
+            scheduler learnt how it ended.
         status: How it ended: one of ``OUTCOMES``.
+        thread: The ident of the worker's thread that ran it (0: unknown).
+        transfers: ``(start, stop, source worker, nbytes)`` of each dependency
+            fetched from a peer for this run.
+        nbytes: The size of its result (0 unless it ended in ``memory``).
+        timed: Whether ``start`` and ``stop`` were measured by the worker
+            (rather than estimated).
     """
 
     id: int
@@ -96,6 +109,26 @@ class TaskRecord:
     start: float
     stop: float
     status: str
+    thread: int = 0
+    transfers: tuple[tuple[float, float, str, int], ...] = ()
+    nbytes: int = 0
+    timed: bool = False
+
+    def as_dask(self) -> dict[str, Any]:
+        """This run as one entry of Dask's ``client.get_task_stream()`` data."""
+        startstops = [
+            {"action": "transfer", "start": t[0], "stop": t[1], "source": t[2]} for t in self.transfers
+        ]
+        startstops.append({"action": "compute", "start": self.start, "stop": self.stop})
+        return {
+            "key": self.key, "worker": self.worker, "thread": self.thread, "status": self.status,
+            "nbytes": self.nbytes, "startstops": startstops, "id": self.id, "prefix": self.prefix,
+        }
+
+
+# a finished run as the hot path keeps it:
+# (id, key, worker, sent, start, stop, status, thread, transfers, nbytes, timed)
+_Row = tuple[int, str, str, float, float, float, str, int, Any, int, bool]
 
 
 class TaskStream:
@@ -109,16 +142,22 @@ class TaskStream:
 
     def __init__(self, maxlen: int | None = None, *, clock: Callable[[], float] = time.time) -> None:
         length = maxlen if maxlen is not None else config.get_int("dashboard.task-stream-length")
-        # finished runs as (id, key, worker, sent, start, stop, status): the
-        # scheduler's hot path only appends a tuple; TaskRecords (and their
-        # prefixes) are made when the dashboard reads them
-        self._records: deque[tuple[int, str, str, float, float, float, str]] = deque(maxlen=length)
+        # finished runs as _Row tuples: the scheduler's hot path only appends a
+        # tuple; TaskRecords (and their prefixes) are made when they are read
+        self._records: deque[_Row] = deque(maxlen=length)
         self._running: dict[str, tuple[str, float]] = {}  # key -> (worker, sent)
         # per worker, a heap of the times its threads became free
         self._threads: dict[str, list[float]] = {}
         self._ids = itertools.count(1)
         self._clock = clock
         self.totals: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.workers_added = 0
+        self.workers_removed = 0
+        # per prefix: runs by outcome and seconds computing / transferring,
+        # folded from the rows lazily (see prefix_totals)
+        self._prefix_totals: dict[str, dict[str, float]] = {}
+        self._folded = 0  # the id of the newest row folded in
+        self._fold_on_evict = False
 
     def __repr__(self) -> str:
         return f"<TaskStream running={len(self._running)} totals={self.totals}>"
@@ -142,11 +181,13 @@ class TaskStream:
                 self._end(event.key, event.worker, "rescheduled", now)
             elif type(event) is ev.AddWorker:
                 self._threads[event.address] = [0.0] * max(event.nthreads, 1)
+                self.workers_added += 1
             elif type(event) is ev.RemoveWorker:
                 address = event.address
                 for key in [k for k, run in self._running.items() if run[0] == address]:
                     self._end(key, address, "lost", now)
                 self._threads.pop(address, None)
+                self.workers_removed += 1
         running = self._running
         for instruction in instructions:
             if type(instruction) is ins.ComputeTask:
@@ -156,19 +197,83 @@ class TaskStream:
                 for key in instruction.keys:
                     self._end(key, worker, "cancelled", now)
 
-    def _end(self, key: str, worker: str, status: str, now: float) -> None:
+    def finished(
+        self, key: str, worker: str, status: str, start: float | None, stop: float | None,
+        thread: int = 0, transfers: list[list[Any]] | None = None, nbytes: int = 0,
+    ) -> None:
+        """A worker reported the end of a run, with its timings.
+
+        Args:
+            key: The task.
+            worker: The worker that reported it (a stale report from another
+                worker than the one running ``key`` is ignored).
+            status: ``"memory"`` or ``"erred"``.
+            start: When its code started, on the scheduler's clock, or None
+                when the worker sent no timings (then estimated).
+            stop: When its code stopped (None: now).
+            thread: The ident of the thread that ran it.
+            transfers: ``[start, stop, source, nbytes]`` per dependency fetched for it.
+            nbytes: The size of its result.
+        """
+        if start is None or stop is None:
+            self._end(key, worker, status, self._clock(), nbytes=nbytes)
+        else:
+            self._end(key, worker, status, stop, start, thread, transfers, nbytes)
+
+    def _end(
+        self, key: str, worker: str, status: str, now: float, start: float | None = None,
+        thread: int = 0, transfers: list[list[Any]] | None = None, nbytes: int = 0,
+    ) -> None:
         run = self._running.get(key)
         if run is None or run[0] != worker:
             return
         del self._running[key]
-        sent = start = run[1]
+        sent = run[1]
+        timed = start is not None
         threads = self._threads.get(worker)
         if threads is not None and (status == "memory" or status == "erred"):
             free = heapq.heapreplace(threads, now)
-            if free > start:
-                start = free
+            if start is None:
+                start = free if free > sent else sent
+        if start is None:
+            start = sent
         self.totals[status] += 1
-        self._records.append((next(self._ids), key, worker, sent, start, now, status))
+        records = self._records
+        if self._fold_on_evict and len(records) == records.maxlen and records[0][0] > self._folded:
+            self._fold(records[0])  # the row about to fall out was never counted
+            self._folded = records[0][0]
+        records.append(
+            (next(self._ids), key, worker, sent, start, now, status, thread, transfers, nbytes, timed)
+        )
+
+    def _fold(self, row: _Row) -> None:
+        prefix = key_prefix(row[1])
+        totals = self._prefix_totals.get(prefix)
+        if totals is None:
+            totals = self._prefix_totals[prefix] = {
+                **dict.fromkeys(OUTCOMES, 0), "compute_seconds": 0.0, "transfer_seconds": 0.0,
+            }
+        totals[row[6]] += 1
+        if row[6] == "memory" or row[6] == "erred":
+            totals["compute_seconds"] += row[5] - row[4]
+        for t in row[8] or ():
+            totals["transfer_seconds"] += t[1] - t[0]
+
+    def prefix_totals(self) -> dict[str, dict[str, float]]:
+        """Per key prefix: runs by outcome, ``compute_seconds`` and ``transfer_seconds``.
+
+        Counted lazily: the first call folds in the runs still kept, and from
+        then on every run (a run about to leave the bounded record is folded
+        in as it leaves, so the scheduler pays for this only once someone
+        reads it, e.g. a Prometheus scrape of ``/metrics``).
+        """
+        self._fold_on_evict = True
+        for row in reversed(self._records):
+            if row[0] <= self._folded:
+                break
+            self._fold(row)
+        self._folded = self.last_id or self._folded
+        return self._prefix_totals
 
     @property
     def completed(self) -> int:
@@ -188,10 +293,32 @@ class TaskStream:
             since: Only runs whose ``id`` is greater than this.
         """
         out: list[TaskRecord] = []
-        for rid, key, worker, sent, start, stop, status in reversed(self._records):
-            if rid <= since or (n is not None and len(out) >= n):
+        for row in reversed(self._records):
+            if row[0] <= since or (n is not None and len(out) >= n):
                 break
-            out.append(TaskRecord(rid, key, key_prefix(key), worker, sent, start, stop, status))
+            out.append(_record(row))
+        out.reverse()
+        return out
+
+    def between(
+        self, start: float | None = None, stop: float | None = None, count: int | None = None
+    ) -> list[TaskRecord]:
+        """Finished runs that stopped between ``start`` and ``stop``, oldest first.
+
+        Args:
+            start: Seconds since the epoch (scheduler's clock); None: from the oldest kept.
+            stop: Seconds since the epoch; None: up to now.
+            count: At most this many, the newest.
+        """
+        out: list[TaskRecord] = []
+        for row in reversed(self._records):
+            if count is not None and len(out) >= count:
+                break
+            if stop is not None and row[5] > stop:
+                continue
+            if start is not None and row[5] < start:
+                continue  # rows are nearly, not strictly, in order of their end
+            out.append(_record(row))
         out.reverse()
         return out
 
@@ -215,3 +342,12 @@ class TaskStream:
                 start = None
             out.append((key, worker, sent, start))
         return out
+
+
+def _record(row: _Row) -> TaskRecord:
+    rid, key, worker, sent, start, stop, status, thread, transfers, nbytes, timed = row
+    return TaskRecord(
+        rid, key, key_prefix(key), worker, sent, start, stop, status, thread,
+        tuple((float(t[0]), float(t[1]), str(t[2]), int(t[3])) for t in transfers or ()),
+        nbytes, timed,
+    )

@@ -91,6 +91,7 @@ class RegisterWorkerMsg(TypedDict):
 class RegisterWorkerReply(TypedDict):
     scheduler: str  # the scheduler's id
     address: str
+    time: float  # the scheduler's clock when it answered (the worker's offset to it)
 
 
 class TaskStartedMsg(TypedDict):
@@ -110,6 +111,11 @@ class TaskFinishedMsg(TypedDict):
     type: str  # the result's type name
     stimulus_id: str
     value: NotRequired[object]
+    # timings (see "Task timings" below); absent when the code never ran
+    start: NotRequired[float]
+    stop: NotRequired[float]
+    thread: NotRequired[int]
+    transfers: NotRequired[list[list[Any]]]
 
 
 class TaskErredMsg(TypedDict):
@@ -121,6 +127,20 @@ class TaskErredMsg(TypedDict):
     traceback: object  # tblib's dict of the remote traceback, or None
     exception_text: str  # "TypeName: message"
     stimulus_id: str
+    # timings, as in TaskFinishedMsg
+    start: NotRequired[float]
+    stop: NotRequired[float]
+    thread: NotRequired[int]
+    transfers: NotRequired[list[list[Any]]]
+
+
+# Task timings: ``start`` and ``stop`` bound the run of the task's code, ``thread``
+# is the ident of the thread that ran it (the event loop's for a coroutine),
+# and ``transfers`` lists ``[start, stop, source worker, nbytes]`` for each
+# dependency fetched from a peer for this task. The worker measures them on
+# its own clock and adds its estimate of the offset to the scheduler's clock
+# (from the ``time`` in the register and heartbeat replies) before sending,
+# so every time here is on the scheduler's clock.
 
 
 class MissingDataMsg(TypedDict):
@@ -142,8 +162,14 @@ class RescheduleMsg(TypedDict):
 
 
 class HeartbeatMsg(TypedDict):
+    """Request: the worker is alive; here are its metrics."""
+
     op: Literal["heartbeat"]
     metrics: dict[str, Any]
+
+
+class HeartbeatReply(TypedDict):
+    time: float  # the scheduler's clock when it answered
 
 
 class UnregisterMsg(TypedDict):
@@ -201,6 +227,23 @@ class AcquireReplicasMsg(TypedDict):
 
 class AcquireReplicasReply(TypedDict):
     keys: list[Key]  # those copied
+
+
+class ProfileWorkerMsg(TypedDict):
+    """Request: sample the stacks of the threads running tasks for ``duration``
+    seconds, every ``interval``; the answer is the tree of counts
+    (runtime/profiling.py)."""
+
+    op: Literal["profile"]
+    duration: float
+    interval: float
+
+
+class GetWorkerLogsMsg(TypedDict):
+    """Request: the worker's recent log lines, ``[[level, line], ...]``, oldest first."""
+
+    op: Literal["get-logs"]
+    n: NotRequired[int | None]
 
 
 # ------------------------------------------- worker or client -> a worker's port
@@ -338,6 +381,58 @@ class AdaptiveWorkloadReply(TypedDict):
     workers: list[dict[str, Any]]  # address, nthreads, memory_limit, nbytes, processing
 
 
+# ------------------------------------------ client -> scheduler: diagnostics
+
+
+class GetTaskStreamMsg(TypedDict):
+    """Request: finished task runs, as Dask's task stream dicts (a
+    :class:`TaskStreamReply`): those with an id over ``since``, else those
+    that stopped between ``start`` and ``stop``; at most ``count``, the newest."""
+
+    op: Literal["get-task-stream"]
+    start: NotRequired[float | None]
+    stop: NotRequired[float | None]
+    count: NotRequired[int | None]
+    since: NotRequired[int]
+
+
+class TaskStreamReply(TypedDict):
+    records: list[dict[str, Any]]  # key, worker, thread, startstops, status, nbytes, id, prefix
+    last_id: int  # the newest run's id (0 before the first)
+    time: float  # the scheduler's clock
+
+
+class GetWorkerHistoryMsg(TypedDict):
+    """Request: the workers' heartbeat metrics since ``start`` (scheduler's clock),
+    as ``[time, worker, cpu percent, memory bytes]`` rows, oldest first."""
+
+    op: Literal["get-worker-history"]
+    start: float
+
+
+class GetLogsMsg(TypedDict):
+    """Request: recent log lines of the scheduler (``workers`` absent) or of
+    the workers named (all when ``workers`` is None): ``[[level, line], ...]``,
+    or ``{worker: [[level, line], ...]}``."""
+
+    op: Literal["get-logs"]
+    n: NotRequired[int | None]
+    workers: NotRequired[list[str] | None]
+    scheduler: bool
+
+
+class ProfileMsg(TypedDict):
+    """Request: ``client.profile()``: the workers (all, or those named) sample
+    their running tasks for ``duration`` seconds; the answer is their merged
+    tree of counts, or ``{worker: tree}`` unless ``merge_workers``."""
+
+    op: Literal["profile"]
+    duration: float
+    interval: float
+    workers: NotRequired[list[str] | None]
+    merge_workers: bool
+
+
 # -------------------------------------------------------- scheduler -> client
 
 
@@ -398,7 +493,8 @@ WORKER_TO_SCHEDULER = _channel(
     RescheduleMsg, HeartbeatMsg, UnregisterMsg,
 )
 SCHEDULER_TO_WORKER = _channel(
-    ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg
+    ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,
+    GetWorkerLogsMsg, ProfileWorkerMsg,  # diagnostics
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
@@ -407,6 +503,8 @@ CLIENT_TO_SCHEDULER = _channel(
     UpdateGraphMsg, ReleaseKeysMsg, UpdateDataMsg, WhoHasMsg, SchedulerInfoMsg,
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
     AdaptiveWorkloadMsg,
+    # diagnostics
+    GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg, ProfileMsg,
 )
 SCHEDULER_TO_CLIENT = _channel(KeysInMemoryMsg, KeyErredMsg, LostDataMsg)
 

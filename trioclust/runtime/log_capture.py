@@ -3,7 +3,9 @@
 Each server sets :data:`server_label` at the top of its ``serve()``; trio
 tasks inherit the context they are spawned from, so every log record made
 inside that server's nursery carries its label. A :class:`RecentLogs`
-handler keeps the last lines per label, for ``cluster.get_logs()``.
+handler keeps the last lines per label, for ``cluster.get_logs()``; the one
+:func:`process_logs` returns serves ``client.get_scheduler_logs()`` and
+``client.get_worker_logs()``, each server reading its own label's lines.
 """
 
 from __future__ import annotations
@@ -49,3 +51,27 @@ class RecentLogs(logging.Handler):
 
     def uninstall(self) -> None:
         logging.getLogger("trioclust").removeHandler(self)
+
+    def recent(self, label: str, n: int | None = None) -> list[tuple[str, str]]:
+        """The last ``n`` (all if None) lines of ``label`` as ``(level, line)``, oldest first."""
+        lines = list(self.lines.get(label, ()))
+        if n is not None:
+            lines = lines[-n:] if n > 0 else []
+        return [(_level_of(line), line) for line in lines]
+
+
+def _level_of(line: str) -> str:
+    parts = line.split(" - ", 3)  # LOG_FORMAT: time - name - level - message
+    return parts[2] if len(parts) == 4 else "INFO"
+
+
+_process_logs: RecentLogs | None = None
+
+
+def process_logs() -> RecentLogs:
+    """This process's log capture for servers, installed on first use."""
+    global _process_logs
+    if _process_logs is None:
+        _process_logs = RecentLogs()
+        _process_logs.install()
+    return _process_logs

@@ -37,6 +37,7 @@ import os
 import ssl
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -53,8 +54,9 @@ from trioclust.core.scheduler_state import SchedulerState
 from trioclust.dashboard.task_stream import TaskStream, key_prefix
 from trioclust.errors import CommClosedError, RemoteError
 from trioclust.protocol import messages as msgs
+from trioclust.runtime import profiling
 from trioclust.runtime.execution import call_function
-from trioclust.runtime.log_capture import server_label
+from trioclust.runtime.log_capture import process_logs, server_label
 from trioclust.runtime.server import Server
 from trioclust.transport.addresses import parse_address, unparse_host_port
 
@@ -145,6 +147,11 @@ class Scheduler(Server):
         self._pass_queued = False
         self._started = time.time()
         self.task_stream = TaskStream()
+        #: ``(time, worker, cpu percent, memory bytes)`` per heartbeat, the newest
+        #: ``dashboard.worker-history-length`` (performance reports, the dashboard)
+        self.worker_history: deque[tuple[float, str, float, int]] = deque(
+            maxlen=config.get_int("dashboard.worker-history-length")
+        )
         self.dashboard_link: str | None = None
         self._dashboard_address = dashboard_address
 
@@ -167,6 +174,7 @@ class Scheduler(Server):
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until :meth:`close` is called (or cancelled)."""
         server_label.set("Scheduler")
+        process_logs()  # the scheduler's lines are kept from now on (get-logs)
         try:
             async with trio.open_nursery() as nursery:
                 listener = await nursery.start(
@@ -268,7 +276,7 @@ class Scheduler(Server):
         )
         self._notify_workers_changed()
         logger.info("Register worker %s (name %s, %s threads)", address, msg["name"], msg["nthreads"])
-        return {"scheduler": self.id, "address": self.address}
+        return {"scheduler": self.id, "address": self.address, "time": time.time()}
 
     def _seen(self, peer: _WorkerPeer) -> str:
         address = peer.address
@@ -285,7 +293,11 @@ class Scheduler(Server):
             worker=self._seen(peer), key=msg["key"], nbytes=msg["nbytes"], type_name=msg["type"],
             value=msg.get("value"), stimulus_id=msg["stimulus_id"],
         )
-        self.task_stream.observe((event,), ())  # the run ends now, ahead of its pass
+        # the run ends now, ahead of its pass, with the worker's timings
+        self.task_stream.finished(
+            event.key, event.worker, "memory", msg.get("start"), msg.get("stop"),
+            msg.get("thread", 0), msg.get("transfers"), event.nbytes,
+        )
         told_early = self.state.report(event)
         if told_early:
             self._dispatch_all(told_early)
@@ -296,9 +308,14 @@ class Scheduler(Server):
         )
 
     def _worker_task_erred(self, peer: _WorkerPeer, msg: msgs.TaskErredMsg) -> None:
+        worker = self._seen(peer)
+        self.task_stream.finished(
+            msg["key"], worker, "erred", msg.get("start"), msg.get("stop"), msg.get("thread", 0),
+            msg.get("transfers"), 0,
+        )
         self._handle(
             ev.TaskErred(
-                worker=self._seen(peer), key=msg["key"], exception=msg["exception"],
+                worker=worker, key=msg["key"], exception=msg["exception"],
                 traceback=msg["traceback"], exception_text=msg["exception_text"],
                 stimulus_id=msg["stimulus_id"],
             )
@@ -317,8 +334,14 @@ class Scheduler(Server):
             ev.RescheduleTask(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
         )
 
-    def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> None:
-        self.worker_metrics[self._seen(peer)] = dict(msg["metrics"])
+    def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> msgs.HeartbeatReply:
+        address = self._seen(peer)
+        metrics = self.worker_metrics[address] = dict(msg["metrics"])
+        now = time.time()
+        self.worker_history.append(
+            (now, address, float(metrics.get("cpu") or 0.0), int(metrics.get("memory") or 0))
+        )
+        return {"time": now}
 
     def _worker_unregister(self, peer: _WorkerPeer, msg: msgs.UnregisterMsg) -> None:
         self._leaving.add(self._seen(peer))
@@ -553,6 +576,65 @@ class Scheduler(Server):
         }
         return reply
 
+    # --------------------------------------------------------- diagnostics
+    def _client_get_task_stream(self, client: str, msg: msgs.GetTaskStreamMsg) -> msgs.TaskStreamReply:
+        stream = self.task_stream
+        since = msg.get("since")
+        if since is not None:
+            records = stream.recent(msg.get("count"), since=since)
+        else:
+            records = stream.between(msg.get("start"), msg.get("stop"), msg.get("count"))
+        return {"records": [r.as_dask() for r in records], "last_id": stream.last_id, "time": time.time()}
+
+    def _client_get_worker_history(
+        self, client: str, msg: msgs.GetWorkerHistoryMsg
+    ) -> list[tuple[float, str, float, int]]:
+        start = msg["start"]
+        return [row for row in self.worker_history if row[0] >= start]
+
+    async def _client_get_logs(self, client: str, msg: msgs.GetLogsMsg) -> Any:
+        n = msg.get("n")
+        if msg["scheduler"]:
+            return process_logs().recent("Scheduler", n)
+        targets = msg.get("workers") or list(self.worker_links)
+        out: dict[str, Any] = {}
+
+        async def one(address: str) -> None:
+            link = self.worker_links.get(address)
+            if link is None:
+                return
+            try:
+                out[address] = await link.request("get-logs", n=n)
+            except (CommClosedError, RemoteError) as exc:
+                out[address] = [("ERROR", f"could not get the logs of {address}: {exc}")]
+
+        async with trio.open_nursery() as nursery:
+            for address in targets:
+                nursery.start_soon(one, address)
+        return out
+
+    async def _client_profile(self, client: str, msg: msgs.ProfileMsg) -> dict[str, Any]:
+        targets = msg.get("workers") or list(self.worker_links)
+        trees: dict[str, Any] = {}
+
+        async def one(address: str) -> None:
+            link = self.worker_links.get(address)
+            if link is None:
+                return
+            try:
+                trees[address] = await link.request(
+                    "profile", duration=msg["duration"], interval=msg["interval"]
+                )
+            except (CommClosedError, RemoteError) as exc:
+                logger.warning("Could not profile worker %s: %s", address, exc)
+
+        async with trio.open_nursery() as nursery:
+            for address in targets:
+                nursery.start_soon(one, address)
+        if msg["merge_workers"]:
+            return profiling.merge(*trees.values())
+        return trees
+
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any, moves: list[ins.AcquireReplicas] | None = None) -> None:
         """Feed events to the core (after the task reports it keeps, see its
@@ -716,4 +798,9 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "retire-workers": Scheduler._client_retire_workers,
     # cluster managers (deploy/)
     "adaptive-workload": Scheduler._client_adaptive_workload,
+    # diagnostics
+    "get-task-stream": Scheduler._client_get_task_stream,
+    "get-worker-history": Scheduler._client_get_worker_history,
+    "get-logs": Scheduler._client_get_logs,
+    "profile": Scheduler._client_profile,
 }

@@ -91,6 +91,11 @@ class ThreadPool:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def thread_ids(self) -> list[int]:
+        """The idents of the pool's threads (for sampling their stacks)."""
+        return [t.ident for t in self._threads if t.ident is not None]
+
     def submit(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Run ``job()`` on a thread; then ``done(job's return value)`` on the trio thread.
 

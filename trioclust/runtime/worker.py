@@ -14,6 +14,15 @@ events; the instructions that come back are carried out without blocking:
 * ``Gather``: a child task asks the peer for the keys over a pooled link.
 * ``Send*``: one ``Link.send`` to the scheduler.
 
+Each finished or failed task reports when its code ran (``start``/``stop``,
+measured around the call on the thread that ran it), that thread's ident, and
+the fetches of its dependencies from peers (``transfers``). The times are
+taken with ``time.time()`` here and shifted onto the scheduler's clock by
+:class:`ClockOffset`, which the replies to ``register-worker`` and to each
+heartbeat (a request, answered with the scheduler's time) keep up to date.
+The timings wait in ``_timings`` from the end of the run until the report
+leaves, as small results wait in ``_inline``.
+
 Peers and clients connect to the worker's own listener for ``get-data`` and
 ``update-data`` (scatter). If the scheduler link breaks, the worker drops all
 its state (the scheduler has already rescheduled its work) and keeps trying
@@ -26,6 +35,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -48,6 +58,7 @@ from trioclust.protocol import Serialized
 from trioclust.protocol import messages as msgs
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
+from trioclust.runtime import profiling
 from trioclust.runtime.execution import (
     Failure,
     Success,
@@ -56,7 +67,7 @@ from trioclust.runtime.execution import (
     pack_success,
     run_sync,
 )
-from trioclust.runtime.log_capture import server_label
+from trioclust.runtime.log_capture import process_logs, server_label
 from trioclust.runtime.server import Server
 from trioclust.runtime.thread_pool import ThreadPool
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
@@ -68,6 +79,38 @@ if TYPE_CHECKING:
 _HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
 logger = logging.getLogger("trioclust.worker")
+
+# transfer timings kept for dependencies no task here has used yet, at most
+_MAX_PENDING_TRANSFERS = 4096
+
+
+class ClockOffset:
+    """The offset of another clock (the scheduler's) to this one, from round trips.
+
+    Each sample is a request sent at ``sent`` and answered at ``received`` (this
+    clock) carrying the other clock's ``remote`` time: the offset is taken as
+    ``remote - (sent + received) / 2``, which is wrong by at most half the round
+    trip. The estimate is the sample with the shortest round trip among the
+    last ``keep``: a reply delayed by a busy loop says little about the clocks.
+
+    Args:
+        keep: how many recent samples to choose from.
+    """
+
+    __slots__ = ("_samples", "keep", "offset")
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._samples: list[tuple[float, float]] = []  # (round trip, offset)
+        #: seconds to add to this clock's times to get the other's; 0.0 before a sample
+        self.offset = 0.0
+
+    def add(self, sent: float, received: float, remote: float) -> float:
+        """Take one round trip into account; returns the new estimate."""
+        self._samples.append((max(received - sent, 0.0), remote - (sent + received) / 2))
+        del self._samples[: -self.keep]
+        self.offset = min(self._samples)[1]
+        return self.offset
 
 
 class Worker(Server):
@@ -135,6 +178,11 @@ class Worker(Server):
         self.state = self._new_state()
         self._generation = 0
         self._inline: dict[str, Serialized] = {}
+        # (start, stop, thread, transfers) of runs whose report has not left yet
+        self._timings: dict[str, tuple[float, float, int, list[list[Any]] | None]] = {}
+        # dependency key -> [start, stop, source, nbytes] of its fetch (worker clock)
+        self._transfers: dict[str, list[Any]] = {}
+        self.clock = ClockOffset()
         self._cancel_scopes: dict[str, trio.CancelScope] = {}
         self._scheduler_link: Link | None = None
         self._nursery: trio.Nursery | None = None
@@ -191,6 +239,7 @@ class Worker(Server):
     async def serve(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, register, and serve until closed or the scheduler is lost for good."""
         server_label.set(self.name or "Worker")
+        process_logs()  # this worker's lines are kept from now on (get-logs)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -250,6 +299,8 @@ class Worker(Server):
                     "run": self._on_run,
                     "close": self._on_close_request,
                     "acquire-replicas": self._on_acquire_replicas,
+                    "get-logs": self._on_get_logs,
+                    "profile": self._on_profile,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -257,10 +308,11 @@ class Worker(Server):
             async with trio.open_nursery() as nursery:
                 await nursery.start(link.run)
                 try:
-                    await link.request(
+                    sent = time.time()
+                    reply: msgs.RegisterWorkerReply = await link.request(
                         "register-worker", address=self.address, nthreads=self.nthreads,
                         name=self.name, memory_limit=self.memory_limit, metrics=self._metrics(),
-                        pid=os.getpid(), stimulus_id=f"register-worker-{time.time()}",
+                        pid=os.getpid(), stimulus_id=f"register-worker-{sent}",
                     )
                 except (OSError, ProtocolError) as exc:  # CommClosedError is an OSError
                     if first:
@@ -268,6 +320,7 @@ class Worker(Server):
                     logger.warning("Worker %s could not register again: %s", self.name, exc)
                     await link.aclose()
                 else:
+                    self.clock.add(sent, time.time(), reply["time"])
                     if first:
                         task_status.started()
                         first = False
@@ -335,6 +388,8 @@ class Worker(Server):
             scope.cancel()
         self._cancel_scopes.clear()
         self._inline.clear()
+        self._timings.clear()
+        self._transfers.clear()
         self.state = self._new_state()
 
     async def _shutdown(self) -> None:
@@ -350,18 +405,24 @@ class Worker(Server):
             await trio.sleep(self.heartbeat_interval)
             link = self._scheduler_link
             if link is not None and not link.closed:
-                heartbeat: msgs.HeartbeatMsg = {"op": "heartbeat", "metrics": self._metrics()}
+                sent = time.time()
                 try:
-                    link.send(heartbeat)
-                except CommClosedError:
-                    pass
+                    reply: msgs.HeartbeatReply = await link.request("heartbeat", metrics=self._metrics())
+                except (CommClosedError, RemoteError):
+                    continue  # the link's end is handled by _scheduler_sessions
+                self.clock.add(sent, time.time(), reply["time"])
 
     def _metrics(self) -> dict[str, Any]:
         try:
             rss = self._process.memory_info().rss
         except psutil.Error:
             rss = 0
+        try:
+            cpu = self._process.cpu_percent()  # since the last call: no waiting
+        except psutil.Error:
+            cpu = 0.0
         return {
+            "cpu": cpu,
             "memory": rss,
             "executing": len(self.state.executing),
             "stored": len(self.state.data),
@@ -449,6 +510,9 @@ class Worker(Server):
             inline = self._inline.pop(i.key, None)
             if inline is not None:
                 msg["value"] = inline
+            timing = self._timings.pop(i.key, None)
+            if timing is not None:
+                self._add_timing(msg, timing)
             self._send(msg, urgent=i.urgent)
         elif isinstance(i, ins.SendTaskErred):
             erred: msgs.TaskErredMsg = {
@@ -456,6 +520,9 @@ class Worker(Server):
                 "traceback": i.traceback, "exception_text": i.exception_text,
                 "stimulus_id": i.stimulus_id,
             }
+            timing = self._timings.pop(i.key, None)
+            if timing is not None:
+                self._add_timing(erred, timing)
             self._send(erred)
         elif isinstance(i, ins.Gather):
             assert self._nursery is not None
@@ -478,6 +545,19 @@ class Worker(Server):
         else:  # pragma: no cover - a new instruction type without a dispatcher
             raise TypeError(f"Worker cannot dispatch {i!r}")
 
+    def _add_timing(
+        self, msg: msgs.TaskFinishedMsg | msgs.TaskErredMsg,
+        timing: tuple[float, float, int, list[list[Any]] | None],
+    ) -> None:
+        """Put a run's timings into its report, on the scheduler's clock."""
+        offset = self.clock.offset
+        start, stop, thread, transfers = timing
+        msg["start"] = start + offset
+        msg["stop"] = stop + offset
+        msg["thread"] = thread
+        if transfers:
+            msg["transfers"] = [[t[0] + offset, t[1] + offset, t[2], t[3]] for t in transfers]
+
     # ----------------------------------------------------------- execution
     def _execute(self, key: str, stimulus_id: str) -> None:
         ts = self.state.tasks[key]
@@ -490,20 +570,24 @@ class Worker(Server):
         except BaseException as exc:
             self._finish(key, generation, pack_failure(exc, skip_frames=0))
             return
+        transfers = None
+        if self._transfers and ts.dependencies:
+            pending = self._transfers
+            transfers = [pending.pop(d.key) for d in ts.dependencies if d.key in pending]
         if inspect.iscoroutinefunction(fn):
             nursery = self._nursery
             assert nursery is not None
 
             def start() -> None:
-                nursery.start_soon(self._run_coroutine, key, generation, fn, args, kwargs)
+                nursery.start_soon(self._run_coroutine, key, generation, fn, args, kwargs, transfers)
 
         else:
             limit = self.inline_limit
 
             def start() -> None:
                 self._threads.submit(
-                    lambda: run_sync(fn, args, kwargs, limit),
-                    lambda outcome: self._finish(key, generation, outcome),
+                    lambda: _run_timed(fn, args, kwargs, limit),
+                    lambda timed: self._finish(key, generation, timed[0], timed[1:], transfers),
                 )
 
         # the code starts once the scheduler can know that it started: a task that
@@ -513,8 +597,10 @@ class Worker(Server):
         self._send(started, on_written=start)
 
     async def _run_coroutine(
-        self, key: str, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, key: str, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+        transfers: list[list[Any]] | None = None,
     ) -> None:
+        start = time.time()
         with trio.CancelScope() as scope:
             self._cancel_scopes[key] = scope
             try:
@@ -523,16 +609,22 @@ class Worker(Server):
                 outcome: Success | Failure = pack_failure(exc)
             else:
                 outcome = pack_success(value, self.inline_limit)
+        timed = (start, time.time(), threading.get_ident())
         if self._cancel_scopes.get(key) is scope:
             del self._cancel_scopes[key]
         if scope.cancelled_caught:
             # only CancelExecute cancels this scope: the core drops the outcome
             outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled while running"))
-        self._finish(key, generation, outcome)
+        self._finish(key, generation, outcome, timed, transfers)
 
-    def _finish(self, key: str, generation: int, outcome: Success | Failure) -> None:
+    def _finish(
+        self, key: str, generation: int, outcome: Success | Failure,
+        timed: tuple[float, float, int] | None = None, transfers: list[list[Any]] | None = None,
+    ) -> None:
         if generation != self._generation:
             return  # the state it belonged to was reset
+        if timed is not None:
+            self._timings[key] = (timed[0], timed[1], timed[2], transfers)
         stim = f"execute-{key}"
         events: list[Any] = []
         slots = self._slots()
@@ -556,6 +648,7 @@ class Worker(Server):
             )
         self._handle(*events)
         self._inline.pop(key, None)  # read while handling ExecuteSucceeded
+        self._timings.pop(key, None)  # read while handling either
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
@@ -585,13 +678,29 @@ class Worker(Server):
 
     async def _gather(self, peer: str, keys: tuple[str, ...], generation: int) -> None:
         try:
-            data, _, _ = await self._fetch(peer, list(keys))
+            start = time.time()
+            data, _, nbytes = await self._fetch(peer, list(keys))
+            if generation == self._generation:
+                self._note_transfers(start, time.time(), peer, nbytes, data)
             event: Any = ev.GatherSucceeded(peer=peer, data=data, stimulus_id=f"gather-{peer}")
         except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
             logger.warning("Worker %s could not gather %d keys from %s: %s", self.name, len(keys), peer, exc)
             event = ev.GatherFailed(peer=peer, keys=keys, reason=str(exc), stimulus_id=f"gather-failed-{peer}")
         if generation == self._generation:
             self._handle(event)
+
+    def _note_transfers(
+        self, start: float, stop: float, peer: str, nbytes: dict[str, int], data: dict[str, Any]
+    ) -> None:
+        """Keep each fetched key's transfer for the task that needed it (see ``_execute``)."""
+        pending = self._transfers
+        for key, value in data.items():
+            size = nbytes.get(key)
+            if size is None:  # bytes travel as a frame of their own, unpickled
+                size = len(value) if isinstance(value, bytes | bytearray) else 0
+            pending[key] = [start, stop, peer, size]
+        while len(pending) > _MAX_PENDING_TRANSFERS:  # fetched for tasks that never ran here
+            del pending[next(iter(pending))]
 
     async def _on_acquire_replicas(self, msg: msgs.AcquireReplicasMsg) -> msgs.AcquireReplicasReply:
         """Copy keys from the workers holding them (another worker is retiring)."""
@@ -610,8 +719,25 @@ class Worker(Server):
             got.extend(data)
         return {"keys": got}
 
+    def _on_get_logs(self, msg: msgs.GetWorkerLogsMsg) -> list[tuple[str, str]]:
+        """``client.get_worker_logs()``: this worker's recent log lines."""
+        return process_logs().recent(server_label.get(), msg.get("n"))
+
+    async def _on_profile(self, msg: msgs.ProfileWorkerMsg) -> dict[str, Any]:
+        """``client.profile()``: sample the stacks of this worker's task threads."""
+        return await profiling.sample(self._threads.thread_ids, msg["duration"], msg["interval"])
+
     def _on_close_request(self, msg: msgs.CloseMsg) -> None:
         """The scheduler retires this worker: stop, and say so (a nanny will not restart it)."""
         self.close_reason = msg["reason"] or "the scheduler asked it to close"
         logger.info("Worker %s closes: %s", self.name, self.close_reason)
         self._request_close()
+
+
+def _run_timed(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], inline_limit: int
+) -> tuple[Success | Failure, float, float, int]:
+    """On a worker thread: run the task, and say when and on which thread."""
+    start = time.time()
+    outcome = run_sync(fn, args, kwargs, inline_limit)
+    return outcome, start, time.time(), threading.get_ident()

@@ -78,21 +78,26 @@ function renderSummary(doc) {
 }
 
 // ------------------------------------------------------------------ workers
-function memoryBar(used, limit) {
+function memoryBar(used, limit, managed) {
   const frac = limit ? Math.min(used / limit, 1) : 0;
+  const managedFrac = limit ? Math.min(managed / limit, frac) : 0;
   const cls = frac > 0.85 ? "fill-bad" : frac > 0.6 ? "fill-warn" : "fill-ok";
   const text = limit ? `${fmtBytes(used)} / ${fmtBytes(limit)}` : `${fmtBytes(used)} (no limit)`;
-  return el("div", { class: "bar", title: text },
-    el("div", { class: cls, style: { left: "0", width: `${(limit ? frac : 0) * 100}%` } }),
+  const title = `${text}; managed ${fmtBytes(managed)}, unmanaged ${fmtBytes(Math.max(used - managed, 0))}`;
+  return el("div", { class: "bar", title },
+    el("div", { class: cls, style: { left: "0", width: `${frac * 100}%` } }),
+    el("div", { class: "fill-managed", style: { left: "0", width: `${managedFrac * 100}%` } }),
     el("span", { class: "text" }, text));
 }
 
 function renderWorkers(doc) {
   const rows = doc.workers.map((w) => el("tr", { "data-worker": w.address },
-    el("td", {}, el("div", { class: "wname" }, w.name),
+    el("td", {}, el("a", { href: `info/worker/${encodeURIComponent(w.address)}` },
+        el("div", { class: "wname" }, w.name)),
       w.name !== w.address ? el("div", { class: "waddr mono" }, w.address) : null),
     el("td", { class: "num" }, w.nthreads),
-    el("td", {}, memoryBar(w.memory, w.memory_limit)),
+    el("td", { class: "num" }, `${Math.round(w.cpu)} %`),
+    el("td", {}, memoryBar(w.memory, w.memory_limit, w.nbytes)),
     el("td", { class: "num" }, w.processing),
     el("td", { class: "num" }, w.stored),
     el("td", { class: "num" }, fmtBytes(w.nbytes))));
