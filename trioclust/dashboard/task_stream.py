@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from trioclust import config
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
+from trioclust.core.keys import Key
 
 __all__ = ["TaskRecord", "TaskStream", "key_prefix"]
 
@@ -58,14 +59,23 @@ OUTCOMES = ("memory", "erred", "cancelled", "lost", "rescheduled")
 _HASH_PART = re.compile(r"(?:[0-9a-f]{8,}|[0-9]+)")
 
 
-def key_prefix(key: str) -> str:
+def key_prefix(key: Key) -> str:
     """The readable part of a key: ``"inc-3f2a9c0d..."`` gives ``"inc"``.
+
+    A tuple key, as dask collections make (``("x-1f3e...", 0, 1)``), gives
+    the prefix of its first element; a number, itself as text.
 
     Trailing ``-``-separated parts that look like hashes (8 or more hex
     digits) or counters (digits) are dropped; a key made only of such parts is
     its own prefix. Not cached: most keys are unique (a cache of them only
     kept them alive in the scheduler), and this costs about a microsecond.
     """
+    while isinstance(key, tuple):
+        if not key:
+            return "()"
+        key = key[0]
+    if not isinstance(key, str):
+        return str(key)
     parts = key.split("-")
     while len(parts) > 1 and _HASH_PART.fullmatch(parts[-1]):
         parts.pop()
@@ -89,7 +99,7 @@ class TaskRecord:
     """
 
     id: int
-    key: str
+    key: Key
     prefix: str
     worker: str
     sent: float
@@ -112,8 +122,8 @@ class TaskStream:
         # finished runs as (id, key, worker, sent, start, stop, status): the
         # scheduler's hot path only appends a tuple; TaskRecords (and their
         # prefixes) are made when the dashboard reads them
-        self._records: deque[tuple[int, str, str, float, float, float, str]] = deque(maxlen=length)
-        self._running: dict[str, tuple[str, float]] = {}  # key -> (worker, sent)
+        self._records: deque[tuple[int, Key, str, float, float, float, str]] = deque(maxlen=length)
+        self._running: dict[Key, tuple[str, float]] = {}  # key -> (worker, sent)
         # per worker, a heap of the times its threads became free
         self._threads: dict[str, list[float]] = {}
         self._ids = itertools.count(1)
@@ -156,7 +166,7 @@ class TaskStream:
                 for key in instruction.keys:
                     self._end(key, worker, "cancelled", now)
 
-    def _end(self, key: str, worker: str, status: str, now: float) -> None:
+    def _end(self, key: Key, worker: str, status: str, now: float) -> None:
         run = self._running.get(key)
         if run is None or run[0] != worker:
             return
@@ -195,7 +205,7 @@ class TaskStream:
         out.reverse()
         return out
 
-    def running(self) -> list[tuple[str, str, float, float | None]]:
+    def running(self) -> list[tuple[Key, str, float, float | None]]:
         """Runs not finished yet, as ``(key, worker, sent, start)``, oldest first.
 
         ``start`` is the estimated start of execution for as many runs per
@@ -204,7 +214,7 @@ class TaskStream:
         """
         runs = sorted(self._running.items(), key=lambda item: item[1][1])
         free = {worker: sorted(times) for worker, times in self._threads.items()}
-        out: list[tuple[str, str, float, float | None]] = []
+        out: list[tuple[Key, str, float, float | None]] = []
         for key, (worker, sent) in runs:
             times = free.get(worker)
             if times is None:

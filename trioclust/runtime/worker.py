@@ -42,9 +42,10 @@ from trioclust.comm import serve as comm_serve
 from trioclust.comm.pool import ConnectionPool
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
+from trioclust.core.keys import Key
 from trioclust.core.worker_state import WorkerState
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
-from trioclust.protocol import Serialized
+from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
@@ -68,6 +69,9 @@ if TYPE_CHECKING:
 _HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
 logger = logging.getLogger("trioclust.worker")
+
+
+_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
 
 
 class Worker(Server):
@@ -134,8 +138,8 @@ class Worker(Server):
         self._prefetch_duration = config.get_float("worker.prefetch-duration")
         self.state = self._new_state()
         self._generation = 0
-        self._inline: dict[str, Serialized] = {}
-        self._cancel_scopes: dict[str, trio.CancelScope] = {}
+        self._inline: dict[Key, Serialized] = {}
+        self._cancel_scopes: dict[Key, trio.CancelScope] = {}
         self._scheduler_link: Link | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ConnectionPool | None = None
@@ -173,11 +177,11 @@ class Worker(Server):
         )
 
     @property
-    def data(self) -> dict[str, Any]:
+    def data(self) -> dict[Key, Any]:
         """The results this worker holds, by key."""
         return self.state.data
 
-    def story(self, *keys: str) -> list[tuple[str, str, str, str, float]]:
+    def story(self, *keys: Key) -> list[tuple[Key, str, str, str, float]]:
         """What happened to ``keys`` here since the worker last (re)joined
         its scheduler, oldest first.
 
@@ -364,7 +368,13 @@ class Worker(Server):
 
     def _on_get_data(self, msg: msgs.GetDataMsg) -> msgs.GetDataReply:
         data = self.state.data
-        found = {k: data[k] for k in msg["keys"] if k in data}
+        # a container is pickled whole: the codec would send it as msgpack
+        # with only the objects inside pickled, and the receiver unpickles
+        # top-level values only (a dask reduction's {"n": array, ...} chunk)
+        found = {
+            k: serialize(v) if type(v) in _CONTAINERS else v
+            for k in msg["keys"] if k in data for v in (data[k],)
+        }
         missing = [k for k in msg["keys"] if k not in data]
         return {"data": found, "missing": missing}
 
@@ -445,7 +455,7 @@ class Worker(Server):
             raise TypeError(f"Worker cannot dispatch {i!r}")
 
     # ----------------------------------------------------------- execution
-    def _execute(self, key: str, stimulus_id: str) -> None:
+    def _execute(self, key: Key, stimulus_id: str) -> None:
         ts = self.state.tasks[key]
         generation = self._generation
         try:
@@ -479,7 +489,7 @@ class Worker(Server):
         self._send(started, on_written=start)
 
     async def _run_coroutine(
-        self, key: str, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, key: Key, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         with trio.CancelScope() as scope:
             self._cancel_scopes[key] = scope
@@ -496,7 +506,7 @@ class Worker(Server):
             outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled while running"))
         self._finish(key, generation, outcome)
 
-    def _finish(self, key: str, generation: int, outcome: Success | Failure) -> None:
+    def _finish(self, key: Key, generation: int, outcome: Success | Failure) -> None:
         if generation != self._generation:
             return  # the state it belonged to was reset
         stim = f"execute-{key}"
@@ -524,13 +534,13 @@ class Worker(Server):
         self._inline.pop(key, None)  # read while handling ExecuteSucceeded
 
     # ------------------------------------------------------------- gathers
-    async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
+    async def _fetch(self, peer: str, keys: list[Key]) -> tuple[dict[Key, Any], list[Key], dict[Key, int]]:
         """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes)."""
         assert self._pool is not None
         link = await self._pool.get(peer)
         reply = await link.request("get-data", keys=keys)
-        data: dict[str, Any] = {}
-        nbytes: dict[str, int] = {}
+        data: dict[Key, Any] = {}
+        nbytes: dict[Key, int] = {}
         for k, v in reply["data"].items():
             if isinstance(v, Serialized):
                 nbytes[k] = v.nbytes
@@ -538,7 +548,7 @@ class Worker(Server):
             data[k] = v
         return data, list(reply.get("missing") or ()), nbytes
 
-    async def _gather(self, peer: str, keys: tuple[str, ...], generation: int) -> None:
+    async def _gather(self, peer: str, keys: tuple[Key, ...], generation: int) -> None:
         try:
             data, _, _ = await self._fetch(peer, list(keys))
             event: Any = ev.GatherSucceeded(peer=peer, data=data, stimulus_id=f"gather-{peer}")
@@ -550,11 +560,11 @@ class Worker(Server):
 
     async def _on_acquire_replicas(self, msg: msgs.AcquireReplicasMsg) -> msgs.AcquireReplicasReply:
         """Copy keys from the workers holding them (another worker is retiring)."""
-        by_peer: dict[str, list[str]] = {}
+        by_peer: dict[str, list[Key]] = {}
         for key, holders in msg["who_has"].items():
             if holders:
                 by_peer.setdefault(holders[0], []).append(key)
-        got: list[str] = []
+        got: list[Key] = []
         for peer, keys in by_peer.items():
             try:
                 data, _, nbytes = await self._fetch(peer, keys)
