@@ -14,6 +14,7 @@ from trioclust.client import (
     as_completed,
     wait,
 )
+from trioclust.client.collections import futures_of  # dask collections (issue 16)
 from trioclust.deploy import LocalCluster
 from trioclust.errors import (
     CommClosedError,
@@ -73,5 +74,6 @@ __all__ = [
     "WorkerStartError",
     "__version__",
     "as_completed",
+    "futures_of",
     "wait",
 ]
