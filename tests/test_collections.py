@@ -24,6 +24,7 @@ import pytest
 from dask._task_spec import Task, TaskRef
 
 from trioclust import Client, LocalCluster, Scheduler, Worker, futures_of, wait
+from trioclust import config as trioclust_config
 
 # the worker processes cannot import this module: its functions travel by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -264,3 +265,50 @@ async def test_async_client_compute_persist_and_get(c: tuple[Client, Scheduler])
         client.get({"a": (inc, "b"), "b": (inc, "a")}, "a")
     assert await client.submit(inc, 1) == 2
 
+
+
+# ---------------------------------------------------------------- memory order
+
+_held: list[int] = []
+_workers: list[Worker] = []
+
+
+def _leaf(i: int) -> np.ndarray:
+    # data the workers hold as this leaf starts: with dask.order's priorities
+    # the partial sums run as their inputs arrive, so this stays near a few
+    # chunks per worker instead of growing with every leaf computed
+    # (through the module: this function travels by value, its globals copied)
+    here = sys.modules[__name__]
+    here._held.append(sum(len(w.data) for w in here._workers))
+    return np.full(1_000, i, dtype=np.int64)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("saturation", "bound"), [(1.0, 24), (32.0, 200)])
+async def test_a_reduction_runs_in_dask_order_holding_few_chunks(saturation: float, bound: int) -> None:
+    """Leaves first would hold every one of the 400 leaves at the last one.
+
+    With dask's worker saturation (about 1) the workers hold a few chunks
+    each; with trioclust's default (32 root tasks per thread in flight, for
+    throughput) the partial sums lag the leaves by about that many.
+    """
+    n = 400
+    leaves = [dask.delayed(_leaf)(i) for i in range(n)]
+    while len(leaves) > 1:  # a binary tree of sums, as dask.array reductions build
+        leaves = [
+            dask.delayed(operator.add)(*leaves[i : i + 2]) if i + 1 < len(leaves) else leaves[i]
+            for i in range(0, len(leaves), 2)
+        ]
+    total = dask.delayed(np.sum)(leaves[0])
+    _held.clear()
+    with trioclust_config.set(**{"scheduler.worker-saturation": saturation}):
+        scheduler = Scheduler()
+    async with scheduler as s, Worker(s.address) as a, Worker(s.address) as b:
+        _workers[:] = [a, b]
+        try:
+            async with Client(s.address, asynchronous=True, set_as_default=False) as client:
+                assert await client.compute(total) == 1_000 * sum(range(n))
+        finally:
+            _workers.clear()
+    assert len(_held) == n
+    assert max(_held) < bound, f"workers held up to {max(_held)} chunks of {n}"
