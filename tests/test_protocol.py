@@ -84,9 +84,12 @@ def test_roundtrip_msgpack_values(msg: Any) -> None:
     assert len(dumps(msg)) == 1, "small msgpack-native values stay in the header"
 
 
-def test_tuples_and_sets_come_back_as_lists() -> None:
-    got = roundtrip({"t": (1, (2, 3)), "s": {4}, "f": frozenset({5})})
-    assert got == {"t": [1, [2, 3]], "s": [4], "f": [5]}
+def test_tuples_stay_tuples_and_sets_come_back_as_lists() -> None:
+    got = roundtrip({"t": (1, (2, 3)), "l": [(4,)], "s": {4}, "f": frozenset({5})})
+    assert got == {"t": (1, (2, 3)), "l": [(4,)], "s": [4], "f": [5]}
+    assert type(got["t"]) is tuple
+    assert type(got["t"][1]) is tuple
+    assert type(got["l"]) is list
 
 
 def test_serialized_passes_through_without_unpickling() -> None:
@@ -205,9 +208,19 @@ def test_large_message_mixing_buffers_and_pickles() -> None:
     assert got["items"][1]["k"].deserialize() == 2**70
 
 
-def test_tuple_dict_keys_are_refused() -> None:
+def test_tuple_keys_round_trip_as_tuples() -> None:
+    """Task keys such as ``("x", 0, 1)``, as values and as dict keys."""
+    msg = {"keys": [("x", 0, 1), "y", 2, 1.5], "who_has": {("x", 0, 1): ["w"]}}
+    got = roundtrip(msg)
+    assert got == msg
+    assert type(got["keys"][0]) is tuple
+    big = {("x", 0): b"v" * 5000}
+    assert {k: bytes(v) for k, v in loads(dumps(big, oob_threshold=1000)).items()} == big
+
+
+def test_other_dict_keys_are_refused() -> None:
     with pytest.raises(TypeError, match="dict keys"):
-        dumps({("x", 0): b"v" * 5000})
+        dumps({("x", frozenset({0})): b"v" * 5000})
 
 
 def test_serialized_nested_in_a_pickle() -> None:

@@ -14,6 +14,7 @@ from trioclust.client import (
     as_completed,
     wait,
 )
+from trioclust.client.collections import futures_of
 from trioclust.client.performance_report import performance_report
 from trioclust.client.progress import progress
 from trioclust.deploy import Adaptive, Cluster, LocalCluster, SSHCluster
@@ -80,6 +81,7 @@ __all__ = [
     "WorkerStartError",
     "__version__",
     "as_completed",
+    "futures_of",
     "performance_report",
     "progress",
     "wait",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 __all__ = [
@@ -172,7 +172,7 @@ class KilledWorker(TrioclustError):
     ``allowed_failures`` in the config only if the deaths were unrelated.
     """
 
-    def __init__(self, key: str, last_worker: str, allowed_failures: int) -> None:
+    def __init__(self, key: Hashable, last_worker: str, allowed_failures: int) -> None:
         super().__init__(key, last_worker, allowed_failures)
         self.key = key
         self.last_worker = last_worker
@@ -189,7 +189,7 @@ class KilledWorker(TrioclustError):
 class LostData(TrioclustError):
     """Scattered data was lost with the workers that held it and cannot be recomputed."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: Hashable) -> None:
         super().__init__(key)
         self.key = key
 
@@ -208,7 +208,7 @@ class FutureCancelledError(TrioclustError, concurrent.futures.CancelledError):
     so it never looks like the event loop cancelling a task).
     """
 
-    def __init__(self, key: str, reason: str = "") -> None:
+    def __init__(self, key: Hashable, reason: str = "") -> None:
         super().__init__(key, reason)
         self.key = key
         self.reason = reason
@@ -259,7 +259,7 @@ class InvalidTransition(TrioclustError, RuntimeError):
         story: The key's recorded transitions, oldest first.
     """
 
-    def __init__(self, key: str, start: str, finish: str, stimulus_id: str, story: Sequence[tuple[Any, ...]]) -> None:
+    def __init__(self, key: Hashable, start: str, finish: str, stimulus_id: str, story: Sequence[tuple[Any, ...]]) -> None:
         self.key = key
         self.start = start
         self.finish = finish
@@ -272,5 +272,5 @@ class InvalidTransition(TrioclustError, RuntimeError):
             f"{lines}"
         )
 
-    def __reduce__(self) -> tuple[type[InvalidTransition], tuple[str, str, str, str, Any]]:
+    def __reduce__(self) -> tuple[type[InvalidTransition], tuple[Hashable, str, str, str, Any]]:
         return (type(self), (self.key, self.start, self.finish, self.stimulus_id, self.story))

@@ -20,12 +20,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
+from trioclust.client import collections as dask_collections
 from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
 from trioclust.client.diagnostics import TaskStreamRecording, as_log
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.protocol import serialize
+from trioclust.protocol.messages import Key
 from trioclust.protocol.run_spec import dumps_task
 from trioclust.sizes import format_bytes
 from trioclust.transport.addresses import normalize_address
@@ -100,6 +102,10 @@ class Client:
             CA. ``Client(cluster)`` uses the cluster's by default. ``True``
             is only for a client that starts its own cluster: the cluster
             makes a temporary one (``LocalCluster(security=True)``).
+        set_as_default: make this client dask's scheduler while it is open
+            (``x.compute()``, ``dask.compute``, ``dask.persist`` run on its
+            cluster; the newest such client wins), and dataframe shuffles
+            task-based. See docs/collections.md.
         **cluster_kwargs: with no address configured anywhere, ``Client()``
             starts a ``LocalCluster(**cluster_kwargs)``, owns it, and closes
             it with itself (``client.cluster``).
@@ -113,9 +119,11 @@ class Client:
         timeout: float | None = None,
         name: str | None = None,
         security: Security | bool | None = None,
+        set_as_default: bool = True,
         **cluster_kwargs: Any,
     ) -> None:
         self.asynchronous = asynchronous
+        self._set_as_default = set_as_default
         self.name = name or f"Client-{uuid.uuid4().hex[:8]}"
         #: the LocalCluster this client started (and closes with itself), if any
         self.cluster: Any = None
@@ -158,6 +166,7 @@ class Client:
                 if self.cluster is not None:
                     self.cluster.close()
                 raise
+            self._became_running()
 
     def _make_core(self, address: Any) -> None:
         self.scheduler_address = _scheduler_address(address)
@@ -186,6 +195,7 @@ class Client:
             if self.cluster is not None:
                 await self.cluster.close()
             raise
+        self._became_running()
         return self
 
     def __await__(self) -> Any:
@@ -206,6 +216,7 @@ class Client:
         await self._close_async()
 
     async def _close_async(self) -> None:
+        dask_collections.unset_default_client(self)
         await self._core.close()
         if self.cluster is not None:
             await self.cluster.close()
@@ -227,6 +238,7 @@ class Client:
         """
         if self.asynchronous:
             return self._close_async()
+        dask_collections.unset_default_client(self)
         if self._hosted is not None:
             hosted, self._hosted = self._hosted, None
             try:
@@ -277,7 +289,7 @@ class Client:
         self,
         func: Callable[..., Any],
         *args: Any,
-        key: str | None = None,
+        key: Key | None = None,
         pure: bool = True,
         priority: int = 0,
         workers: Any = None,
@@ -306,7 +318,7 @@ class Client:
         _unsupported(workers=workers, resources=resources, retries=retries, actor=actor)
         if not callable(func):
             raise TypeError(f"First argument to submit must be callable, got {func!r}")
-        deps: set[str] = set()
+        deps: set[Key] = set()
         # the original args stay referenced until the graph is queued: a future
         # that lives only in them must not be released before its dependent
         # (``submit(sum, client.map(...))``) is on its way
@@ -315,7 +327,7 @@ class Client:
         if key is None:
             key = make_key(func, packed_args, packed_kwargs, pure)
         task = (
-            key, dumps_task(func, packed_args, packed_kwargs), sorted(deps),
+            key, dumps_task(func, packed_args, packed_kwargs), sorted(deps, key=str),
             self._core.next_priority(priority),
         )
         future = self._core.submit_tasks([task], [key])[0]
@@ -326,7 +338,7 @@ class Client:
         self,
         func: Callable[..., Any],
         *iterables: Iterable[Any],
-        key: str | list[str] | None = None,
+        key: str | list[Key] | None = None,
         pure: bool = True,
         priority: int = 0,
         workers: Any = None,
@@ -357,13 +369,13 @@ class Client:
         items = list(zip(*iterables, strict=False))
         if isinstance(key, list) and len(key) != len(items):
             raise ValueError(f"map got {len(key)} keys for {len(items)} tasks")
-        kw_deps: set[str] = set()
+        kw_deps: set[Key] = set()
         packed_kwargs = pack_futures(kwargs, Future, kw_deps)
         prefix = key if isinstance(key, str) else funcname(func)
         base = tokenize(func, packed_kwargs) if pure else ""
         futures: list[Future] = []
         tasks = []
-        keys = []
+        keys: list[Key] = []
         for i, item in enumerate(items):
             deps = set(kw_deps)
             args = pack_futures(item, Future, deps)
@@ -375,7 +387,7 @@ class Client:
                 k = f"{prefix}-{unique_suffix()}"
             keys.append(k)
             tasks.append(
-                (k, dumps_task(func, args, packed_kwargs), sorted(deps), self._core.next_priority(priority))
+                (k, dumps_task(func, args, packed_kwargs), sorted(deps, key=str), self._core.next_priority(priority))
             )
             if len(tasks) == GRAPH_CHUNK:
                 futures += self._core.submit_tasks(tasks, keys)
@@ -383,6 +395,96 @@ class Client:
         if tasks or not futures:
             futures += self._core.submit_tasks(tasks, keys)
         return futures
+
+    # ---------------------------------------------------- dask collections
+    # (the work is in client/collections.py)
+    def _became_running(self) -> None:
+        if self._set_as_default:
+            dask_collections.set_default_client(self)
+
+    def compute(
+        self,
+        collections: Any,
+        sync: bool = False,
+        optimize_graph: bool = True,
+        priority: int = 0,
+        workers: Any = None,
+        resources: Any = None,
+        retries: int | None = None,
+        fifo_timeout: Any = None,
+        actors: Any = None,
+        traverse: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Compute dask collections on the cluster; a future per collection.
+
+        Args:
+            collections: a dask collection (array, dataframe, bag, delayed),
+                or a list or tuple of them (other items pass through).
+            sync: return the results instead of futures (awaitable with an
+                asynchronous client).
+            optimize_graph: run dask's optimizations first.
+            priority: higher runs first among waiting tasks.
+            workers, resources, retries, actors: not supported yet; passing
+                them raises ``NotImplementedError``.
+            fifo_timeout, traverse, **kwargs: accepted for dask compatibility.
+
+        Returns:
+            A :class:`Future` for one collection, else a list in the order given.
+        """
+        _unsupported(workers=workers, resources=resources, retries=retries, actors=actors)
+        return dask_collections.compute(
+            self, collections, sync=sync, optimize_graph=optimize_graph, priority=priority
+        )
+
+    def persist(
+        self,
+        collections: Any,
+        optimize_graph: bool = True,
+        priority: int = 0,
+        workers: Any = None,
+        resources: Any = None,
+        retries: int | None = None,
+        fifo_timeout: Any = None,
+        actors: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Start computing dask collections; the same collections, backed by futures.
+
+        Returns at once. ``wait(x)`` waits for a persisted collection, and
+        :func:`futures_of` lists its futures; computing on it reuses them.
+
+        Args:
+            collections: a dask collection or a list of them.
+            optimize_graph, priority: as for :meth:`compute`.
+            workers, resources, retries, actors: not supported yet.
+            fifo_timeout, **kwargs: accepted for dask compatibility.
+        """
+        _unsupported(workers=workers, resources=resources, retries=retries, actors=actors)
+        return dask_collections.persist(
+            self, collections, optimize_graph=optimize_graph, priority=priority
+        )
+
+    def get(self, dsk: Any, keys: Any, sync: bool = True, priority: int = 0, **kwargs: Any) -> Any:
+        """Run a dask graph; the results of ``keys``, nested as ``keys`` is.
+
+        The scheduler function dask calls (``dask.compute`` with this client
+        as default, or ``dask.config.set(scheduler=client.get)``).
+
+        Args:
+            dsk: a dict of keys to tasks (``dask._task_spec`` nodes or legacy
+                tuples), or an expression or collection (``__dask_graph__``).
+            keys: a key, or (nested) lists of keys.
+            sync: return the results (awaitable with an asynchronous client);
+                False returns futures.
+            priority: higher runs first among waiting tasks.
+            **kwargs: accepted for dask compatibility.
+
+        Raises:
+            ValueError: a task depends on a key that exists nowhere.
+            RuntimeError: the graph has a cycle.
+        """
+        return dask_collections.get(self, dsk, keys, sync=sync, priority=priority)
 
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
@@ -422,7 +524,7 @@ class Client:
 
     async def _scatter(self, data: Any, workers: list[str] | None, broadcast: bool, hash: bool) -> Any:
         if isinstance(data, dict):
-            keys = [str(k) for k in data]
+            keys: list[Key] = [str(k) for k in data]
             items = list(data.values())
         else:
             items = list(data) if isinstance(data, list | tuple | set | frozenset) else [data]
@@ -642,7 +744,7 @@ def _collect_futures(obj: Any, out: list[Future]) -> None:
             _collect_futures(item, out)
 
 
-def _replace_futures(obj: Any, values: dict[str, Any]) -> Any:
+def _replace_futures(obj: Any, values: dict[Key, Any]) -> Any:
     if isinstance(obj, Future):
         return values[obj.key]
     if isinstance(obj, list | tuple | set | frozenset):

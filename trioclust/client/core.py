@@ -72,6 +72,7 @@ from trioclust.comm.pool import ConnectionPool
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError, SchedulerLostError
 from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
+from trioclust.protocol.messages import Key
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client
@@ -127,7 +128,7 @@ def stimulus_id(op: str) -> str:
 
 
 def _graph_messages(
-    tasks: list[tuple[str, list[Serialized], list[str], int]], wanted: list[str]
+    tasks: list[tuple[Key, list[Serialized], list[Key], int]], wanted: list[Key]
 ) -> list[msgs.UpdateGraphMsg]:
     """The update-graph messages for ``tasks``, in order, at most ``GRAPH_CHUNK`` tasks each.
 
@@ -158,7 +159,7 @@ def _graph_messages(
     return messages
 
 
-def _release_message(keys: list[str]) -> msgs.ReleaseKeysMsg:
+def _release_message(keys: list[Key]) -> msgs.ReleaseKeysMsg:
     return {"op": "release-keys", "keys": keys, "stimulus_id": stimulus_id("release-keys")}
 
 
@@ -181,7 +182,7 @@ class ClientCore:
         self.timeout = timeout
         self.id = ""
         self.status = "created"
-        self._states: dict[str, FutureState] = {}
+        self._states: dict[Key, FutureState] = {}
         self._lock = threading.Lock()  # over _states and the states' refs
         # states of dropped futures, not yet counted (see the module's notes)
         self._dropped: deque[FutureState] = deque()
@@ -282,7 +283,7 @@ class ClientCore:
                         state.fail(error, None, str(error))
 
     # ------------------------------------------------------ future states
-    def take_ref(self, key: str, state: FutureState | None = None) -> FutureState:
+    def take_ref(self, key: Key, state: FutureState | None = None) -> FutureState:
         """The shared state of ``key`` (created on first use), with one more Future on it.
 
         Safe from any thread.
@@ -310,13 +311,13 @@ class ClientCore:
                 self._wake_queued = True
                 self.inbox.call_soon(_wake)
 
-    def _count_drops(self, n: int) -> list[str]:
+    def _count_drops(self, n: int) -> list[Key]:
         """Count the first ``n`` dropped states; the keys whose last Future went.
 
         Call it holding ``_release_lock``, and keep holding it until those
         keys are handed to the link or queued (see the module's notes).
         """
-        keys: list[str] = []
+        keys: list[Key] = []
         dropped = self._dropped
         with self._lock:
             states = self._states
@@ -362,7 +363,7 @@ class ClientCore:
                 return  # the drain that runs them counts these after them
             self._send_releases(self._count_drops(n))
 
-    def _send_releases(self, keys: list[str]) -> None:
+    def _send_releases(self, keys: list[Key]) -> None:
         if keys and self._link is not None and not self._link.closed:
             try:
                 # nothing waits for a release: it goes with the next submit,
@@ -411,8 +412,19 @@ class ClientCore:
         self._priority += 1
         return -user_priority * (1 << 40) + self._priority
 
+    def next_priorities(self, user_priority: int, n: int) -> int:
+        """The first of ``n`` consecutive priorities (a graph's tasks, in its order)."""
+        first = self.next_priority(user_priority)
+        self._priority += max(n - 1, 0)
+        return first
+
+    def held_keys(self) -> set[Key]:
+        """The keys this client holds futures of (safe from any thread)."""
+        with self._lock:
+            return set(self._states)
+
     def submit_tasks(
-        self, tasks: list[tuple[str, list[Serialized], list[str], int]], wanted: list[str]
+        self, tasks: list[tuple[Key, list[Serialized], list[Key], int]], wanted: list[Key]
     ) -> list[Future]:
         """Create the futures for ``wanted`` and queue the graph for the scheduler.
 
@@ -505,10 +517,10 @@ class ClientCore:
         else:
             state.callbacks.append(call)
 
-    async def gather_states(self, states: Iterable[FutureState], errors: str) -> dict[str, Any]:
+    async def gather_states(self, states: Iterable[FutureState], errors: str) -> dict[Key, Any]:
         """Values of finished keys; raise (or skip) erred ones; wait for pending ones."""
         states = list({id(s): s for s in states}.values())
-        values: dict[str, Any] = {}
+        values: dict[Key, Any] = {}
         while states:
             for state in states:
                 await state.wait()
@@ -527,7 +539,7 @@ class ClientCore:
             states = [s for s in to_fetch if s.key not in values]
         return values
 
-    async def _fetch(self, states: list[FutureState]) -> dict[str, Any]:
+    async def _fetch(self, states: list[FutureState]) -> dict[Key, Any]:
         """Get values from the workers holding them. Keys not found are left out.
 
         A key that could not be fetched has gone (its holder died or dropped
@@ -543,23 +555,23 @@ class ClientCore:
         assert self._pool is not None
         marks = [(s, s.changes) for s in states]  # before who-has: a loss meanwhile counts
         keys = [s.key for s in states]
-        who_has: dict[str, list[str]] = await self._link.request("who-has", keys=keys)
+        who_has: dict[Key, list[str]] = await self._link.request("who-has", keys=keys)
         for state in states:
             if state.key not in who_has:  # released on the scheduler: cancelled, at once
                 with self._lock:  # a new submit of the key starts afresh
                     if self._states.get(state.key) is state:
                         del self._states[state.key]
                 state.cancel("the scheduler does not hold this key for this client (it was released)")
-        by_worker: dict[str, list[str]] = {}
+        by_worker: dict[str, list[Key]] = {}
         for key in keys:
             holders = who_has.get(key) or []
             if holders:
                 by_worker.setdefault(random.choice(holders), []).append(key)
-        values: dict[str, Any] = {}
+        values: dict[Key, Any] = {}
         failures: dict[str, str] = {}
         unloadable: dict[str, Exception] = {}
 
-        async def from_worker(worker: str, worker_keys: list[str]) -> None:
+        async def from_worker(worker: str, worker_keys: list[Key]) -> None:
             assert self._pool is not None
             try:
                 link = await self._pool.get(worker)
@@ -587,7 +599,7 @@ class ClientCore:
         return values
 
     async def _wait_for_a_change(
-        self, missing: list[tuple[FutureState, int]], who_has: dict[str, list[str]],
+        self, missing: list[tuple[FutureState, int]], who_has: dict[Key, list[str]],
         failures: dict[str, str],
     ) -> None:
         """Return once one of the ``missing`` states changed since its mark;
@@ -610,7 +622,7 @@ class ClientCore:
         holders = sorted({w for key in keys for w in who_has.get(key) or []})
         why = "; ".join(f"{w}: {failures[w]}" for w in holders if w in failures)
         raise TimeoutError(
-            f"Could not get {len(keys)} key(s) ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}) "
+            f"Could not get {len(keys)} key(s) ({', '.join(map(str, keys[:3]))}{', ...' if len(keys) > 3 else ''}) "
             f"from the workers holding them ({', '.join(holders) or 'the scheduler names none'}) "
             f"within {timeout} s (comm.timeouts.connect), and the scheduler reported no loss"
             f"{': ' + why if why else ''}. Check that this client can reach the workers."
@@ -629,7 +641,7 @@ class ClientCore:
             raise rebuild_exception(exc.exception, None, exc.text) from None
 
     async def scatter(
-        self, data: dict[str, Any], workers: list[str] | None, broadcast: bool
+        self, data: dict[Key, Any], workers: list[str] | None, broadcast: bool
     ) -> list[Future]:
         """Send values straight to workers, then tell the scheduler who has them."""
         assert self._pool is not None
@@ -642,16 +654,16 @@ class ClientCore:
                 f"{self.address} has none. Start workers (or wait_for_workers) first."
             )
         futures = [Future(key, self) for key in data]
-        targets: dict[str, dict[str, Any]] = {}
+        targets: dict[str, dict[Key, Any]] = {}
         start = random.randrange(len(workers))
         for i, (key, value) in enumerate(data.items()):
             chosen = workers if broadcast else [workers[(start + i) % len(workers)]]
             for worker in chosen:
                 targets.setdefault(worker, {})[key] = serialize(value)
-        who_has: dict[str, list[str]] = {}
-        nbytes: dict[str, int] = {}
+        who_has: dict[Key, list[str]] = {}
+        nbytes: dict[Key, int] = {}
 
-        async def send(worker: str, values: dict[str, Any]) -> None:
+        async def send(worker: str, values: dict[Key, Any]) -> None:
             assert self._pool is not None
             link = await self._pool.get(worker)
             await link.request("update-data", data=values)
@@ -671,7 +683,7 @@ class ClientCore:
         running = self.status == "running" and self._link is not None
         if running:
             self.inbox.drain()  # whatever was queued before this goes first
-        keys = []
+        keys: list[Key] = []
         with self._release_lock:  # no thread's write of a key cancelled here passes the release
             with self._lock:
                 for future in futures:

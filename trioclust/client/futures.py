@@ -27,6 +27,7 @@ import anyio
 from trioclust.client.remote_exceptions import raise_remote
 from trioclust.errors import FutureCancelledError
 from trioclust.protocol import Serialized
+from trioclust.protocol.messages import Key
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client
@@ -49,7 +50,7 @@ class FutureState:
         "thread_event", "traceback", "type_name", "value",
     )
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: Key) -> None:
         self.key = key
         self.status = "pending"
         self.value: Any = _NO_VALUE
@@ -153,7 +154,11 @@ class Future:
 
     __slots__ = ("__weakref__", "_core", "_state", "key")
 
-    def __init__(self, key: str, core: ClientCore, state: FutureState | None = None) -> None:
+    #: dask counts this object as a future inside graphs and ``delayed`` calls
+    #: (an ``Alias`` of its key); see docs/collections.md
+    __dask_future__ = True
+
+    def __init__(self, key: Key, core: ClientCore, state: FutureState | None = None) -> None:
         self.key = key
         self._core = core
         self._state = core.take_ref(key, state)
@@ -265,6 +270,9 @@ class Future:
             f"<strong>Future: {self.key}</strong> "
             f'<span style="color: {colour}">status: {self.status}</span>{kind}'
         )
+
+    def __dask_tokenize__(self) -> Any:
+        return ("trioclust.Future", self.key)
 
     def __reduce__(self) -> Any:
         raise TypeError(

@@ -17,6 +17,7 @@ from typing import Any
 
 import cloudpickle
 
+from trioclust.protocol.messages import Key
 from trioclust.protocol.task_spec import TaskRef
 
 
@@ -61,7 +62,7 @@ def make_key(fn: Any, args: Any, kwargs: Any, pure: bool) -> str:
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def pack_futures(obj: Any, future_type: type[Any], deps: set[str]) -> Any:
+def pack_futures(obj: Any, future_type: type[Any], deps: set[Key]) -> Any:
     """Replace futures in ``obj`` (and lists, tuples, dicts inside it) by TaskRefs.
 
     Dependency keys are added to ``deps``. Containers without futures are

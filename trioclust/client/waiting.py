@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import anyio
 
+from trioclust.client.collections import futures_of
 from trioclust.client.futures import Future
 
 ALL_COMPLETED = "ALL_COMPLETED"
@@ -27,14 +28,20 @@ def wait(fs: Future | Iterable[Future], timeout: float | None = None, return_whe
     """Wait until futures are done (``concurrent.futures.wait``'s meaning).
 
     Args:
-        fs: a future or an iterable of futures (of one client).
+        fs: a future, an iterable of futures (of one client), or a
+            persisted dask collection (its futures, :func:`futures_of`).
         timeout: seconds; then ``TimeoutError`` is raised.
         return_when: ``"ALL_COMPLETED"``, ``"FIRST_COMPLETED"`` or ``"FIRST_EXCEPTION"``.
 
     Returns a ``DoneAndNotDoneFutures(done, not_done)``; awaitable with an
     asynchronous client.
     """
-    futures = [fs] if isinstance(fs, Future) else list(fs)
+    if isinstance(fs, Future):
+        futures = [fs]
+    elif hasattr(fs, "__dask_graph__"):
+        futures = futures_of(fs)
+    else:
+        futures = list(fs)
     if return_when not in (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION):
         raise ValueError(f"return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION, got {return_when!r}")
     if not futures:

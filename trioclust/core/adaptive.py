@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from trioclust.core.keys import Key
+
 if TYPE_CHECKING:
     from trioclust.core.scheduler_state import SchedulerState
 
@@ -84,7 +86,7 @@ class Workload:
 
 
 def measure(
-    state: SchedulerState, durations: dict[str, float], prefix: Callable[[str], str]
+    state: SchedulerState, durations: dict[str, float], prefix: Callable[[Key], str]
 ) -> Workload:
     """The :class:`Workload` of a scheduler's state.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from trioclust.core.keys import Key
+
 # --------------------------------------------------------------- scheduler side
 
 
@@ -19,9 +21,9 @@ from dataclasses import dataclass, field
 class NewTask:
     """One task of a graph a client submits (not an event by itself)."""
 
-    key: str
+    key: Key
     run_spec: object
-    dependencies: tuple[str, ...] = ()
+    dependencies: tuple[Key, ...] = ()
     priority: int = 0
 
 
@@ -63,7 +65,7 @@ class UpdateGraph:
 
     client: str
     tasks: tuple[NewTask, ...]
-    wanted: tuple[str, ...]
+    wanted: tuple[Key, ...]
     stimulus_id: str
 
 
@@ -72,7 +74,7 @@ class ReleaseKeys:
     """A client no longer holds futures to these keys."""
 
     client: str
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     stimulus_id: str
 
 
@@ -81,7 +83,7 @@ class WantKeys:
     """A client takes a new hold on keys the scheduler already knows."""
 
     client: str
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     stimulus_id: str
 
 
@@ -91,8 +93,8 @@ class UpdateData:
     to the workers now holding it, ``nbytes`` gives its size."""
 
     client: str
-    who_has: Mapping[str, tuple[str, ...]]
-    nbytes: Mapping[str, int] = field(default_factory=dict)
+    who_has: Mapping[Key, tuple[str, ...]]
+    nbytes: Mapping[Key, int] = field(default_factory=dict)
     stimulus_id: str
 
 
@@ -103,7 +105,7 @@ class TaskFinished:
     which are not told again."""
 
     worker: str
-    key: str
+    key: Key
     nbytes: int = 0
     type_name: str = ""
     value: object = None  # a small result carried inline, or None
@@ -114,7 +116,7 @@ class TaskFinished:
 @dataclass(slots=True, kw_only=True)
 class TaskErred:
     worker: str
-    key: str
+    key: Key
     exception: object
     traceback: object = None
     exception_text: str = ""
@@ -126,7 +128,7 @@ class MissingData:
     """``worker`` could not get ``key`` from ``errant_worker``."""
 
     worker: str
-    key: str
+    key: Key
     errant_worker: str
     stimulus_id: str
 
@@ -136,7 +138,7 @@ class RescheduleTask:
     """``worker`` gives ``key`` back: it could not gather its dependencies."""
 
     worker: str
-    key: str
+    key: Key
     stimulus_id: str
 
 
@@ -149,7 +151,7 @@ class TaskStarted:
     """
 
     worker: str
-    key: str
+    key: Key
     stimulus_id: str
 
 
@@ -160,7 +162,7 @@ class AddReplicas:
     dropped there."""
 
     worker: str
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     retiring: str = ""
     stimulus_id: str
 
@@ -195,10 +197,10 @@ class ComputeRequested:
     """The scheduler asks this worker to compute ``key``. ``who_has`` maps each
     dependency to the workers holding it (possibly this worker itself)."""
 
-    key: str
+    key: Key
     run_spec: object
-    who_has: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    nbytes: Mapping[str, int] = field(default_factory=dict)
+    who_has: Mapping[Key, tuple[str, ...]] = field(default_factory=dict)
+    nbytes: Mapping[Key, int] = field(default_factory=dict)
     priority: int = 0
     stimulus_id: str
 
@@ -207,13 +209,13 @@ class ComputeRequested:
 class FreeRequested:
     """The scheduler no longer needs these keys here: drop data, cancel work."""
 
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     stimulus_id: str
 
 
 @dataclass(slots=True, kw_only=True)
 class ExecuteSucceeded:
-    key: str
+    key: Key
     value: object
     nbytes: int = 0
     type_name: str = ""
@@ -222,7 +224,7 @@ class ExecuteSucceeded:
 
 @dataclass(slots=True, kw_only=True)
 class ExecuteFailed:
-    key: str
+    key: Key
     exception: object
     traceback: object = None
     exception_text: str = ""
@@ -235,7 +237,7 @@ class GatherSucceeded:
     ones the peer did not have."""
 
     peer: str
-    data: Mapping[str, object]
+    data: Mapping[Key, object]
     stimulus_id: str
 
 
@@ -244,7 +246,7 @@ class GatherFailed:
     """``peer`` could not be reached or broke off while sending ``keys``."""
 
     peer: str
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     reason: str = ""
     stimulus_id: str
 
@@ -262,8 +264,8 @@ class SlotsChanged:
 class DataUpdated:
     """A client scattered data to this worker."""
 
-    data: Mapping[str, object]
-    nbytes: Mapping[str, int] = field(default_factory=dict)
+    data: Mapping[Key, object]
+    nbytes: Mapping[Key, int] = field(default_factory=dict)
     stimulus_id: str
 
 

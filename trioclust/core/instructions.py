@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from trioclust.core.keys import Key
+
 # --------------------------------------------------------------- scheduler side
 
 
@@ -21,10 +23,10 @@ class ComputeTask:
     """Ask ``worker`` to compute ``key``; ``who_has`` locates its dependencies."""
 
     worker: str
-    key: str
+    key: Key
     run_spec: object
-    who_has: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    nbytes: Mapping[str, int] = field(default_factory=dict)
+    who_has: Mapping[Key, tuple[str, ...]] = field(default_factory=dict)
+    nbytes: Mapping[Key, int] = field(default_factory=dict)
     priority: int = 0
     stimulus_id: str = ""
     #: Write it at once. False while the worker has more tasks than threads:
@@ -43,7 +45,7 @@ class FreeKeys:
     """
 
     worker: str
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     stimulus_id: str = ""
     cancel: bool = False
 
@@ -60,7 +62,7 @@ class KeyInMemory:
     """Tell ``client`` its key is done. ``value`` is the inline result or None."""
 
     client: str
-    key: str
+    key: Key
     type_name: str = ""
     value: object = None
     stimulus_id: str = ""
@@ -74,7 +76,7 @@ class KeyErred:
     """Tell ``client`` its key failed (or depends on a key that failed)."""
 
     client: str
-    key: str
+    key: Key
     exception: object
     traceback: object = None
     exception_text: str = ""
@@ -86,7 +88,7 @@ class KeyLost:
     """Tell ``client`` that its key's data was lost and is being recomputed."""
 
     client: str
-    key: str
+    key: Key
     stimulus_id: str = ""
 
 
@@ -97,7 +99,7 @@ class AcquireReplicas:
     ``AddReplicas`` (or ``ReplicasFailed``) naming ``retiring``."""
 
     worker: str
-    who_has: Mapping[str, tuple[str, ...]]
+    who_has: Mapping[Key, tuple[str, ...]]
     retiring: str
     stimulus_id: str = ""
 
@@ -118,7 +120,7 @@ class CloseWorker:
 class Execute:
     """Run the task ``key``: its run_spec and dependencies are in the state."""
 
-    key: str
+    key: Key
     stimulus_id: str = ""
 
 
@@ -126,7 +128,7 @@ class Execute:
 class CancelExecute:
     """Cancel the running task ``key`` where that is possible (coroutines)."""
 
-    key: str
+    key: Key
     stimulus_id: str = ""
 
 
@@ -135,13 +137,13 @@ class Gather:
     """Fetch ``keys`` from the worker at ``peer``, in one request."""
 
     peer: str
-    keys: tuple[str, ...]
+    keys: tuple[Key, ...]
     stimulus_id: str = ""
 
 
 @dataclass(slots=True, kw_only=True)
 class SendTaskFinished:
-    key: str
+    key: Key
     nbytes: int = 0
     type_name: str = ""
     stimulus_id: str = ""
@@ -152,7 +154,7 @@ class SendTaskFinished:
 
 @dataclass(slots=True, kw_only=True)
 class SendTaskErred:
-    key: str
+    key: Key
     exception: object
     traceback: object = None
     exception_text: str = ""
@@ -161,14 +163,14 @@ class SendTaskErred:
 
 @dataclass(slots=True, kw_only=True)
 class SendMissingData:
-    key: str
+    key: Key
     errant_worker: str
     stimulus_id: str = ""
 
 
 @dataclass(slots=True, kw_only=True)
 class SendReschedule:
-    key: str
+    key: Key
     stimulus_id: str = ""
 
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from trioclust.core.events import NewTask
+from trioclust.core.keys import Key
 from trioclust.core.scheduler_tasks import SmallSets, TaskState
 
 __all__ = ["link_new_tasks"]
 
 
 def link_new_tasks(
-    tasks: Mapping[str, TaskState],
+    tasks: Mapping[Key, TaskState],
     new: list[TaskState],
-    specs: Mapping[str, NewTask],
+    specs: Mapping[Key, NewTask],
     sets: SmallSets,
 ) -> dict[TaskState, None]:
     """Link new tasks to their dependencies and find those that can never run.

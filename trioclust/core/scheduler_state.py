@@ -136,6 +136,7 @@ from trioclust.core.instructions import (
     KeyInMemory,
     SchedulerInstruction,
 )
+from trioclust.core.keys import Key, key_str
 from trioclust.core.scheduler_graph import link_new_tasks
 from trioclust.core.scheduler_tasks import (
     ERRED,
@@ -265,7 +266,7 @@ class SchedulerState(SchedulerTransitions):
             elif kind is KeyInMemory:
                 i.urgent = idle  # type: ignore[union-attr]
 
-    def wants(self, client: str, key: str) -> bool:
+    def wants(self, client: str, key: Key) -> bool:
         """Whether ``client`` holds futures to ``key`` here (it was not released)."""
         ts = self.tasks.get(key)
         return ts is not None and client in ts.who_wants
@@ -335,7 +336,7 @@ class SchedulerState(SchedulerTransitions):
         ts.who_wants = self._sets.add(ts.who_wants, client)
         self._client_wants[client][ts.key] = None
 
-    def _unknown_key(self, client: str, key: str, stimulus_id: str) -> None:
+    def _unknown_key(self, client: str, key: Key, stimulus_id: str) -> None:
         exc = FutureCancelledError(key, "the scheduler does not know this key (it was released)")
         self._out.append(
             KeyErred(
@@ -408,7 +409,7 @@ class SchedulerState(SchedulerTransitions):
                 recs[key] = WAITING
         self._transitions(recs, event.stimulus_id)
 
-    def _release_keys(self, client: str, keys: Iterable[str], stimulus_id: str) -> None:
+    def _release_keys(self, client: str, keys: Iterable[Key], stimulus_id: str) -> None:
         wants = self._client_wants.get(client, {})
         recs: Recs = {}
         for key in keys:
@@ -530,11 +531,12 @@ class SchedulerState(SchedulerTransitions):
             a for a in self.workers if a not in self._retiring and a not in retiring
         ]
         for address in retiring:
-            plans: dict[str, dict[str, tuple[str, ...]]] = {}
+            plans: dict[str, dict[Key, tuple[str, ...]]] = {}
             if remaining:
                 only_here = sorted(
-                    key for key in self.workers[address].has_what
-                    if self.tasks[key].who_has == {address}
+                    (key for key in self.workers[address].has_what
+                    if self.tasks[key].who_has == {address}),
+                    key=key_str,
                 )
                 for i, key in enumerate(only_here):
                     plans.setdefault(remaining[i % len(remaining)], {})[key] = (address,)

@@ -39,6 +39,8 @@ import math
 from collections.abc import Hashable
 from typing import Any, TypeVar
 
+from trioclust.core.keys import Key
+
 _T = TypeVar("_T", bound=Hashable)
 _H = TypeVar("_H", bound=Hashable)
 
@@ -191,7 +193,7 @@ class TaskState:
     )
 
     def __init__(
-        self, key: str, run_spec: object, *, priority: int, seq: int, has_run_spec: bool = True
+        self, key: Key, run_spec: object, *, priority: int, seq: int, has_run_spec: bool = True
     ) -> None:
         self.key = key
         self.run_spec = run_spec
@@ -211,7 +213,7 @@ class TaskState:
         self.exception: object = None
         self.traceback: object = None
         self.exception_text = ""
-        self.exception_blame: str | None = None
+        self.exception_blame: Key | None = None
         self.suspicious = 0
         self.started = False
 
@@ -222,7 +224,7 @@ class TaskState:
         self.dependents[dependent] = None
 
     def set_exception(
-        self, exception: object, traceback: object, text: str, blame: str | None
+        self, exception: object, traceback: object, text: str, blame: Key | None
     ) -> None:
         """Record why this task failed (or which dependency's failure it inherits).
 
@@ -283,8 +285,8 @@ class WorkerInfo:
         self.nthreads = nthreads
         self.name = name
         self.memory_limit = memory_limit
-        self.processing: set[str] = set()
-        self.has_what: set[str] = set()
+        self.processing: set[Key] = set()
+        self.has_what: set[Key] = set()
         self.nbytes_stored = 0
         self.capacity: float = (
             math.inf

@@ -47,6 +47,7 @@ from trioclust.core.instructions import (
     KeyLost,
     SchedulerInstruction,
 )
+from trioclust.core.keys import Key
 from trioclust.core.scheduler_placement import Placement
 from trioclust.core.scheduler_tasks import (
     ACTIVE_STATES,
@@ -71,9 +72,9 @@ from trioclust.errors import LostData
 __all__ = ["Recs", "SchedulerTransitions"]
 
 #: Recommendations: the state each key should move to next.
-Recs = dict[str, str]
+Recs = dict[Key, str]
 
-_NOTHING: Mapping[str, Any] = MappingProxyType({})
+_NOTHING: Mapping[Key, Any] = MappingProxyType({})
 
 #: (start, finish) pairs the table lacks because a recommendation for them is
 #: stale by design; the driver drops them. Any other missing pair is a bug.
@@ -110,7 +111,7 @@ class SchedulerTransitions:
             raise ValueError(f"worker_saturation must be > 0, got {worker_saturation!r}")
         self.allowed_failures = allowed_failures
         self.worker_saturation = worker_saturation
-        self.tasks: dict[str, TaskState] = {}
+        self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self.clients: set[str] = set()
         self.validate = validate
@@ -118,24 +119,24 @@ class SchedulerTransitions:
         self._clock = clock
         self._now = 0.0  # the clock's reading for the current handle() call
         self._counts: dict[str, int] = dict.fromkeys(TASK_STATES, 0)
-        self._client_wants: dict[str, dict[str, None]] = {}
+        self._client_wants: dict[str, dict[Key, None]] = {}
         self._out: list[SchedulerInstruction] = []
         # (priority, seq, key) of tasks ready to run, placed once the
         # bookkeeping of the current step is done
-        self._ready: list[tuple[int, int, str]] = []
+        self._ready: list[tuple[int, int, Key]] = []
         # (priority, seq, key) of queued tasks; entries of tasks that left the
         # queue are skipped when they surface
-        self._queue: list[tuple[int, int, str]] = []
-        self._unrunnable: dict[str, None] = {}
+        self._queue: list[tuple[int, int, Key]] = []
+        self._unrunnable: dict[Key, None] = {}
         self._placement = Placement(self.workers)
         self._seq = 0
         # inline results on their way from TaskFinished to KeyInMemory, and
         # the clients the runtime told already (TaskFinished.told)
-        self._values: dict[str, object] = {}
-        self._told: dict[str, tuple[str, ...]] = {}
+        self._values: dict[Key, object] = {}
+        self._told: dict[Key, tuple[str, ...]] = {}
         self._sets = SmallSets()  # how tasks' sets are changed (interned while small)
         # holders of scattered keys on their way from UpdateData to memory
-        self._scattered_to: dict[str, tuple[str, ...]] = {}
+        self._scattered_to: dict[Key, tuple[str, ...]] = {}
         # task reports for the next handle(), and whether one was told early
         # since the last (see scheduler_state.py)
         self._reports: list[Any] = []
@@ -189,7 +190,7 @@ class SchedulerTransitions:
             if new:
                 recs.update(new)
 
-    def story(self, *keys: str) -> Story:
+    def story(self, *keys: Key) -> Story:
         """The recorded transitions of ``keys``, oldest first: tuples of
         ``(key, start, finish, stimulus_id, time)``."""
         return story(self.transition_log, keys)
@@ -197,7 +198,7 @@ class SchedulerTransitions:
     # ---------------------------------------------------------------- helpers
 
     def _new_task(
-        self, key: str, run_spec: object, priority: int, *, has_run_spec: bool = True
+        self, key: Key, run_spec: object, priority: int, *, has_run_spec: bool = True
     ) -> TaskState:
         self._seq += 1
         ts = TaskState(key, run_spec, priority=priority, seq=self._seq, has_run_spec=has_run_spec)

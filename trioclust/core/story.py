@@ -16,17 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from trioclust.core.keys import Key
 from trioclust.errors import InvalidTransition
 
 __all__ = ["InvalidTransition", "Story", "StoryEntry", "story"]
 
 #: One transition: (key, start, finish, stimulus_id, time).
-StoryEntry = tuple[str, str, str, str, float]
+StoryEntry = tuple[Key, str, str, str, float]
 #: A sequence of transitions, oldest first.
 Story = list[StoryEntry]
 
 
-def story(log: Iterable[StoryEntry], keys: Iterable[str]) -> Story:
+def story(log: Iterable[StoryEntry], keys: Iterable[Key]) -> Story:
     """The entries of ``log`` about any of ``keys``, oldest first."""
     wanted = set(keys)
     return [entry for entry in log if entry[0] in wanted]

@@ -84,6 +84,7 @@ from trioclust.core.instructions import (
     SendTaskFinished,
     WorkerInstruction,
 )
+from trioclust.core.keys import Key
 from trioclust.core.story import InvalidTransition, Story, StoryEntry, story
 
 __all__ = ["WorkerState", "WorkerTask"]
@@ -99,7 +100,7 @@ ERROR = "error"
 CANCELLED = "cancelled"
 FORGOTTEN = "forgotten"
 
-Recs = dict[str, str]
+Recs = dict[Key, str]
 
 #: (start, finish) pairs the table lacks because a recommendation for them is
 #: stale by design; the driver drops them. Any other missing pair is a bug.
@@ -150,7 +151,7 @@ class WorkerTask:
         "who_has",
     )
 
-    def __init__(self, key: str, *, priority: int, seq: int) -> None:
+    def __init__(self, key: Key, *, priority: int, seq: int) -> None:
         self.key = key
         self.state = RELEASED
         self.run_spec: object = None
@@ -213,16 +214,16 @@ class WorkerState:
         self.address = address
         self.nthreads = nthreads
         self.max_concurrent_gathers = max_concurrent_gathers
-        self.data: dict[str, object] = {}
-        self.tasks: dict[str, WorkerTask] = {}
-        self.executing: set[str] = set()
-        self.in_flight: dict[str, tuple[str, ...]] = {}
+        self.data: dict[Key, object] = {}
+        self.tasks: dict[Key, WorkerTask] = {}
+        self.executing: set[Key] = set()
+        self.in_flight: dict[str, tuple[Key, ...]] = {}
         self.validate = validate
         self.transition_log: deque[StoryEntry] = deque(maxlen=transition_log_length)
         self._clock = clock
         self._now = 0.0  # the clock's reading for the current handle() call
-        self._ready: list[tuple[int, int, str]] = []
-        self._fetch: dict[str, None] = {}
+        self._ready: list[tuple[int, int, Key]] = []
+        self._fetch: dict[Key, None] = {}
         self._peer_used: dict[str, int] = {}
         self._stamp = 0
         self._seq = 0
@@ -260,7 +261,7 @@ class WorkerState:
         """How many records are in each state (states with none are left out)."""
         return dict(Counter(ts.state for ts in self.tasks.values()))
 
-    def story(self, *keys: str) -> Story:
+    def story(self, *keys: Key) -> Story:
         """The recorded transitions of ``keys``, oldest first: tuples of
         ``(key, start, finish, stimulus_id, time)``."""
         return story(self.transition_log, keys)
@@ -501,7 +502,7 @@ class WorkerState:
         if not counts:
             return
         used = self._peer_used
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, list[Key]] = {}
         for key in self._fetch:
             best: tuple[int, int, str] | None = None
             for peer in tasks[key].who_has:
@@ -549,7 +550,7 @@ class WorkerState:
 
     # ---------------------------------------------------------------- helpers
 
-    def _new(self, key: str, priority: int) -> WorkerTask:
+    def _new(self, key: Key, priority: int) -> WorkerTask:
         self._seq += 1
         ts = WorkerTask(key, priority=priority, seq=self._seq)
         self.tasks[key] = ts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trioclust.core.keys import Key, key_str
 from trioclust.core.scheduler_tasks import TASK_STATES
 from trioclust.dashboard.snapshot import SchedulerView
 from trioclust.dashboard.task_stream import key_prefix
@@ -33,7 +34,7 @@ def graph(scheduler: SchedulerView, limit: int = 500) -> dict[str, Any]:
         ``[from, to, count]``.
     """
     tasks = scheduler.state.tasks
-    depth: dict[str, int] = {}
+    depth: dict[Key, int] = {}
     for key, ts in tasks.items():  # creation order: dependencies come first
         depth[key] = 1 + max((depth.get(d.key, 0) for d in ts.dependencies), default=-1)
     if len(tasks) <= limit:
@@ -41,10 +42,13 @@ def graph(scheduler: SchedulerView, limit: int = 500) -> dict[str, Any]:
             "mode": "tasks",
             "ntasks": len(tasks),
             "nodes": [
-                {"id": key, "prefix": key_prefix(key), "state": ts.state, "depth": depth[key]}
+                {"id": key_str(key), "prefix": key_prefix(key), "state": ts.state, "depth": depth[key]}
                 for key, ts in tasks.items()
             ],
-            "edges": [[d.key, key] for key, ts in tasks.items() for d in ts.dependencies if d.key in tasks],
+            "edges": [
+                [key_str(d.key), key_str(key)]
+                for key, ts in tasks.items() for d in ts.dependencies if d.key in tasks
+            ],
         }
     nodes: dict[str, dict[str, Any]] = {}
     edges: dict[tuple[str, str], int] = {}

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from trioclust.core.keys import key_str
 from trioclust.core.scheduler_state import SchedulerState
 from trioclust.core.scheduler_tasks import TASK_STATES
 from trioclust.dashboard.task_stream import TaskRecord, TaskStream, key_prefix
@@ -155,7 +156,7 @@ class Throttled(Generic[T]):
 def _record(record: TaskRecord) -> dict[str, Any]:
     return {
         "id": record.id,
-        "key": record.key,
+        "key": key_str(record.key),
         "prefix": record.prefix,
         "worker": record.worker,
         "sent": record.sent,
@@ -180,7 +181,7 @@ def task_stream(stream: TaskStream, n: int | None = None, since: int = 0) -> dic
     return {
         "finished": [_record(r) for r in stream.recent(n, since=since)],
         "running": [
-            {"key": key, "prefix": key_prefix(key), "worker": worker, "sent": sent, "start": start}
+            {"key": key_str(key), "prefix": key_prefix(key), "worker": worker, "sent": sent, "start": start}
             for key, worker, sent, start in stream.running()
         ],
         "totals": dict(stream.totals),

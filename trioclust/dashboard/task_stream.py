@@ -55,6 +55,7 @@ from typing import Any
 from trioclust import config
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
+from trioclust.core.keys import Key
 
 __all__ = ["TaskRecord", "TaskStream", "key_prefix"]
 
@@ -64,14 +65,23 @@ OUTCOMES = ("memory", "erred", "cancelled", "lost", "rescheduled")
 _HASH_PART = re.compile(r"(?:[0-9a-f]{8,}|[0-9]+)")
 
 
-def key_prefix(key: str) -> str:
+def key_prefix(key: Key) -> str:
     """The readable part of a key: ``"inc-3f2a9c0d..."`` gives ``"inc"``.
+
+    A tuple key, as dask collections make (``("x-1f3e...", 0, 1)``), gives
+    the prefix of its first element; a number, itself as text.
 
     Trailing ``-``-separated parts that look like hashes (8 or more hex
     digits) or counters (digits) are dropped; a key made only of such parts is
     its own prefix. Not cached: most keys are unique (a cache of them only
     kept them alive in the scheduler), and this costs about a microsecond.
     """
+    while isinstance(key, tuple):
+        if not key:
+            return "()"
+        key = key[0]
+    if not isinstance(key, str):
+        return str(key)
     parts = key.split("-")
     while len(parts) > 1 and _HASH_PART.fullmatch(parts[-1]):
         parts.pop()
@@ -102,7 +112,7 @@ class TaskRecord:
     """
 
     id: int
-    key: str
+    key: Key
     prefix: str
     worker: str
     sent: float
@@ -128,7 +138,7 @@ class TaskRecord:
 
 # a finished run as the hot path keeps it:
 # (id, key, worker, sent, start, stop, status, thread, transfers, nbytes, timed)
-_Row = tuple[int, str, str, float, float, float, str, int, Any, int, bool]
+_Row = tuple[int, Key, str, float, float, float, str, int, Any, int, bool]
 
 
 class TaskStream:
@@ -145,7 +155,7 @@ class TaskStream:
         # finished runs as _Row tuples: the scheduler's hot path only appends a
         # tuple; TaskRecords (and their prefixes) are made when they are read
         self._records: deque[_Row] = deque(maxlen=length)
-        self._running: dict[str, tuple[str, float]] = {}  # key -> (worker, sent)
+        self._running: dict[Key, tuple[str, float]] = {}  # key -> (worker, sent)
         # per worker, a heap of the times its threads became free
         self._threads: dict[str, list[float]] = {}
         self._ids = itertools.count(1)
@@ -198,7 +208,7 @@ class TaskStream:
                     self._end(key, worker, "cancelled", now)
 
     def finished(
-        self, key: str, worker: str, status: str, start: float | None, stop: float | None,
+        self, key: Key, worker: str, status: str, start: float | None, stop: float | None,
         thread: int = 0, transfers: list[list[Any]] | None = None, nbytes: int = 0,
     ) -> None:
         """A worker reported the end of a run, with its timings.
@@ -221,7 +231,7 @@ class TaskStream:
             self._end(key, worker, status, stop, start, thread, transfers, nbytes)
 
     def _end(
-        self, key: str, worker: str, status: str, now: float, start: float | None = None,
+        self, key: Key, worker: str, status: str, now: float, start: float | None = None,
         thread: int = 0, transfers: list[list[Any]] | None = None, nbytes: int = 0,
     ) -> None:
         run = self._running.get(key)
@@ -322,7 +332,7 @@ class TaskStream:
         out.reverse()
         return out
 
-    def running(self) -> list[tuple[str, str, float, float | None]]:
+    def running(self) -> list[tuple[Key, str, float, float | None]]:
         """Runs not finished yet, as ``(key, worker, sent, start)``, oldest first.
 
         ``start`` is the estimated start of execution for as many runs per
@@ -331,7 +341,7 @@ class TaskStream:
         """
         runs = sorted(self._running.items(), key=lambda item: item[1][1])
         free = {worker: sorted(times) for worker, times in self._threads.items()}
-        out: list[tuple[str, str, float, float | None]] = []
+        out: list[tuple[Key, str, float, float | None]] = []
         for key, (worker, sent) in runs:
             times = free.get(worker)
             if times is None:

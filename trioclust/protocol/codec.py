@@ -20,6 +20,11 @@ msgpack encodes natively stays in the header, except:
 * ``bytes``, ``bytearray`` and ``memoryview`` values of at least the
   out-of-band threshold (``comm.out-of-band-threshold``) become an ExtType
   (code ``2``, payload ``<frame index>``) and travel as their own frame, uncopied;
+* a tuple becomes an ExtType (code ``5``, payload its items packed as a
+  msgpack array, tuples inside it again as code ``5``) and comes back a
+  tuple, so task keys such as ``("x", 0, 1)`` keep their type, dict keys
+  included. Subclasses of the msgpack types travel as their base type (a
+  namedtuple as a tuple, an ``IntEnum`` as an ``int``);
 * sets and frozensets are sent as lists;
 * any other object msgpack cannot encode is pickled with
   :func:`~trioclust.protocol.serialize.serialize` and sent like a ``Serialized``.
@@ -27,11 +32,11 @@ msgpack encodes natively stays in the header, except:
 :func:`loads` reverses this, except that pickled values come back as
 ``Serialized`` objects and are never unpickled here: unpickling runs code, so
 only the layer that owns a value decides to do it. Other lossy round trips,
-all inherited from msgpack: tuples (and namedtuples) come back as lists,
-subclasses of ``dict``/``list``/``str``/``int`` come back as the base type,
-out-of-band bytes come back as whatever buffer object the frame is
-(``bytes``, ``bytearray`` or ``memoryview``). Dict keys must be ``str``,
-``int``, ``float``, ``bool``, ``None`` or ``bytes``.
+subclasses of ``tuple``/``dict``/``list``/``str``/``int``/``float``/``bytes``
+come back as the base type, out-of-band bytes come back as whatever buffer
+object the frame is (``bytes``, ``bytearray`` or ``memoryview``). Dict keys
+must be ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes``, or tuples
+of these.
 
 Both directions are hot paths (every scheduler message crosses them), so the
 common case is one C-level pack or unpack call. The Python walk that moves
@@ -59,6 +64,7 @@ _EXT_SERIALIZED = 1
 _EXT_BUFFER = 2
 _EXT_INLINE = 3
 _EXT_INLINE_REF = 4
+_EXT_TUPLE = 5
 _SERIALIZED_REF = struct.Struct("<II")
 _BUFFER_REF = struct.Struct("<I")
 _INLINE_REF = struct.Struct("<I")
@@ -69,6 +75,8 @@ _BUFFER_TYPES = frozenset({bytes, bytearray, memoryview})
 # types the out-of-band walk must look inside or at
 _WALKED = frozenset({dict, list, tuple, bytes, bytearray, memoryview})
 _KEY_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+# subclasses msgpack packs as their base type (strict_types sends them to default)
+_BASES = (str, int, float, bytes, bytearray, dict, list)
 
 _unpackb = msgpack.unpackb
 _ExtType = msgpack.ExtType
@@ -96,10 +104,10 @@ def _extract(obj: Any, frames: list[Frame], threshold: int) -> Any:
     if typ is dict:
         replaced: dict[Any, Any] | None = None
         for key, value in obj.items():
-            if type(key) is not str and type(key) not in _KEY_TYPES:
+            if type(key) is not str and type(key) not in _KEY_TYPES and not _is_tuple_key(key):
                 raise TypeError(
-                    f"message dict keys must be str, int, float, bool, None or bytes, "
-                    f"not {type(key).__name__} ({key!r})"
+                    f"message dict keys must be str, int, float, bool, None, bytes or "
+                    f"tuples of these, not {type(key).__name__} ({key!r})"
                 )
             if type(value) in _WALKED:
                 new = _extract(value, frames, threshold)
@@ -117,7 +125,9 @@ def _extract(obj: Any, frames: list[Frame], threshold: int) -> Any:
                     if items is None:
                         items = list(obj)
                     items[i] = new
-        return obj if items is None else items
+        if items is None:
+            return obj
+        return items if typ is list else tuple(items)
     if typ is memoryview:
         if obj.nbytes < threshold:
             return obj
@@ -127,6 +137,12 @@ def _extract(obj: Any, frames: list[Frame], threshold: int) -> Any:
         frames.append(obj)
         return _ext(_EXT_BUFFER, _BUFFER_REF.pack(len(frames) - 1))
     return obj
+
+
+def _is_tuple_key(key: Any) -> bool:
+    return type(key) is tuple and all(
+        type(k) in _KEY_TYPES or _is_tuple_key(k) for k in key
+    )
 
 
 def _may_hold_bin(header: bytes, threshold: int) -> bool:
@@ -165,7 +181,9 @@ class _Encoder(threading.local):
         # frames rather than adding them once more
         self.placed: dict[int, Any] = {}
         self.ninlined = 0  # Serialized objects placed in this header inline
-        self.packer = msgpack.Packer(use_bin_type=True, default=self.default)
+        # strict_types: tuples (and subclasses of the msgpack types) reach
+        # default, which sends tuples as tuples (code 5)
+        self.packer = msgpack.Packer(use_bin_type=True, default=self.default, strict_types=True)
 
     def forget_placed(self) -> None:
         """Start a header afresh: no Serialized placed in it yet."""
@@ -176,6 +194,17 @@ class _Encoder(threading.local):
         frames = self.frames
         assert frames is not None
         if type(obj) is not Serialized:
+            if isinstance(obj, tuple):
+                # packed by a packer of its own: this one is mid-message
+                items = msgpack.packb(
+                    list(obj), use_bin_type=True, default=self.default, strict_types=True
+                )
+                return _ext(_EXT_TUPLE, items)
+            if isinstance(obj, _BASES) and type(obj) not in _BASES:
+                for base in _BASES:
+                    if isinstance(obj, base):
+                        convert: Any = base
+                        return convert(obj)
             if isinstance(obj, set | frozenset):
                 return list(obj)
             if not isinstance(obj, Serialized):
@@ -268,6 +297,11 @@ def _make_ext_hook(frames: Sequence[Frame], used: list[int]) -> Callable[[int, b
     inlined: list[Serialized] = []
 
     def ext_hook(code: int, data: bytes) -> Any:
+        if code == _EXT_TUPLE:
+            items = _unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False, use_list=True)
+            if type(items) is not list:
+                raise ProtocolError("message header holds a malformed tuple")
+            return tuple(items)
         if code == _EXT_INLINE:
             small = Serialized([data])
             inlined.append(small)
@@ -312,8 +346,8 @@ def loads(frames: Sequence[Frame]) -> Any:
         frames: the frames of one message, header first.
 
     Returns:
-        The message. Tuples come back as lists; out-of-band buffers come back
-        as the frame objects themselves.
+        The message. Out-of-band buffers come back as the frame objects
+        themselves.
 
     Raises:
         ProtocolError: the header is not msgpack, is truncated or has trailing

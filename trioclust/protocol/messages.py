@@ -26,10 +26,12 @@ Requests (sent with :meth:`Link.request`) carry an ``id``; their answer is a
 ``reply`` (:class:`ReplyMsg`) whose ``result`` is the handler's return value,
 declared here too where it is a dict (``...Reply``).
 
-Keys are strings for now (:data:`Key`).
+Keys are ``str``, ``int``, ``float`` or tuples of them (:data:`Key`, the
+same as :data:`trioclust.core.keys.Key`); the codec carries tuples as tuples,
+dict keys included (see codec.py).
 """
 
-from typing import Any, Literal, NotRequired, TypedDict, get_type_hints
+from typing import Any, Literal, NotRequired, TypeAlias, TypedDict, get_type_hints
 
 __all__ = [
     "CHANNELS",
@@ -44,8 +46,9 @@ __all__ = [
     "op_of",
 ]
 
-#: A task's key.
-Key = str
+#: A task's key: ``str``, ``int``, ``float`` or a tuple of keys (declared
+#: again here, identically, because protocol/ sits below core/).
+Key: TypeAlias = "str | int | float | tuple[Key, ...]"
 
 
 # ------------------------------------------------------------------ any link

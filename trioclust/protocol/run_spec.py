@@ -18,7 +18,7 @@ from typing import Any
 
 from trioclust.protocol.serialize import Serialized, serialize
 
-__all__ = ["dumps_task", "loads_task"]
+__all__ = ["dumps_task", "loads_task", "run_graph_node"]
 
 _CACHE_SIZE = 256
 _lock = threading.Lock()
@@ -38,6 +38,18 @@ def _pickled_function(fn: Callable[..., Any]) -> Serialized:
         if len(_pickled) > _CACHE_SIZE:
             _pickled.popitem(last=False)
     return pickled
+
+
+def run_graph_node(node: Any, values: dict[Any, Any]) -> Any:
+    """Run one node of a dask graph (``dask._task_spec``'s Task, Alias,
+    DataNode, ...) given its dependencies' values by key.
+
+    A dask graph's task travels as ``dumps_task(run_graph_node, (node,
+    {dep: TaskRef(dep), ...}), {})``: the worker puts the values in place of
+    the refs as for any task, and this calls the node, which needs nothing
+    else. Only the worker that unpickles the node imports dask.
+    """
+    return node(values)
 
 
 def dumps_task(fn: Callable[..., Any], args: Any, kwargs: Any) -> list[Serialized]:

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trioclust.protocol.messages import Key
+
 __all__ = ["TaskRef", "collect_refs", "substitute"]
 
 
@@ -28,13 +30,13 @@ class TaskRef:
         key: the key of the task whose result goes here.
     """
 
-    key: str
+    key: Key
 
 
 _CONTAINERS = frozenset({list, tuple, dict, TaskRef})
 
 
-def substitute(obj: Any, data: Mapping[str, Any]) -> Any:
+def substitute(obj: Any, data: Mapping[Key, Any]) -> Any:
     """Replace every :class:`TaskRef` inside ``obj`` by ``data[ref.key]``.
 
     Args:
@@ -79,7 +81,7 @@ def substitute(obj: Any, data: Mapping[str, Any]) -> Any:
     return obj
 
 
-def _collect(obj: Any, keys: set[str]) -> None:
+def _collect(obj: Any, keys: set[Key]) -> None:
     typ = type(obj)
     if typ is TaskRef:
         keys.add(obj.key)
@@ -93,13 +95,13 @@ def _collect(obj: Any, keys: set[str]) -> None:
                 _collect(v, keys)
 
 
-def collect_refs(obj: Any) -> set[str]:
+def collect_refs(obj: Any) -> set[Key]:
     """The keys of every :class:`TaskRef` inside ``obj``.
 
     Args:
         obj: a value, possibly a nest of lists, tuples and dicts.
     """
-    keys: set[str] = set()
+    keys: set[Key] = set()
     if type(obj) in _CONTAINERS:
         _collect(obj, keys)
     return keys

@@ -50,6 +50,7 @@ from trioclust.comm import serve as comm_serve
 from trioclust.core import adaptive
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
+from trioclust.core.keys import Key
 from trioclust.core.scheduler_state import SchedulerState
 from trioclust.dashboard.task_stream import TaskStream, key_prefix
 from trioclust.errors import CommClosedError, RemoteError
@@ -161,7 +162,7 @@ class Scheduler(Server):
             f"workers={len(self.state.workers)} tasks={len(self.state.tasks)}>"
         )
 
-    def story(self, *keys: str) -> list[tuple[str, str, str, str, float]]:
+    def story(self, *keys: Key) -> list[tuple[Key, str, str, str, float]]:
         """What happened to ``keys`` here, oldest first.
 
         Returns:
@@ -509,7 +510,11 @@ class Scheduler(Server):
             )
         )
 
-    def _client_who_has(self, client: str, msg: msgs.WhoHasMsg) -> dict[str, list[str]]:
+    def _client_who_has(self, client: str, msg: msgs.WhoHasMsg) -> dict[Key, list[str]]:
+        if self.state.has_reports:
+            # a result told early (KeyInMemory before its pass) is asked for
+            # next: its holder is known only once the report is handled
+            self._handle()
         # a key this client no longer wants here (released, or never known) is
         # left out: its futures are cancelled, and fetching it would wait in vain
         tasks, state = self.state.tasks, self.state

@@ -52,9 +52,10 @@ from trioclust.comm import serve as comm_serve
 from trioclust.comm.pool import ConnectionPool
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
+from trioclust.core.keys import Key
 from trioclust.core.worker_state import WorkerState
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
-from trioclust.protocol import Serialized
+from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
@@ -111,6 +112,9 @@ class ClockOffset:
         del self._samples[: -self.keep]
         self.offset = min(self._samples)[1]
         return self.offset
+
+
+_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
 
 
 class Worker(Server):
@@ -177,13 +181,13 @@ class Worker(Server):
         self._prefetch_duration = config.get_float("worker.prefetch-duration")
         self.state = self._new_state()
         self._generation = 0
-        self._inline: dict[str, Serialized] = {}
+        self._inline: dict[Key, Serialized] = {}
         # (start, stop, thread, transfers) of runs whose report has not left yet
-        self._timings: dict[str, tuple[float, float, int, list[list[Any]] | None]] = {}
+        self._timings: dict[Key, tuple[float, float, int, list[list[Any]] | None]] = {}
         # dependency key -> [start, stop, source, nbytes] of its fetch (worker clock)
-        self._transfers: dict[str, list[Any]] = {}
+        self._transfers: dict[Key, list[Any]] = {}
         self.clock = ClockOffset()
-        self._cancel_scopes: dict[str, trio.CancelScope] = {}
+        self._cancel_scopes: dict[Key, trio.CancelScope] = {}
         self._scheduler_link: Link | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ConnectionPool | None = None
@@ -221,11 +225,11 @@ class Worker(Server):
         )
 
     @property
-    def data(self) -> dict[str, Any]:
+    def data(self) -> dict[Key, Any]:
         """The results this worker holds, by key."""
         return self.state.data
 
-    def story(self, *keys: str) -> list[tuple[str, str, str, str, float]]:
+    def story(self, *keys: Key) -> list[tuple[Key, str, str, str, float]]:
         """What happened to ``keys`` here since the worker last (re)joined
         its scheduler, oldest first.
 
@@ -459,7 +463,13 @@ class Worker(Server):
 
     def _on_get_data(self, msg: msgs.GetDataMsg) -> msgs.GetDataReply:
         data = self.state.data
-        found = {k: data[k] for k in msg["keys"] if k in data}
+        # a container is pickled whole: the codec would send it as msgpack
+        # with only the objects inside pickled, and the receiver unpickles
+        # top-level values only (a dask reduction's {"n": array, ...} chunk)
+        found = {
+            k: serialize(v) if type(v) in _CONTAINERS else v
+            for k in msg["keys"] if k in data for v in (data[k],)
+        }
         missing = [k for k in msg["keys"] if k not in data]
         return {"data": found, "missing": missing}
 
@@ -559,7 +569,7 @@ class Worker(Server):
             msg["transfers"] = [[t[0] + offset, t[1] + offset, t[2], t[3]] for t in transfers]
 
     # ----------------------------------------------------------- execution
-    def _execute(self, key: str, stimulus_id: str) -> None:
+    def _execute(self, key: Key, stimulus_id: str) -> None:
         ts = self.state.tasks[key]
         generation = self._generation
         try:
@@ -597,7 +607,7 @@ class Worker(Server):
         self._send(started, on_written=start)
 
     async def _run_coroutine(
-        self, key: str, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self, key: Key, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         transfers: list[list[Any]] | None = None,
     ) -> None:
         start = time.time()
@@ -618,7 +628,7 @@ class Worker(Server):
         self._finish(key, generation, outcome, timed, transfers)
 
     def _finish(
-        self, key: str, generation: int, outcome: Success | Failure,
+        self, key: Key, generation: int, outcome: Success | Failure,
         timed: tuple[float, float, int] | None = None, transfers: list[list[Any]] | None = None,
     ) -> None:
         if generation != self._generation:
@@ -651,7 +661,7 @@ class Worker(Server):
         self._timings.pop(key, None)  # read while handling either
 
     # ------------------------------------------------------------- gathers
-    async def _fetch(self, peer: str, keys: list[str]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
+    async def _fetch(self, peer: str, keys: list[Key]) -> tuple[dict[Key, Any], list[Key], dict[Key, int]]:
         """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes).
 
         Raises ``TimeoutError`` (an ``OSError``) if the peer does not answer
@@ -667,8 +677,8 @@ class Worker(Server):
                 f"{peer} did not answer a fetch of {len(keys)} key(s) within {timeout:g} s "
                 f"(worker.fetch-timeout)"
             )
-        data: dict[str, Any] = {}
-        nbytes: dict[str, int] = {}
+        data: dict[Key, Any] = {}
+        nbytes: dict[Key, int] = {}
         for k, v in reply["data"].items():
             if isinstance(v, Serialized):
                 nbytes[k] = v.nbytes
@@ -676,7 +686,7 @@ class Worker(Server):
             data[k] = v
         return data, list(reply.get("missing") or ()), nbytes
 
-    async def _gather(self, peer: str, keys: tuple[str, ...], generation: int) -> None:
+    async def _gather(self, peer: str, keys: tuple[Key, ...], generation: int) -> None:
         try:
             start = time.time()
             data, _, nbytes = await self._fetch(peer, list(keys))
@@ -690,7 +700,7 @@ class Worker(Server):
             self._handle(event)
 
     def _note_transfers(
-        self, start: float, stop: float, peer: str, nbytes: dict[str, int], data: dict[str, Any]
+        self, start: float, stop: float, peer: str, nbytes: dict[Key, int], data: dict[Key, Any]
     ) -> None:
         """Keep each fetched key's transfer for the task that needed it (see ``_execute``)."""
         pending = self._transfers
@@ -704,11 +714,11 @@ class Worker(Server):
 
     async def _on_acquire_replicas(self, msg: msgs.AcquireReplicasMsg) -> msgs.AcquireReplicasReply:
         """Copy keys from the workers holding them (another worker is retiring)."""
-        by_peer: dict[str, list[str]] = {}
+        by_peer: dict[str, list[Key]] = {}
         for key, holders in msg["who_has"].items():
             if holders:
                 by_peer.setdefault(holders[0], []).append(key)
-        got: list[str] = []
+        got: list[Key] = []
         for peer, keys in by_peer.items():
             try:
                 data, _, nbytes = await self._fetch(peer, keys)
