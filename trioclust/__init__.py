@@ -14,7 +14,7 @@ from trioclust.client import (
     as_completed,
     wait,
 )
-from trioclust.deploy import Adaptive, Cluster, LocalCluster, SSHCluster
+from trioclust.deploy import Adaptive, Cluster, LocalCluster, SLURMCluster, SSHCluster
 from trioclust.errors import (
     ClusterStartError,
     CommClosedError,
@@ -66,6 +66,7 @@ __all__ = [
     "NannyClosedError",
     "ProtocolError",
     "RemoteError",
+    "SLURMCluster",
     "SSHCluster",
     "Scheduler",
     "SchedulerLostError",
