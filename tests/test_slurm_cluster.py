@@ -187,3 +187,25 @@ async def test_adapt_scales_slurm_jobs_up_for_a_burst_and_back_to_the_minimum(
         messages = [r.getMessage() for r in caplog.records if r.name == "trioclust.adaptive"]
         assert any(m.startswith("adaptive: up (target 4") for m in messages)
         assert any(m.startswith("adaptive: down") for m in messages)
+
+
+@pytest.mark.slow
+@needs_slurm
+@pytest.mark.trio
+async def test_adapt_logs_a_job_that_cannot_start_and_keeps_serving(
+    slurm: SlurmNode, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with SLURMCluster(
+        cores=16, memory="1GiB", processes=1, log_directory=tmp_path, asynchronous=True, **FAST,
+    ) as cluster:
+        adaptive = await cluster.adapt(minimum=0, maximum=1, interval="1h")  # steps by hand below
+        async with Client(cluster, asynchronous=True) as client:
+            future = client.submit(work, 1)
+            await client.scheduler_info()  # after the submission, on the same link
+            await adaptive.step()
+            assert cluster.workers == {}
+            assert slurm.jobs() == []
+            errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+            assert any("could not scale up" in m and "PartitionConfig" in m for m in errors)
+            assert cluster.status == "running"
+            del future
