@@ -17,7 +17,7 @@ from trioclust.client import (
 from trioclust.client.collections import futures_of
 from trioclust.client.performance_report import performance_report
 from trioclust.client.progress import progress
-from trioclust.deploy import Adaptive, Cluster, LocalCluster, SSHCluster
+from trioclust.deploy import Adaptive, Cluster, LocalCluster, SLURMCluster, SSHCluster
 from trioclust.errors import (
     ClusterStartError,
     CommClosedError,
@@ -69,6 +69,7 @@ __all__ = [
     "NannyClosedError",
     "ProtocolError",
     "RemoteError",
+    "SLURMCluster",
     "SSHCluster",
     "Scheduler",
     "SchedulerLostError",

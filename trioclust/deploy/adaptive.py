@@ -8,6 +8,7 @@ data moved first, then their jobs stopped). Each decision that changes
 something is logged on ``trioclust.adaptive`` at INFO; all are kept in
 :attr:`Adaptive.log`. The loop runs in the cluster's nursery and stops with
 the cluster, with ``cluster.scale(...)``, or with a new ``cluster.adapt(...)``.
+A job that fails to start is logged at ERROR and the loop goes on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from trioclust.core.adaptive import (
     WorkerLoad,
     Workload,
 )
+from trioclust.errors import ClusterStartError
 from trioclust.protocol import messages as msgs
 
 if TYPE_CHECKING:
@@ -138,6 +140,9 @@ class Adaptive:
             logger.info("%s", self.state.log[-1])
             if isinstance(instruction, ScaleUp):
                 jobs = math.ceil(instruction.n / self.cluster.workers_per_job)
-                await self.cluster._scale_jobs(jobs)
+                try:
+                    await self.cluster._scale_jobs(jobs)
+                except ClusterStartError as exc:  # the cluster keeps serving; the next decision retries
+                    logger.error("adaptive: could not scale up: %s", exc)
             elif isinstance(instruction, RetireWorkers):
                 await self.cluster._retire_workers(list(instruction.workers))

@@ -250,9 +250,16 @@ class Cluster(Server):
         async with self._scaling:
             current = len(self.workers)
             if n > current:
-                async with trio.open_nursery() as starters:
-                    for _ in range(n - current):
-                        starters.start_soon(self._start_job)
+                try:
+                    async with trio.open_nursery() as starters:
+                        for _ in range(n - current):
+                            starters.start_soon(self._start_job)
+                except BaseExceptionGroup as group:
+                    # one job failed to start (the others were cancelled):
+                    # its ClusterStartError is what the caller catches
+                    if len(group.exceptions) == 1:
+                        raise group.exceptions[0] from None
+                    raise
             elif n < current:
                 await self._retire_jobs(list(self.workers)[n:])
 
