@@ -12,7 +12,9 @@ from trioclust.client import (
     DoneAndNotDoneFutures,
     Future,
     as_completed,
+    get_client,
     wait,
+    worker_client,
 )
 from trioclust.deploy import LocalCluster
 from trioclust.errors import (
@@ -35,6 +37,7 @@ from trioclust.errors import (
     WorkerStartError,
 )
 from trioclust.runtime import Nanny, Scheduler, Worker
+from trioclust.runtime.worker import get_worker, rejoin, secede
 from trioclust.security import Security
 
 CancelledError = FutureCancelledError
@@ -73,5 +76,10 @@ __all__ = [
     "WorkerStartError",
     "__version__",
     "as_completed",
+    "get_client",
+    "get_worker",
+    "rejoin",
+    "secede",
     "wait",
+    "worker_client",
 ]

@@ -13,6 +13,7 @@ from trioclust.client.waiting import (
     as_completed,
     wait,
 )
+from trioclust.client.worker_client import get_client, worker_client
 from trioclust.errors import FutureCancelledError, SchedulerLostError
 
 __all__ = [
@@ -25,5 +26,7 @@ __all__ = [
     "FutureCancelledError",
     "SchedulerLostError",
     "as_completed",
+    "get_client",
     "wait",
+    "worker_client",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import os
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from trioclust.security import Security
 
 _cluster_factory: Callable[..., Any] | None = None
+
+#: Clients of this process, oldest first (see :meth:`Client.current`).
+_clients: weakref.WeakValueDictionary[int, Client] = weakref.WeakValueDictionary()
 
 
 def set_cluster_factory(factory: Callable[..., Any]) -> None:
@@ -174,6 +178,7 @@ class Client:
             shared = None  # a loop of our own; the cluster's own when that saves a thread hop
         self._hosted = HostedContext(self, self._core, name=f"trioclust-{self.name}", loop=shared)
         self._loop = self._hosted.loop
+        _clients[id(self)] = self
 
     async def _start_async(self) -> Self:
         if self.cluster is not None and not self.scheduler_address:
@@ -185,7 +190,24 @@ class Client:
             if self.cluster is not None:
                 await self.cluster.close()
             raise
+        _clients[id(self)] = self
         return self
+
+    @classmethod
+    def current(cls) -> Client:
+        """The newest client of this process that is still running
+        (``dask.distributed.Client.current``).
+
+        Raises:
+            ValueError: when there is none.
+        """
+        for client in reversed(list(_clients.values())):
+            if client.status == "running":
+                return client
+        raise ValueError(
+            "No clients found. Start a client and point it to the scheduler address: "
+            "client = Client('tcp://127.0.0.1:8786')"
+        )
 
     def __await__(self) -> Any:
         if not self.asynchronous:

@@ -55,7 +55,9 @@
 # A task with dependencies runs where most of its dependencies' bytes are.
 # A task without dependencies runs on the least occupied worker, but only
 # while that worker runs fewer than ``ceil(nthreads * worker_saturation)``;
-# otherwise it is queued, by priority, until a worker frees up.
+# otherwise it is queued, by priority, until a worker frees up. A task
+# that seceded (TaskSeceded: it waits on tasks it launched) stays processing
+# but counts against neither the worker's occupancy nor that limit.
 #
 # Mechanics
 # ---------
@@ -122,6 +124,7 @@ from trioclust.core.events import (
     SchedulerEvent,
     TaskErred,
     TaskFinished,
+    TaskSeceded,
     TaskStarted,
     UpdateData,
     UpdateGraph,
@@ -317,6 +320,8 @@ class SchedulerState(SchedulerTransitions):
                 self._replicas_done(event.retiring, event.stimulus_id)
             case RetireWorkers():
                 self._retire_workers(event)
+            case TaskSeceded():
+                self._task_seceded(event)
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 
@@ -490,6 +495,16 @@ class SchedulerState(SchedulerTransitions):
             FreeKeys(worker=event.worker, keys=(ts.key,), stimulus_id=event.stimulus_id)
         )
         self._transitions({ts.key: ERRED}, event.stimulus_id)
+
+    def _task_seceded(self, event: TaskSeceded) -> None:
+        """The task waits on others now: its thread counts as free (see "Placement")."""
+        ts = self.tasks.get(event.key)
+        if ts is None or not self._is_processing_on(ts, event.worker):
+            return
+        ws = ts.processing_on
+        assert ws is not None
+        ws.long_running.add(ts.key)
+        self._placement.touch(ws)
 
     def _missing_data(self, event: MissingData) -> None:
         ts = self.tasks.get(event.key)

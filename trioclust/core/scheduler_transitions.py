@@ -281,6 +281,8 @@ class SchedulerTransitions:
         ts.processing_on = None
         ts.started = False
         ws.processing.discard(ts.key)
+        if ws.long_running:
+            ws.long_running.discard(ts.key)
         if self.workers.get(ws.address) is ws:
             self._placement.touch(ws)
 

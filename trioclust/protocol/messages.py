@@ -141,6 +141,15 @@ class RescheduleMsg(TypedDict):
     stimulus_id: str
 
 
+class LongRunningMsg(TypedDict):
+    """``key`` seceded (``secede()``): it waits on other tasks and occupies
+    none of the worker's threads."""
+
+    op: Literal["long-running"]
+    key: Key
+    stimulus_id: str
+
+
 class HeartbeatMsg(TypedDict):
     op: Literal["heartbeat"]
     metrics: dict[str, Any]
@@ -377,6 +386,8 @@ COMM = _channel(HandshakeMsg, ReplyMsg)
 WORKER_TO_SCHEDULER = _channel(
     RegisterWorkerMsg, TaskStartedMsg, TaskFinishedMsg, TaskErredMsg, MissingDataMsg,
     RescheduleMsg, HeartbeatMsg, UnregisterMsg,
+    # tasks that launch tasks
+    LongRunningMsg,
 )
 SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg

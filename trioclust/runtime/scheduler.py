@@ -313,6 +313,11 @@ class Scheduler(Server):
             ev.RescheduleTask(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
         )
 
+    def _worker_long_running(self, peer: _WorkerPeer, msg: msgs.LongRunningMsg) -> None:
+        self._handle(
+            ev.TaskSeceded(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
+        )
+
     def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> None:
         self.worker_metrics[self._seen(peer)] = dict(msg["metrics"])
 
@@ -673,6 +678,8 @@ _WORKER_HANDLERS: dict[str, Callable[..., Any]] = {
     "reschedule": Scheduler._worker_reschedule,
     "heartbeat": Scheduler._worker_heartbeat,
     "unregister": Scheduler._worker_unregister,
+    # tasks that launch tasks
+    "long-running": Scheduler._worker_long_running,
 }
 
 #: The handler of each op a client sends, by op.

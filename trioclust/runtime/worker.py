@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import trio
 
-from trioclust import config
+from trioclust import config, task_context
 from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm import serve as comm_serve
@@ -139,6 +140,15 @@ class Worker(Server):
         self._scheduler_link: Link | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ConnectionPool | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        #: the synchronous client this worker's thread tasks share
+        #: (``get_client()``), made on first use and closed with the worker
+        self.task_client: Any = None
+        self._task_client_lock = threading.Lock()
+        #: the asynchronous client its coroutine tasks share, likewise
+        self.task_client_async: Any = None
+        self._task_client_async_lock = trio.Lock()
+        self._task_client_async_closed: trio.Event | None = None
 
     def _new_state(self) -> WorkerState:
         return WorkerState(
@@ -171,6 +181,12 @@ class Worker(Server):
             f"<Worker {self.address or '(not started)'!r} name={self.name!r} status={self.status} "
             f"threads={self.nthreads} stored={len(self.state.data)}>"
         )
+
+    @property
+    def peak_threads(self) -> int:
+        """The most threads its tasks held at once: ``nthreads`` plus the
+        seceded ones (``secede()``, ``worker_client``)."""
+        return self._threads.peak_threads
 
     @property
     def data(self) -> dict[str, Any]:
@@ -210,6 +226,7 @@ class Worker(Server):
                 self.state = self._new_state()
                 if self.name is None:
                     self.name = self.address
+                self._token = trio.lowlevel.current_trio_token()
                 self._threads.start()
                 self._pool = ConnectionPool(nursery, role="worker", name=self.name, security=self.security)
                 await nursery.start(self._scheduler_sessions, comm)
@@ -221,6 +238,11 @@ class Worker(Server):
                 task_status.started(self)
                 await self._close_requested.wait()
                 await self._leave_scheduler()
+                closed = self._task_client_async_closed
+                if closed is not None:  # it closes on _close_requested, uncancelled
+                    with trio.move_on_after(config.get_float("runtime.close-timeout")) as scope:
+                        scope.shield = True
+                        await closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -305,6 +327,12 @@ class Worker(Server):
 
     async def _shutdown(self) -> None:
         self.status = "closing"
+        # first the tasks' client: a task waiting on it gets CancelledError and
+        # ends; from now on get_client() in a task raises instead of making one
+        with self._task_client_lock:
+            client, self.task_client = self.task_client, None
+        if client is not None:
+            await trio.to_thread.run_sync(client.close)
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
         self.state.data.clear()
         self.status = "closed"
@@ -436,6 +464,11 @@ class Worker(Server):
                 "stimulus_id": i.stimulus_id,
             }
             self._send(missing)
+        elif isinstance(i, ins.SendLongRunning):
+            long_running: msgs.LongRunningMsg = {
+                "op": "long-running", "key": i.key, "stimulus_id": i.stimulus_id
+            }
+            self._send(long_running)
         elif isinstance(i, ins.SendReschedule):
             reschedule: msgs.RescheduleMsg = {
                 "op": "reschedule", "key": i.key, "stimulus_id": i.stimulus_id
@@ -465,12 +498,17 @@ class Worker(Server):
 
         else:
             limit = self.inline_limit
+            context = self._task_context(key, generation, in_thread=True)
+
+            def run() -> Success | Failure:
+                task_context.bind_thread(context)
+                try:
+                    return run_sync(fn, args, kwargs, limit)
+                finally:
+                    task_context.unbind_thread()
 
             def start() -> None:
-                self._threads.submit(
-                    lambda: run_sync(fn, args, kwargs, limit),
-                    lambda outcome: self._finish(key, generation, outcome),
-                )
+                self._threads.submit(run, lambda outcome: self._finish(key, generation, outcome))
 
         # the code starts once the scheduler can know that it started: a task that
         # kills this worker is then blamed (with any queued behind it in its
@@ -483,7 +521,10 @@ class Worker(Server):
     ) -> None:
         with trio.CancelScope() as scope:
             self._cancel_scopes[key] = scope
+            task_context.set_coroutine_task(self._task_context(key, generation, in_thread=False))
             try:
+                if self.task_client_async is None and _may_get_client(fn):
+                    await self._start_task_client_async()
                 value = await fn(*args, **kwargs)
             except Exception as exc:
                 outcome: Success | Failure = pack_failure(exc)
@@ -495,6 +536,74 @@ class Worker(Server):
             # only CancelExecute cancels this scope: the core drops the outcome
             outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled while running"))
         self._finish(key, generation, outcome)
+
+    # ------------------------------------------------ tasks that launch tasks
+    def _task_context(self, key: str, generation: int, *, in_thread: bool) -> task_context.TaskContext:
+        return task_context.TaskContext(
+            worker=self, key=key, in_thread=in_thread,
+            secede=partial(self._secede, key, generation, in_thread),
+            rejoin=self._threads.rejoin if in_thread else _nothing,
+        )
+
+    def _secede(self, key: str, generation: int, in_thread: bool) -> None:
+        """``secede()`` in task ``key``: a new thread takes this one's place,
+        and the core frees its slot and tells the scheduler."""
+        if in_thread:
+            if not self._threads.secede():
+                return  # seceded already
+            token = self._token
+            assert token is not None
+            try:
+                token.run_sync_soon(self._seceded, key, generation)
+            except trio.RunFinishedError:
+                pass
+        else:
+            self._seceded(key, generation)
+
+    def _seceded(self, key: str, generation: int) -> None:
+        if generation == self._generation and self.status == "running":
+            self._handle(ev.Seceded(key=key, stimulus_id=f"secede-{key}-{time.time()}"))
+
+    def get_task_client(self) -> Any:
+        """The client of the calling task (see ``get_client``): the
+        worker's shared synchronous one on a thread, made on first use."""
+        context = task_context.current_task()
+        if context is not None and not context.in_thread:
+            if self.task_client_async is None:
+                raise RuntimeError(
+                    "get_client() in a coroutine task needs the worker's asynchronous client, which "
+                    "the worker starts before running a coroutine function that names get_client "
+                    "or worker_client; call get_client() in the task's own function"
+                )
+            return self.task_client_async
+        with self._task_client_lock:
+            if self.status != "running":
+                raise RuntimeError(f"Worker {self.name} is {self.status}: no client for its tasks")
+            if self.task_client is None:
+                factory = task_context.sync_client_factory
+                if factory is None:  # pragma: no cover - importing trioclust sets it
+                    raise RuntimeError("get_client() needs trioclust's client layer imported")
+                self.task_client = factory(self)
+            return self.task_client
+
+    async def _start_task_client_async(self) -> None:
+        async with self._task_client_async_lock:
+            if self.task_client_async is None and task_context.async_client_factory is not None:
+                assert self._nursery is not None
+                self.task_client_async = await self._nursery.start(self._serve_task_client_async)
+
+    async def _serve_task_client_async(self, *, task_status: trio.TaskStatus[Any]) -> None:
+        """Own the coroutine tasks' client: open it here, close it when the worker stops."""
+        factory = task_context.async_client_factory
+        assert factory is not None
+        closed = self._task_client_async_closed = trio.Event()
+        try:
+            async with factory(self) as client:
+                task_status.started(client)
+                await self._close_requested.wait()
+        finally:
+            self.task_client_async = None
+            closed.set()
 
     def _finish(self, key: str, generation: int, outcome: Success | Failure) -> None:
         if generation != self._generation:
@@ -570,3 +679,61 @@ class Worker(Server):
         self.close_reason = msg["reason"] or "the scheduler asked it to close"
         logger.info("Worker %s closes: %s", self.name, self.close_reason)
         self._request_close()
+
+
+def _nothing() -> None:
+    return None
+
+
+_CLIENT_NAMES = frozenset({"get_client", "worker_client"})
+
+
+def _may_get_client(fn: Any) -> bool:
+    """Whether coroutine function ``fn``'s code (nested functions included)
+    names ``get_client`` or ``worker_client``: then the worker starts its
+    asynchronous client for it before it runs (see ``get_task_client``)."""
+    code = getattr(fn, "__code__", None)
+    codes = [code] if code is not None else []
+    while codes:
+        code = codes.pop()
+        if not _CLIENT_NAMES.isdisjoint(code.co_names):
+            return True
+        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return False
+
+
+# ------------------------------------------------------------ in a task
+
+
+def get_worker() -> Worker:
+    """The worker running the calling task (``dask.distributed.get_worker``).
+
+    Raises:
+        ValueError: outside of a task.
+    """
+    context = task_context.current_task()
+    if context is None:
+        raise ValueError("No worker found: get_worker() works only inside a task running on a worker")
+    worker: Worker = context.worker
+    return worker
+
+
+def secede() -> None:
+    """Have the calling task leave its worker's thread pool (``dask.distributed.secede``).
+
+    A task that waits on tasks it launched should secede first: a new
+    thread takes its place, and the scheduler stops counting it against the
+    worker's threads, so the tasks it waits for can run. Does nothing
+    outside of a task, or when the task seceded already.
+    """
+    context = task_context.current_task()
+    if context is not None:
+        context.secede()
+
+
+def rejoin() -> None:
+    """Have a seceded task take a place in its worker's thread pool again
+    (``dask.distributed.rejoin``), waiting until one is free."""
+    context = task_context.current_task()
+    if context is not None:
+        context.rejoin()

@@ -1,0 +1,78 @@
+"""Which task the calling code runs in: what ``get_worker()``, ``get_client()``,
+``secede()`` and ``rejoin()`` read.
+
+A worker runs a plain-function task on one of its threads and a coroutine
+task in its event loop; it binds a :class:`TaskContext` around each (a
+thread-local for threads, a context variable for coroutines, which trio's
+tasks each get their own copy of). The client layer reads it to find the
+worker's scheduler and its shared client; the runtime binds it. Neither
+imports the other: this module is stdlib only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TaskContext", "bind_thread", "current_task", "set_coroutine_task", "unbind_thread"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """One running task, as its own code sees it.
+
+    Attributes:
+        worker: The Worker running it.
+        key: The task's key.
+        in_thread: True for a plain function on a worker thread, False for a
+            coroutine function in the worker's event loop.
+        secede: Take the task out of the worker's thread count (see
+            :func:`trioclust.secede`).
+        rejoin: Bring it back (see :func:`trioclust.rejoin`).
+    """
+
+    worker: Any
+    key: str
+    in_thread: bool
+    secede: Callable[[], None]
+    rejoin: Callable[[], None]
+
+
+_thread = threading.local()
+_coroutine: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "trioclust_task", default=None
+)
+
+#: Makes the asynchronous client that coroutine tasks of a worker share, given
+#: the worker: ``async with factory(worker) as client`` (the client layer sets it).
+async_client_factory: Callable[[Any], Any] | None = None
+#: Makes the synchronous client that thread tasks of a worker share.
+sync_client_factory: Callable[[Any], Any] | None = None
+
+
+def bind_thread(context: TaskContext) -> None:
+    """The calling (worker) thread runs ``context``'s task from now on."""
+    _thread.task = context
+
+
+def unbind_thread() -> None:
+    """The calling thread's task ended."""
+    _thread.task = None
+
+
+def set_coroutine_task(context: TaskContext) -> contextvars.Token[TaskContext | None]:
+    """The current (worker loop) task runs ``context``'s coroutine."""
+    return _coroutine.set(context)
+
+
+def current_task() -> TaskContext | None:
+    """The task the caller runs in, or None outside of tasks."""
+    context: TaskContext | None = getattr(_thread, "task", None)
+    if context is None:
+        context = _coroutine.get()
+    return context
+
+
