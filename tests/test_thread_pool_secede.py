@@ -3,6 +3,7 @@ new thread, and takes one back once a place is free."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any
 
@@ -16,8 +17,22 @@ pytestmark = pytest.mark.trio
 WAIT = 10  # seconds any wait here may take before it is a failure
 
 
+class _WatchedJobs(queue.SimpleQueue[Any]):
+    """The pool's job queue, setting ``rejoin_queued`` when a rejoin request goes in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejoin_queued = threading.Event()
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        if type(item).__name__ == "_Rejoin":
+            self.rejoin_queued.set()
+
+
 async def test_a_seceded_job_is_replaced_and_rejoins_when_a_place_is_free() -> None:
     pool = ThreadPool(1, short_job=0.0)
+    jobs = pool._jobs = _WatchedJobs()
     pool.start()
     order: list[str] = []
     other_running = threading.Event()
@@ -54,9 +69,8 @@ async def test_a_seceded_job_is_replaced_and_rejoins_when_a_place_is_free() -> N
             await trio.to_thread.run_sync(other_running.wait, WAIT)
         assert pool.threads_alive == 2
         seceded_may_rejoin.set()
-        with trio.fail_after(WAIT):
-            while not pool._rejoins:  # its request is queued: it waits for the other job
-                await trio.sleep(0.001)
+        # its request is queued: it waits for the other job's place
+        assert await trio.to_thread.run_sync(jobs.rejoin_queued.wait, WAIT)
         assert order[-1] != "rejoined"
         other_may_end.set()
         with trio.fail_after(WAIT):
@@ -77,9 +91,11 @@ async def test_a_seceded_job_that_never_rejoins_ends_its_thread() -> None:
     pool.start()
     got: list[Any] = []
     finished = trio.Event()
+    threads: list[threading.Thread] = []
 
     def seceding() -> int:
         pool.secede()
+        threads.append(threading.current_thread())
         return 1
 
     def collect(value: Any) -> None:
@@ -90,9 +106,9 @@ async def test_a_seceded_job_that_never_rejoins_ends_its_thread() -> None:
         pool.submit(seceding, collect)
         with trio.fail_after(WAIT):
             await finished.wait()
-        with trio.fail_after(WAIT):
-            while pool.threads_alive != 1:  # the seceded thread ends with its job
-                await trio.sleep(0.001)
+        await trio.to_thread.run_sync(threads[0].join, WAIT)  # it ends with its job
+        assert not threads[0].is_alive()
+        assert pool.threads_alive == 1
         assert got == [1]
     finally:
         await pool.aclose(WAIT)
