@@ -4,6 +4,15 @@ Imports anyio only, never trio: it runs under any anyio backend.
 """
 
 from trioclust.client.client import Client
+from trioclust.client.coordination import (
+    Event,
+    Lock,
+    MultiLock,
+    Queue,
+    Semaphore,
+    Variable,
+    fire_and_forget,
+)
 from trioclust.client.futures import Future
 from trioclust.client.waiting import (
     ALL_COMPLETED,
@@ -22,10 +31,17 @@ __all__ = [
     "FIRST_EXCEPTION",
     "Client",
     "DoneAndNotDoneFutures",
+    "Event",
     "Future",
     "FutureCancelledError",
+    "Lock",
+    "MultiLock",
+    "Queue",
     "SchedulerLostError",
+    "Semaphore",
+    "Variable",
     "as_completed",
+    "fire_and_forget",
     "get_client",
     "wait",
     "worker_client",

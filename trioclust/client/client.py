@@ -543,6 +543,52 @@ class Client:
                 f"within {timeout} s"
             ) from None
 
+    # ----------------------------------------------------------- datasets
+    def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False, **kwargs: Any) -> Any:
+        """Publish futures (or any values) under names, for every client of
+        the scheduler (``client.publish_dataset(x=future)``, or
+        ``publish_dataset(future, name="x")``); they stay until unpublished.
+
+        Raises:
+            KeyError: when a name is taken, unless ``override=True``.
+        """
+        from trioclust.client import datasets
+
+        if args:
+            if name is None:
+                raise ValueError("publish_dataset(value, name=...) needs a name for the value")
+            if len(args) != 1:
+                raise ValueError("publish_dataset takes one value with name=...; use keywords for more")
+            kwargs[name] = args[0]
+        return self._sync(datasets.publish, self, kwargs, override)
+
+    def unpublish_dataset(self, name: str) -> Any:
+        """Remove the published dataset ``name`` (its futures may then be released)."""
+        from trioclust.client import datasets
+
+        return self._sync(datasets.unpublish, self, name)
+
+    def get_dataset(self, name: str, default: Any = ...) -> Any:
+        """The published dataset ``name``; its futures become this client's.
+
+        Raises:
+            KeyError: when there is none and no ``default`` was given.
+        """
+        from trioclust.client import datasets
+
+        return self._sync(datasets.get, self, name, datasets._MISSING if default is ... else default)
+
+    def list_datasets(self) -> Any:
+        """The names of the published datasets, sorted."""
+        return self._sync(self._core.request, "list-datasets")
+
+    @property
+    def datasets(self) -> Any:
+        """The published datasets as a mapping (``client.datasets["x"] = future``)."""
+        from trioclust.client.datasets import Datasets
+
+        return Datasets(self)
+
     # --------------------------------------------------------------- repr
     def __repr__(self) -> str:
         if self.status != "running" or self.asynchronous:

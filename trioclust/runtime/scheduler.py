@@ -54,6 +54,7 @@ from trioclust.errors import CommClosedError, RemoteError
 from trioclust.protocol import messages as msgs
 from trioclust.runtime.execution import call_function
 from trioclust.runtime.log_capture import server_label
+from trioclust.runtime.scheduler_coordination import FIRE_AND_FORGET, CoordinationHandlers
 from trioclust.runtime.server import Server
 from trioclust.transport.addresses import parse_address, unparse_host_port
 
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trioclust.scheduler")
 
 
-class Scheduler(Server):
+class Scheduler(CoordinationHandlers, Server):
     """The scheduler: owns the task graph and tells workers what to run.
 
     Args:
@@ -143,6 +144,7 @@ class Scheduler(Server):
         self.task_stream = TaskStream()
         self.dashboard_link: str | None = None
         self._dashboard_address = dashboard_address
+        self._init_coordination()
 
     def __repr__(self) -> str:
         return (
@@ -463,6 +465,7 @@ class Scheduler(Server):
             await link.run()
         finally:
             self.client_links.pop(client, None)
+            self._coordination_client_gone(client)  # its leases and locks go with it
             self._handle(ev.RemoveClient(client=client, stimulus_id=f"{client}-gone"))
 
     def _client_update_graph(self, client: str, msg: msgs.UpdateGraphMsg) -> None:
@@ -555,6 +558,7 @@ class Scheduler(Server):
             except CommClosedError:
                 # the peer is going away; its link's end removes it properly
                 pass
+        self._release_forgotten()  # fire-and-forget keys done in this pass
 
     def _dispatch(
         self, i: Any, joining: dict[tuple[str, str, bool], Any], moves: list[ins.AcquireReplicas] | None
@@ -586,6 +590,9 @@ class Scheduler(Server):
                     task["nbytes"] = dict(i.nbytes)
                 link.send(task, urgent=i.urgent)
         elif kind is ins.KeyErred:
+            if i.client == FIRE_AND_FORGET:
+                self._forget_done(i.key)
+                return
             joining.pop(("memory", i.client, False), None)
             client_link = self.client_links.get(i.client)
             if client_link is not None:
@@ -620,6 +627,9 @@ class Scheduler(Server):
         or send a new one."""
         msg: msgs.KeysInMemoryMsg | None = joining.get(("memory", i.client, False))
         if msg is None:
+            if i.client == FIRE_AND_FORGET:
+                self._forget_done(i.key)
+                return
             client_link = self.client_links.get(i.client)
             if client_link is None:
                 return
@@ -694,4 +704,27 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "client-id": Scheduler._client_id,
     "wait-for-workers": Scheduler._client_wait_for_workers,
     "retire-workers": Scheduler._client_retire_workers,
+    # coordination (runtime/scheduler_coordination.py)
+    "variable-set": Scheduler._client_variable_set,
+    "variable-get": Scheduler._client_variable_get,
+    "variable-delete": Scheduler._client_variable_delete,
+    "queue-put": Scheduler._client_queue_put,
+    "queue-get": Scheduler._client_queue_get,
+    "queue-size": Scheduler._client_queue_size,
+    "semaphore-create": Scheduler._client_semaphore_create,
+    "semaphore-acquire": Scheduler._client_semaphore_acquire,
+    "semaphore-release": Scheduler._client_semaphore_release,
+    "semaphore-value": Scheduler._client_semaphore_value,
+    "event-set": Scheduler._client_event_set,
+    "event-clear": Scheduler._client_event_clear,
+    "event-wait": Scheduler._client_event_wait,
+    "event-is-set": Scheduler._client_event_is_set,
+    "multilock-acquire": Scheduler._client_multilock_acquire,
+    "multilock-release": Scheduler._client_multilock_release,
+    "publish-dataset": Scheduler._client_publish_dataset,
+    "unpublish-dataset": Scheduler._client_unpublish_dataset,
+    "get-dataset": Scheduler._client_get_dataset,
+    "list-datasets": Scheduler._client_list_datasets,
+    "want-keys": Scheduler._client_want_keys,
+    "fire-and-forget": Scheduler._client_fire_and_forget,
 }
