@@ -48,15 +48,17 @@ class _Named:
             self._client = get_client()
         return self._client
 
-    def _request(self, op: str, **kwargs: Any) -> Any:
-        """Run the request on the client: an awaitable with an asynchronous
-        client, the reply with a synchronous one."""
-        client = self.client
-        return client._sync(client._core.request, op, **kwargs)
+    def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` (a coroutine function) on the client: an awaitable with
+        an asynchronous client, the result with a synchronous one."""
+        return self.client._sync(fn, *args, **kwargs)
 
     def _send(self, msg: Any) -> Any:
+        """Send now, while the caller still holds the futures in ``msg``
+        (their releases must not pass it); awaitable with an asynchronous client."""
         client = self.client
-        return client._sync(_send_now, client, msg)
+        client._call_in_loop(client._core.send, msg)
+        return _done() if client.asynchronous else None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.name}>"
@@ -65,8 +67,8 @@ class _Named:
         return (type(self), (self.name,))
 
 
-async def _send_now(client: Client, msg: Any) -> None:
-    client._core.send(msg)
+async def _done() -> None:
+    return None
 
 
 def _then(client: Client, awaitable_or_value: Any, fn: Any) -> Any:
@@ -194,7 +196,7 @@ class Queue(_Named):
 
     def qsize(self) -> Any:
         """How many items the queue holds now."""
-        return self._request("queue-size", name=self.name)
+        return self._run(self.client._core.request, "queue-size", name=self.name)
 
     def __reduce__(self) -> Any:
         return (type(self), (self.name, None, self.maxsize))
@@ -274,7 +276,7 @@ class Semaphore(_Named):
 
     def get_value(self) -> Any:
         """How many leases are taken now, by anyone."""
-        return self._request("semaphore-value", name=self.name)
+        return self._run(self.client._core.request, "semaphore-value", name=self.name)
 
     def close(self) -> Any:
         """Release the leases this object still holds."""
@@ -375,12 +377,12 @@ class Event(_Named):
     def wait(self, timeout: float | None = None) -> Any:
         """Wait until the flag is set; True then, False if ``timeout`` passed first."""
         client = self.client
-        reply = self._request("event-wait", name=self.name, timeout=timeout)
+        reply = self._run(self.client._core.request, "event-wait", name=self.name, timeout=timeout)
         return _then(client, reply, lambda r: r["status"] == "OK")
 
     def is_set(self) -> Any:
         """Whether the flag is set."""
-        return self._request("event-is-set", name=self.name)
+        return self._run(self.client._core.request, "event-is-set", name=self.name)
 
 
 # ----------------------------------------------------------------- MultiLock
@@ -435,7 +437,7 @@ class MultiLock(_Named):
             raise RuntimeError("Released too often")
         lease, self._lease = self._lease, None
         client = self.client
-        reply = self._request("multilock-release", lease=lease)
+        reply = self._run(self.client._core.request, "multilock-release", lease=lease)
 
         def check(r: msgs.CoordinationReply) -> None:
             if r["status"] != "OK":
