@@ -20,25 +20,32 @@ from typing import Any
 __all__ = ["TaskContext", "bind_thread", "current_task", "set_coroutine_task", "unbind_thread"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskContext:
-    """One running task, as its own code sees it.
+    """One running task, as its own code sees it (made once per task, never
+    changed: not frozen, which would cost every task more to make).
 
     Attributes:
         worker: The Worker running it.
         key: The task's key.
+        generation: The worker's state generation it belongs to.
         in_thread: True for a plain function on a worker thread, False for a
             coroutine function in the worker's event loop.
-        secede: Take the task out of the worker's thread count (see
-            :func:`trioclust.secede`).
-        rejoin: Bring it back (see :func:`trioclust.rejoin`).
     """
 
     worker: Any
     key: str
+    generation: int
     in_thread: bool
-    secede: Callable[[], None]
-    rejoin: Callable[[], None]
+
+    def secede(self) -> None:
+        """Take the task out of the worker's thread count (see :func:`trioclust.secede`)."""
+        self.worker._secede(self.key, self.generation, self.in_thread)
+
+    def rejoin(self) -> None:
+        """Bring a seceded thread task back into the pool (see :func:`trioclust.rejoin`)."""
+        if self.in_thread:
+            self.worker._threads.rejoin()
 
 
 _thread = threading.local()

@@ -539,11 +539,7 @@ class Worker(Server):
 
     # ------------------------------------------------ tasks that launch tasks
     def _task_context(self, key: str, generation: int, *, in_thread: bool) -> task_context.TaskContext:
-        return task_context.TaskContext(
-            worker=self, key=key, in_thread=in_thread,
-            secede=partial(self._secede, key, generation, in_thread),
-            rejoin=self._threads.rejoin if in_thread else _nothing,
-        )
+        return task_context.TaskContext(self, key, generation, in_thread)
 
     def _secede(self, key: str, generation: int, in_thread: bool) -> None:
         """``secede()`` in task ``key``: a new thread takes this one's place,
@@ -681,25 +677,32 @@ class Worker(Server):
         self._request_close()
 
 
-def _nothing() -> None:
-    return None
-
-
 _CLIENT_NAMES = frozenset({"get_client", "worker_client"})
+
+
+_names_client: dict[Any, bool] = {}  # by code object; bounded below
 
 
 def _may_get_client(fn: Any) -> bool:
     """Whether coroutine function ``fn``'s code (nested functions included)
     names ``get_client`` or ``worker_client``: then the worker starts its
     asynchronous client for it before it runs (see ``get_task_client``)."""
-    code = getattr(fn, "__code__", None)
-    codes = [code] if code is not None else []
-    while codes:
+    top = getattr(fn, "__code__", None)
+    if top is None:
+        return False
+    known = _names_client.get(top)
+    if known is not None:
+        return known
+    found = False
+    codes = [top]
+    while codes and not found:
         code = codes.pop()
-        if not _CLIENT_NAMES.isdisjoint(code.co_names):
-            return True
+        found = not _CLIENT_NAMES.isdisjoint(code.co_names)
         codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    return False
+    if len(_names_client) > 1024:
+        _names_client.clear()
+    _names_client[top] = found
+    return found
 
 
 # ------------------------------------------------------------ in a task
