@@ -74,6 +74,7 @@ def check_scheduler(s: SchedulerState) -> None:
         for key in ws.has_what:
             assert address in s.tasks[key].who_has, (ws, key)
         assert ws.nbytes_stored == sum(s.tasks[k].nbytes for k in ws.has_what), ws
+    assert s._seceded == sum(len(ws.long_running) for ws in s.workers.values())
     if counts[QUEUED]:
         assert all(ws.busy >= ws.capacity for ws in s.workers.values())
     if counts[NO_WORKER]:

@@ -78,3 +78,26 @@ def test_a_secede_from_another_worker_or_for_an_unknown_key_is_ignored() -> None
     assert h(TaskSeceded(worker=other, key="a", stimulus_id="s")) == []
     assert h(TaskSeceded(worker="w1", key="unknown", stimulus_id="s")) == []
     assert all(not ws.long_running for ws in h.s.workers.values())
+
+
+def test_results_are_urgent_while_only_seceded_tasks_are_processing() -> None:
+    # a seceded task waits on its sub-tasks' results: they must not linger
+    h = SchedulerHarness("w1", nthreads=1)
+    h(graph(nt("parent")))
+    h(TaskSeceded(worker="w1", key="parent", stimulus_id="secede"))
+    out = h(graph(nt("child")))
+    assert out == [compute_task("w1", "child")]
+    assert out[0].urgent  # the worker's thread is free: at once
+    out = h(done("w1", "child"))
+    assert out == [in_memory("child")]
+    assert out[0].urgent
+
+
+def test_a_result_is_urgent_while_only_a_seceded_task_runs_beside_it() -> None:
+    h = WorkerHarness(nthreads=1)
+    h(compute("parent"))
+    h(Seceded(key="parent", stimulus_id="secede"))
+    h(compute("child"))
+    out = h(ok("child", 1))
+    assert out == [finished("child")]
+    assert out[0].urgent

@@ -83,7 +83,8 @@
 # a busy stream of them goes out in fewer writes. It is decided when ``handle``
 # ends, from the state the whole pass left: a ComputeTask is urgent unless its
 # worker has more tasks than threads, a KeyInMemory unless other tasks are
-# still processing; a FreeKeys that only drops data is ``lazy``.
+# still processing (seceded ones count for neither: they wait on results);
+# a FreeKeys that only drops data is ``lazy``.
 #
 # Task reports and results told early
 # -----------------------------------
@@ -226,8 +227,9 @@ class SchedulerState(SchedulerTransitions):
         ts = self.tasks.get(event.key)
         if ws is None or ts is None or ts.processing_on is not ws or not ts.who_wants:
             return []
-        # once this one is handled, nothing else may be running: then send at once
-        urgent = self._counts.get(PROCESSING, 0) <= 1
+        # once this one is handled, nothing else may be running (seceded tasks
+        # wait on results like this one): then send at once
+        urgent = self._counts.get(PROCESSING, 0) - self._seceded <= 1
         told = tuple(sorted(ts.who_wants))
         event.told = told
         return [
@@ -258,13 +260,13 @@ class SchedulerState(SchedulerTransitions):
         return frozenset(self._retiring)
 
     def _set_urgency(self, out: list[SchedulerInstruction]) -> None:
-        idle = self._counts.get(PROCESSING, 0) == 0
+        idle = self._counts.get(PROCESSING, 0) - self._seceded == 0
         workers = self.workers
         for i in out:
             kind = type(i)
             if kind is ComputeTask:
                 ws = workers.get(i.worker)  # type: ignore[union-attr]
-                i.urgent = ws is None or len(ws.processing) <= ws.nthreads  # type: ignore[union-attr]
+                i.urgent = ws is None or ws.busy <= ws.nthreads  # type: ignore[union-attr]
             elif kind is KeyInMemory:
                 i.urgent = idle  # type: ignore[union-attr]
 
@@ -503,8 +505,10 @@ class SchedulerState(SchedulerTransitions):
             return
         ws = ts.processing_on
         assert ws is not None
-        ws.long_running.add(ts.key)
-        self._placement.touch(ws)
+        if ts.key not in ws.long_running:
+            ws.long_running.add(ts.key)
+            self._seceded += 1
+            self._placement.touch(ws)
 
     def _missing_data(self, event: MissingData) -> None:
         ts = self.tasks.get(event.key)

@@ -260,8 +260,9 @@ class WorkerState:
         self._ensure_computing(stimulus_id)
         self._ensure_communicating(stimulus_id)
         self._out = []
-        if self.executing:
-            # more results follow soon: these may wait for the link's next batch
+        if len(self.executing) > len(self.long_running):
+            # more results follow soon (not from seceded tasks, which wait on
+            # results): these may wait for the link's next batch
             for i in out:
                 if type(i) is SendTaskFinished:
                     i.urgent = False
