@@ -242,6 +242,14 @@ def test_publish_datasets_page_example(client: Client) -> None:
 # ------------------------------------------------------- killed holders
 
 
+def test_a_closed_clients_lock_is_released_and_its_waits_given_up(client: Client) -> None:
+    with Client(client.scheduler_address) as other:
+        assert Lock("held", client=other).acquire()
+        assert not Lock("held").acquire(blocking=False)
+    # the client went: its lock went with it (the same for a crashed process)
+    assert Lock("held").acquire(timeout=BOUND)
+
+
 def hold(kind: str, name: str) -> None:
     """Take the lock (or a lease), say so, and keep it until the worker dies."""
     holder: Any = Lock(name) if kind == "lock" else Semaphore(max_leases=1, name=name)

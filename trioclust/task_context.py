@@ -56,8 +56,9 @@ _coroutine: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
 #: Makes the asynchronous client that coroutine tasks of a worker share, given
 #: the worker: ``async with factory(worker) as client`` (the client layer sets it).
 async_client_factory: Callable[[Any], Any] | None = None
-#: Makes the synchronous client that thread tasks of a worker share.
-sync_client_factory: Callable[[Any], Any] | None = None
+#: Makes the synchronous client that thread tasks of a worker share, given
+#: the worker and the seconds it may take to connect (None: the default).
+sync_client_factory: Callable[[Any, float | None], Any] | None = None
 
 
 def bind_thread(context: TaskContext) -> None:

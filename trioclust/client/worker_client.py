@@ -30,7 +30,8 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
     Args:
         address: the scheduler; only the one of the worker (or of the
             current client) is served.
-        timeout: seconds to connect; default ``comm.timeouts.connect``.
+        timeout: seconds the first ``get_client()`` on a worker thread may
+            take to connect; default ``comm.timeouts.connect``.
 
     Raises:
         ValueError: outside of a task with no running client, or for another
@@ -44,7 +45,7 @@ def get_client(address: str | None = None, timeout: float | None = None) -> Clie
                 f"get_client({address!r}) in a task: this worker's scheduler is "
                 f"{worker.scheduler_address!r}; start a Client({address!r}) for another one"
             )
-        client: Client = worker.get_task_client()
+        client: Client = worker.get_task_client(timeout)
         return client
     current = Client.current()
     if address is not None and current.scheduler_address != address:
@@ -94,8 +95,10 @@ def worker_client(timeout: float | None = None, separate_thread: bool = True) ->
 # of the process (in-process workers share it with the user's client).
 
 
-def _sync_client(worker: Any) -> Client:
-    client = Client(worker.scheduler_address, security=worker.security, name=f"worker-{worker.name}")
+def _sync_client(worker: Any, timeout: float | None) -> Client:
+    client = Client(
+        worker.scheduler_address, security=worker.security, name=f"worker-{worker.name}", timeout=timeout
+    )
     _clients.pop(id(client), None)
     return client
 

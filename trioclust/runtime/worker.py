@@ -560,7 +560,7 @@ class Worker(Server):
         if generation == self._generation and self.status == "running":
             self._handle(ev.Seceded(key=key, stimulus_id=f"secede-{key}-{time.time()}"))
 
-    def get_task_client(self) -> Any:
+    def get_task_client(self, timeout: float | None = None) -> Any:
         """The client of the calling task (see ``get_client``): the
         worker's shared synchronous one on a thread, made on first use."""
         context = task_context.current_task()
@@ -579,7 +579,7 @@ class Worker(Server):
                 factory = task_context.sync_client_factory
                 if factory is None:  # pragma: no cover - importing trioclust sets it
                     raise RuntimeError("get_client() needs trioclust's client layer imported")
-                self.task_client = factory(self)
+                self.task_client = factory(self, timeout)
             return self.task_client
 
     async def _start_task_client_async(self) -> None:
