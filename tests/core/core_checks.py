@@ -70,11 +70,13 @@ def check_scheduler(s: SchedulerState) -> None:
         assert ws.address == address
         for key in ws.processing:
             assert s.tasks[key].processing_on is ws, (ws, key)
+        assert ws.long_running <= ws.processing, ws
         for key in ws.has_what:
             assert address in s.tasks[key].who_has, (ws, key)
         assert ws.nbytes_stored == sum(s.tasks[k].nbytes for k in ws.has_what), ws
+    assert s._seceded == sum(len(ws.long_running) for ws in s.workers.values())
     if counts[QUEUED]:
-        assert all(len(ws.processing) >= ws.capacity for ws in s.workers.values())
+        assert all(ws.busy >= ws.capacity for ws in s.workers.values())
     if counts[NO_WORKER]:
         assert not s.workers
 
@@ -110,10 +112,12 @@ def check_worker(w: WorkerState, most_slots: int | None = None) -> None:
         if ts.state == "ready":
             assert all(d.state == "memory" for d in ts.dependencies), ts
     assert set(w.data) <= set(w.tasks)
-    assert len(w.executing) <= max(w.nthreads, most_slots or 0)
+    assert w.long_running <= w.executing
+    running = len(w.executing) - len(w.long_running)  # seceded tasks hold no slot
+    assert running <= max(w.nthreads, most_slots or 0)
     for key in w.executing:
         assert key in w.tasks
     # more than nthreads execute only after SlotsChanged lowered it: tasks
     # already handed out are not taken back, and nothing new starts meanwhile
     if any(ts.state == "ready" for ts in w.tasks.values()):
-        assert len(w.executing) >= w.nthreads
+        assert running >= w.nthreads

@@ -4,6 +4,15 @@ Imports anyio only, never trio: it runs under any anyio backend.
 """
 
 from trioclust.client.client import Client
+from trioclust.client.coordination import (
+    Event,
+    Lock,
+    MultiLock,
+    Queue,
+    Semaphore,
+    Variable,
+    fire_and_forget,
+)
 from trioclust.client.futures import Future
 from trioclust.client.waiting import (
     ALL_COMPLETED,
@@ -13,6 +22,7 @@ from trioclust.client.waiting import (
     as_completed,
     wait,
 )
+from trioclust.client.worker_client import get_client, worker_client
 from trioclust.errors import FutureCancelledError, SchedulerLostError
 
 __all__ = [
@@ -21,9 +31,18 @@ __all__ = [
     "FIRST_EXCEPTION",
     "Client",
     "DoneAndNotDoneFutures",
+    "Event",
     "Future",
     "FutureCancelledError",
+    "Lock",
+    "MultiLock",
+    "Queue",
     "SchedulerLostError",
+    "Semaphore",
+    "Variable",
     "as_completed",
+    "fire_and_forget",
+    "get_client",
     "wait",
+    "worker_client",
 ]

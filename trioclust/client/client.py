@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import os
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import TracebackType
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from trioclust.security import Security
 
 _cluster_factory: Callable[..., Any] | None = None
+
+#: Clients of this process, oldest first (see :meth:`Client.current`).
+_clients: weakref.WeakValueDictionary[int, Client] = weakref.WeakValueDictionary()
 
 
 def set_cluster_factory(factory: Callable[..., Any]) -> None:
@@ -184,6 +188,7 @@ class Client:
             shared = None  # a loop of our own; the cluster's own when that saves a thread hop
         self._hosted = HostedContext(self, self._core, name=f"trioclust-{self.name}", loop=shared)
         self._loop = self._hosted.loop
+        _clients[id(self)] = self
 
     async def _start_async(self) -> Self:
         if self.cluster is not None and not self.scheduler_address:
@@ -196,7 +201,24 @@ class Client:
                 await self.cluster.close()
             raise
         self._became_running()
+        _clients[id(self)] = self
         return self
+
+    @classmethod
+    def current(cls) -> Client:
+        """The newest client of this process that is still running
+        (``dask.distributed.Client.current``).
+
+        Raises:
+            ValueError: when there is none.
+        """
+        for client in reversed(list(_clients.values())):
+            if client.status == "running":
+                return client
+        raise ValueError(
+            "No clients found. Start a client and point it to the scheduler address: "
+            "client = Client('tcp://127.0.0.1:8786')"
+        )
 
     def __await__(self) -> Any:
         if not self.asynchronous:
@@ -697,6 +719,52 @@ class Client:
         if scheduler:
             return as_log(reply)
         return {address: as_log(rows) for address, rows in reply.items()}
+
+    # ----------------------------------------------------------- datasets
+    def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False, **kwargs: Any) -> Any:
+        """Publish futures (or any values) under names, for every client of
+        the scheduler (``client.publish_dataset(x=future)``, or
+        ``publish_dataset(future, name="x")``); they stay until unpublished.
+
+        Raises:
+            KeyError: when a name is taken, unless ``override=True``.
+        """
+        from trioclust.client import datasets
+
+        if args:
+            if name is None:
+                raise ValueError("publish_dataset(value, name=...) needs a name for the value")
+            if len(args) != 1:
+                raise ValueError("publish_dataset takes one value with name=...; use keywords for more")
+            kwargs[name] = args[0]
+        return self._sync(datasets.publish, self, kwargs, override)
+
+    def unpublish_dataset(self, name: str) -> Any:
+        """Remove the published dataset ``name`` (its futures may then be released)."""
+        from trioclust.client import datasets
+
+        return self._sync(datasets.unpublish, self, name)
+
+    def get_dataset(self, name: str, default: Any = ...) -> Any:
+        """The published dataset ``name``; its futures become this client's.
+
+        Raises:
+            KeyError: when there is none and no ``default`` was given.
+        """
+        from trioclust.client import datasets
+
+        return self._sync(datasets.get, self, name, datasets._MISSING if default is ... else default)
+
+    def list_datasets(self) -> Any:
+        """The names of the published datasets, sorted."""
+        return self._sync(self._core.request, "list-datasets")
+
+    @property
+    def datasets(self) -> Any:
+        """The published datasets as a mapping (``client.datasets["x"] = future``)."""
+        from trioclust.client.datasets import Datasets
+
+        return Datasets(self)
 
     # --------------------------------------------------------------- repr
     def __repr__(self) -> str:

@@ -269,12 +269,34 @@ class DataUpdated:
     stimulus_id: str
 
 
+# ------------------------------------------------ tasks that launch tasks
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskSeceded:
+    """``key``, running on ``worker``, seceded (``secede()``, ``worker_client``):
+    it waits on other tasks and no longer counts against the worker's threads."""
+
+    worker: str
+    key: Key
+    stimulus_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class Seceded:
+    """(Worker) the task ``key`` left its thread slot: its thread is replaced,
+    and the slot takes another task."""
+
+    key: Key
+    stimulus_id: str
+
+
 SchedulerEvent = (
     AddWorker | RemoveWorker | AddClient | RemoveClient | UpdateGraph | ReleaseKeys
     | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
-    | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed
+    | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed | TaskSeceded
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded
-    | GatherFailed | DataUpdated | SlotsChanged
+    | GatherFailed | DataUpdated | SlotsChanged | Seceded
 )

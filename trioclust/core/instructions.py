@@ -174,10 +174,18 @@ class SendReschedule:
     stimulus_id: str = ""
 
 
+@dataclass(slots=True, kw_only=True)
+class SendLongRunning:
+    """Tell the scheduler ``key`` seceded: it no longer occupies a thread here."""
+
+    key: Key
+    stimulus_id: str = ""
+
+
 SchedulerInstruction = (
     ComputeTask | FreeKeys | KeyInMemory | KeyErred | KeyLost | AcquireReplicas | CloseWorker
 )
 WorkerInstruction = (
     Execute | CancelExecute | Gather | SendTaskFinished | SendTaskErred | SendMissingData
-    | SendReschedule
+    | SendReschedule | SendLongRunning
 )

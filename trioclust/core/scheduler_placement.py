@@ -51,7 +51,8 @@ class Placement:
         self._stamp = stamp = self._stamp + 1
         ws.stamp = stamp
         heap = self._heap
-        heapq.heappush(heap, (len(ws.processing) / max(ws.nthreads, 1), stamp, ws.address))
+        busy = len(ws.processing) - len(ws.long_running)
+        heapq.heappush(heap, (busy / max(ws.nthreads, 1), stamp, ws.address))
         if len(heap) > 4 * len(self._workers) + 64:
             heap[:] = [(w.occupancy, w.stamp, w.address) for w in self._workers.values()]
             heapq.heapify(heap)
@@ -71,7 +72,7 @@ class Placement:
     def has_room(self) -> bool:
         """Whether some worker can take one more task without dependencies."""
         ws = self.least_occupied()
-        return ws is not None and len(ws.processing) < ws.capacity
+        return ws is not None and ws.busy < ws.capacity
 
     def choose(self, ts: TaskState) -> WorkerInfo | None:
         """Where ``ts`` should run now.
@@ -85,7 +86,7 @@ class Placement:
         """
         if not ts.dependencies:
             ws = self.least_occupied()
-            if ws is not None and len(ws.processing) < ws.capacity:
+            if ws is not None and ws.busy < ws.capacity:
                 return ws
             return None
         candidates: Iterable[str]

@@ -55,7 +55,9 @@
 # A task with dependencies runs where most of its dependencies' bytes are.
 # A task without dependencies runs on the least occupied worker, but only
 # while that worker runs fewer than ``ceil(nthreads * worker_saturation)``;
-# otherwise it is queued, by priority, until a worker frees up.
+# otherwise it is queued, by priority, until a worker frees up. A task
+# that seceded (TaskSeceded: it waits on tasks it launched) stays processing
+# but counts against neither the worker's occupancy nor that limit.
 #
 # Mechanics
 # ---------
@@ -81,7 +83,8 @@
 # a busy stream of them goes out in fewer writes. It is decided when ``handle``
 # ends, from the state the whole pass left: a ComputeTask is urgent unless its
 # worker has more tasks than threads, a KeyInMemory unless other tasks are
-# still processing; a FreeKeys that only drops data is ``lazy``.
+# still processing (seceded ones count for neither: they wait on results);
+# a FreeKeys that only drops data is ``lazy``.
 #
 # Task reports and results told early
 # -----------------------------------
@@ -122,6 +125,7 @@ from trioclust.core.events import (
     SchedulerEvent,
     TaskErred,
     TaskFinished,
+    TaskSeceded,
     TaskStarted,
     UpdateData,
     UpdateGraph,
@@ -224,8 +228,9 @@ class SchedulerState(SchedulerTransitions):
         ts = self.tasks.get(event.key)
         if ws is None or ts is None or ts.processing_on is not ws or not ts.who_wants:
             return []
-        # once this one is handled, nothing else may be running: then send at once
-        urgent = self._counts.get(PROCESSING, 0) <= 1
+        # once this one is handled, nothing else may be running (seceded tasks
+        # wait on results like this one): then send at once
+        urgent = self._counts.get(PROCESSING, 0) - self._seceded <= 1
         told = tuple(sorted(ts.who_wants))
         event.told = told
         return [
@@ -256,13 +261,13 @@ class SchedulerState(SchedulerTransitions):
         return frozenset(self._retiring)
 
     def _set_urgency(self, out: list[SchedulerInstruction]) -> None:
-        idle = self._counts.get(PROCESSING, 0) == 0
+        idle = self._counts.get(PROCESSING, 0) - self._seceded == 0
         workers = self.workers
         for i in out:
             kind = type(i)
             if kind is ComputeTask:
                 ws = workers.get(i.worker)  # type: ignore[union-attr]
-                i.urgent = ws is None or len(ws.processing) <= ws.nthreads  # type: ignore[union-attr]
+                i.urgent = ws is None or ws.busy <= ws.nthreads  # type: ignore[union-attr]
             elif kind is KeyInMemory:
                 i.urgent = idle  # type: ignore[union-attr]
 
@@ -323,6 +328,8 @@ class SchedulerState(SchedulerTransitions):
                 self._replicas_done(event.retiring, event.stimulus_id)
             case RetireWorkers():
                 self._retire_workers(event)
+            case TaskSeceded():
+                self._task_seceded(event)
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 
@@ -496,6 +503,18 @@ class SchedulerState(SchedulerTransitions):
             FreeKeys(worker=event.worker, keys=(ts.key,), stimulus_id=event.stimulus_id)
         )
         self._transitions({ts.key: ERRED}, event.stimulus_id)
+
+    def _task_seceded(self, event: TaskSeceded) -> None:
+        """The task waits on others now: its thread counts as free (see "Placement")."""
+        ts = self.tasks.get(event.key)
+        if ts is None or not self._is_processing_on(ts, event.worker):
+            return
+        ws = ts.processing_on
+        assert ws is not None
+        if ts.key not in ws.long_running:
+            ws.long_running.add(ts.key)
+            self._seceded += 1
+            self._placement.touch(ws)
 
     def _missing_data(self, event: MissingData) -> None:
         ts = self.tasks.get(event.key)

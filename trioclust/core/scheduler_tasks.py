@@ -252,6 +252,8 @@ class WorkerInfo:
         name: A human-friendly name, possibly empty.
         memory_limit: Bytes, 0 for no limit.
         processing: Keys of the tasks sent to it and not yet finished.
+        long_running: The keys of ``processing`` that seceded: they wait on
+            other tasks and occupy none of its threads.
         has_what: Keys of the results it holds.
         nbytes_stored: Total size of ``has_what``.
         capacity: How many tasks without dependencies it may run before more
@@ -264,6 +266,7 @@ class WorkerInfo:
         "address",
         "capacity",
         "has_what",
+        "long_running",
         "memory_limit",
         "name",
         "nbytes_stored",
@@ -286,6 +289,7 @@ class WorkerInfo:
         self.name = name
         self.memory_limit = memory_limit
         self.processing: set[Key] = set()
+        self.long_running: set[Key] = set()
         self.has_what: set[Key] = set()
         self.nbytes_stored = 0
         self.capacity: float = (
@@ -296,9 +300,14 @@ class WorkerInfo:
         self.stamp = 0
 
     @property
+    def busy(self) -> int:
+        """Tasks that occupy its threads: ``processing`` less ``long_running``."""
+        return len(self.processing) - len(self.long_running)
+
+    @property
     def occupancy(self) -> float:
         """Tasks in flight per thread: the measure of how busy the worker is."""
-        return len(self.processing) / max(self.nthreads, 1)
+        return (len(self.processing) - len(self.long_running)) / max(self.nthreads, 1)
 
     def __repr__(self) -> str:
         return f"<WorkerInfo {self.address!r} processing={len(self.processing)}>"

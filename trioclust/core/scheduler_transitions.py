@@ -119,6 +119,7 @@ class SchedulerTransitions:
         self._clock = clock
         self._now = 0.0  # the clock's reading for the current handle() call
         self._counts: dict[str, int] = dict.fromkeys(TASK_STATES, 0)
+        self._seceded = 0  # processing tasks that seceded (in some WorkerInfo.long_running)
         self._client_wants: dict[str, dict[Key, None]] = {}
         self._out: list[SchedulerInstruction] = []
         # (priority, seq, key) of tasks ready to run, placed once the
@@ -282,6 +283,9 @@ class SchedulerTransitions:
         ts.processing_on = None
         ts.started = False
         ws.processing.discard(ts.key)
+        if ws.long_running and ts.key in ws.long_running:
+            ws.long_running.discard(ts.key)
+            self._seceded -= 1
         if self.workers.get(ws.address) is ws:
             self._placement.touch(ws)
 

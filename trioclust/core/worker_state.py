@@ -47,6 +47,14 @@
 # holder; when none is left, every local task that needed it is handed back
 # with SendReschedule and dropped.
 #
+# Seceded tasks
+# -------------
+# A task that waits on other tasks (``secede()``, ``worker_client``) leaves
+# its slot: Seceded moves its key into ``long_running``, which ``executing``
+# still holds but the slot count leaves out, so the next ready task starts,
+# and SendLongRunning tells the scheduler, which stops counting it against
+# this worker's threads. Its outcome comes back like any other.
+#
 # Mechanics
 # ---------
 # As in the scheduler, ``_TRANSITIONS`` maps (start, finish) to one method
@@ -71,6 +79,7 @@ from trioclust.core.events import (
     FreeRequested,
     GatherFailed,
     GatherSucceeded,
+    Seceded,
     SlotsChanged,
     WorkerEvent,
 )
@@ -78,6 +87,7 @@ from trioclust.core.instructions import (
     CancelExecute,
     Execute,
     Gather,
+    SendLongRunning,
     SendMissingData,
     SendReschedule,
     SendTaskErred,
@@ -217,6 +227,7 @@ class WorkerState:
         self.data: dict[Key, object] = {}
         self.tasks: dict[Key, WorkerTask] = {}
         self.executing: set[Key] = set()
+        self.long_running: set[Key] = set()
         self.in_flight: dict[str, tuple[Key, ...]] = {}
         self.validate = validate
         self.transition_log: deque[StoryEntry] = deque(maxlen=transition_log_length)
@@ -250,8 +261,9 @@ class WorkerState:
         self._ensure_computing(stimulus_id)
         self._ensure_communicating(stimulus_id)
         self._out = []
-        if self.executing:
-            # more results follow soon: these may wait for the link's next batch
+        if len(self.executing) > len(self.long_running):
+            # more results follow soon (not from seceded tasks, which wait on
+            # results): these may wait for the link's next batch
             for i in out:
                 if type(i) is SendTaskFinished:
                     i.urgent = False
@@ -284,6 +296,8 @@ class WorkerState:
                 self._free_requested(event)
             case DataUpdated():
                 self._data_updated(event)
+            case Seceded():
+                self._seceded(event)
             case SlotsChanged():
                 if event.slots < 1:
                     raise ValueError(f"slots must be >= 1, got {event.slots!r}")
@@ -356,9 +370,19 @@ class WorkerState:
         recs[key] = WAITING if ts.waiting_for_data else READY
         self._transitions(recs, stim)
 
+    def _seceded(self, event: Seceded) -> None:
+        """A running task left its slot (see "Seceded tasks" above)."""
+        key = event.key
+        ts = self.tasks.get(key)
+        if ts is None or ts.state != EXECUTING or key in self.long_running:
+            return
+        self.long_running.add(key)
+        self._out.append(SendLongRunning(key=key, stimulus_id=event.stimulus_id))
+
     def _execute_succeeded(self, event: ExecuteSucceeded) -> None:
         key = event.key
         self.executing.discard(key)
+        self.long_running.discard(key)
         ts = self.tasks.get(key)
         if ts is None:
             return
@@ -383,6 +407,7 @@ class WorkerState:
     def _execute_failed(self, event: ExecuteFailed) -> None:
         key = event.key
         self.executing.discard(key)
+        self.long_running.discard(key)
         ts = self.tasks.get(key)
         if ts is None:
             return
@@ -483,7 +508,7 @@ class WorkerState:
 
     def _ensure_computing(self, stimulus_id: str) -> None:
         ready = self._ready
-        while ready and len(self.executing) < self.nthreads:
+        while ready and len(self.executing) - len(self.long_running) < self.nthreads:
             key = heapq.heappop(ready)[2]
             ts = self.tasks.get(key)
             if ts is not None and ts.state == READY:

@@ -58,6 +58,7 @@ from trioclust.protocol import messages as msgs
 from trioclust.runtime import profiling
 from trioclust.runtime.execution import call_function
 from trioclust.runtime.log_capture import process_logs, server_label
+from trioclust.runtime.scheduler_coordination import FIRE_AND_FORGET, CoordinationHandlers
 from trioclust.runtime.server import Server
 from trioclust.transport.addresses import parse_address, unparse_host_port
 
@@ -71,7 +72,7 @@ logger = logging.getLogger("trioclust.scheduler")
 _ADAPTIVE_RUNS = 1000
 
 
-class Scheduler(Server):
+class Scheduler(CoordinationHandlers, Server):
     """The scheduler: owns the task graph and tells workers what to run.
 
     Args:
@@ -155,6 +156,7 @@ class Scheduler(Server):
         )
         self.dashboard_link: str | None = None
         self._dashboard_address = dashboard_address
+        self._init_coordination()
 
     def __repr__(self) -> str:
         return (
@@ -335,6 +337,11 @@ class Scheduler(Server):
             ev.RescheduleTask(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
         )
 
+    def _worker_long_running(self, peer: _WorkerPeer, msg: msgs.LongRunningMsg) -> None:
+        self._handle(
+            ev.TaskSeceded(worker=self._seen(peer), key=msg["key"], stimulus_id=msg["stimulus_id"])
+        )
+
     def _worker_heartbeat(self, peer: _WorkerPeer, msg: msgs.HeartbeatMsg) -> msgs.HeartbeatReply:
         address = self._seen(peer)
         metrics = self.worker_metrics[address] = dict(msg["metrics"])
@@ -486,6 +493,7 @@ class Scheduler(Server):
             await link.run()
         finally:
             self.client_links.pop(client, None)
+            self._coordination_client_gone(client)  # its leases and locks go with it
             self._handle(ev.RemoveClient(client=client, stimulus_id=f"{client}-gone"))
 
     def _client_update_graph(self, client: str, msg: msgs.UpdateGraphMsg) -> None:
@@ -664,6 +672,7 @@ class Scheduler(Server):
             except CommClosedError:
                 # the peer is going away; its link's end removes it properly
                 pass
+        self._release_forgotten()  # fire-and-forget keys done in this pass
 
     def _dispatch(
         self, i: Any, joining: dict[tuple[str, str, bool], Any], moves: list[ins.AcquireReplicas] | None
@@ -695,6 +704,9 @@ class Scheduler(Server):
                     task["nbytes"] = dict(i.nbytes)
                 link.send(task, urgent=i.urgent)
         elif kind is ins.KeyErred:
+            if i.client == FIRE_AND_FORGET:
+                self._forget_done(i.key)
+                return
             joining.pop(("memory", i.client, False), None)
             client_link = self.client_links.get(i.client)
             if client_link is not None:
@@ -729,6 +741,9 @@ class Scheduler(Server):
         or send a new one."""
         msg: msgs.KeysInMemoryMsg | None = joining.get(("memory", i.client, False))
         if msg is None:
+            if i.client == FIRE_AND_FORGET:
+                self._forget_done(i.key)
+                return
             client_link = self.client_links.get(i.client)
             if client_link is None:
                 return
@@ -787,6 +802,8 @@ _WORKER_HANDLERS: dict[str, Callable[..., Any]] = {
     "reschedule": Scheduler._worker_reschedule,
     "heartbeat": Scheduler._worker_heartbeat,
     "unregister": Scheduler._worker_unregister,
+    # tasks that launch tasks
+    "long-running": Scheduler._worker_long_running,
 }
 
 #: The handler of each op a client sends, by op.
@@ -808,4 +825,27 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "get-worker-history": Scheduler._client_get_worker_history,
     "get-logs": Scheduler._client_get_logs,
     "profile": Scheduler._client_profile,
+    # coordination (runtime/scheduler_coordination.py)
+    "variable-set": Scheduler._client_variable_set,
+    "variable-get": Scheduler._client_variable_get,
+    "variable-delete": Scheduler._client_variable_delete,
+    "queue-put": Scheduler._client_queue_put,
+    "queue-get": Scheduler._client_queue_get,
+    "queue-size": Scheduler._client_queue_size,
+    "semaphore-create": Scheduler._client_semaphore_create,
+    "semaphore-acquire": Scheduler._client_semaphore_acquire,
+    "semaphore-release": Scheduler._client_semaphore_release,
+    "semaphore-value": Scheduler._client_semaphore_value,
+    "event-set": Scheduler._client_event_set,
+    "event-clear": Scheduler._client_event_clear,
+    "event-wait": Scheduler._client_event_wait,
+    "event-is-set": Scheduler._client_event_is_set,
+    "multilock-acquire": Scheduler._client_multilock_acquire,
+    "multilock-release": Scheduler._client_multilock_release,
+    "publish-dataset": Scheduler._client_publish_dataset,
+    "unpublish-dataset": Scheduler._client_unpublish_dataset,
+    "get-dataset": Scheduler._client_get_dataset,
+    "list-datasets": Scheduler._client_list_datasets,
+    "want-keys": Scheduler._client_want_keys,
+    "fire-and-forget": Scheduler._client_fire_and_forget,
 }

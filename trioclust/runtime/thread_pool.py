@@ -19,6 +19,16 @@ way; the loop lost at most ``short_wait``, and only while it had nothing else
 running. A job submitted while results are being handed over (a finished
 task's successor, queued on the worker) is not waited for: that would nest
 one delivery inside another, as deep as the queue is long.
+
+Seceding and rejoining (``secede()``, ``rejoin()``, ``worker_client``): a job
+that waits on other tasks calls :meth:`ThreadPool.secede` from its thread,
+which then stops counting as one of the pool's ``nthreads``; a new thread
+takes its place at once, and the seceded thread ends when its job does.
+:meth:`ThreadPool.rejoin` makes a seceded thread a pool thread again: it
+queues a marker behind the jobs already queued and waits; the pool thread
+that takes the marker hands over its place and ends. So at most
+``nthreads`` threads run pool jobs at once, and the pool holds ``nthreads``
+plus the seceded threads (``peak_threads`` says how many at most).
 """
 
 from __future__ import annotations
@@ -38,6 +48,17 @@ from trioclust.comm.link import writes_deferred
 logger = logging.getLogger("trioclust.worker")
 
 _STOP = object()
+_local = threading.local()  # .pool: the ThreadPool of this thread; .seceded
+
+
+class _Rejoin:
+    """A seceded thread's request for a pool thread's place (see the notes)."""
+
+    __slots__ = ("event", "state")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.state = "pending"  # then "granted", or "refused" by aclose
 _DURATION_WEIGHT = 0.2  # of the newest job in ThreadPool.mean_duration
 
 
@@ -67,6 +88,13 @@ class ThreadPool:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._token: trio.lowlevel.TrioToken | None = None
+        # the threads' bookkeeping, for seceding and rejoining
+        self._threads_lock = threading.Lock()
+        self._alive = 0
+        self._closing = False
+        self._rejoins: list[_Rejoin] = []
+        #: the most threads this pool held at once (seceded ones included)
+        self.peak_threads = 0
         self._exited = 0
         self._all_exited = trio.Event()
         self._finished: deque[tuple[Callable[[Any], None], Any]] = deque()
@@ -86,10 +114,60 @@ class ThreadPool:
     def start(self) -> None:
         """Start the threads; call from within the trio run that receives results."""
         self._token = trio.lowlevel.current_trio_token()
-        for i in range(self.nthreads):
-            thread = threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        with self._threads_lock:
+            for _ in range(self.nthreads):
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        """Start one more thread; call holding ``_threads_lock``."""
+        thread = threading.Thread(
+            target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True
+        )
+        self._alive += 1
+        self.peak_threads = max(self.peak_threads, self._alive)
+        self._threads.append(thread)
+        thread.start()
+
+    @property
+    def threads_alive(self) -> int:
+        """Threads running now: the pool's ``nthreads`` and the seceded ones."""
+        return self._alive
+
+    def secede(self) -> bool:
+        """Take the calling thread out of the pool; a new thread replaces it.
+
+        Call it from a job of this pool. Returns False (and does nothing)
+        when the calling thread is not one of this pool's, or seceded already.
+        """
+        if getattr(_local, "pool", None) is not self or _local.seceded:
+            return False
+        _local.seceded = True
+        with self._threads_lock:
+            if not self._closing:
+                self._start_thread()
+        return True
+
+    def rejoin(self) -> None:
+        """Make the calling seceded thread a pool thread again, once one of
+        the pool's places is free (the jobs queued before go first).
+
+        Does nothing on a thread that has not seceded. While the pool closes
+        the thread stays seceded and ends with its job.
+        """
+        if getattr(_local, "pool", None) is not self or not _local.seceded:
+            return
+        request = _Rejoin()
+        with self._threads_lock:
+            if self._closing:
+                return
+            self._rejoins.append(request)
+        self._jobs.put(request)
+        request.event.wait()
+        with self._threads_lock:
+            if request in self._rejoins:
+                self._rejoins.remove(request)
+            if request.state == "granted":
+                _local.seceded = False
 
     @property
     def thread_ids(self) -> list[int]:
@@ -125,33 +203,50 @@ class ThreadPool:
     def _loop(self) -> None:
         token = self._token
         assert token is not None
+        _local.pool = self
+        _local.seceded = False
         try:
             while True:
                 item = self._jobs.get()
                 if item is _STOP:
                     return
+                if type(item) is _Rejoin:
+                    with self._threads_lock:
+                        if item.state != "pending":
+                            continue  # refused by aclose: keep this place
+                        item.state = "granted"
+                    item.event.set()
+                    return  # the rejoining thread takes this place
                 job, done = item
                 start = time.perf_counter()
                 outcome = job()
                 duration = time.perf_counter() - start
                 self.mean_duration += (duration - self.mean_duration) * _DURATION_WEIGHT
                 self._finished.append((done, outcome))
-                with self._waiting_lock:
-                    if self._waiting:  # the loop's thread waits for this job
-                        self._waiting = False
-                        self._waited.release()
-                        continue
-                if not self._delivery_pending:
-                    self._delivery_pending = True
-                    try:
-                        token.run_sync_soon(self._deliver)
-                    except trio.RunFinishedError:
-                        return
+                self._hand_over(token)
+                if _local.seceded:
+                    return  # replaced in the pool already
+        except trio.RunFinishedError:
+            return
         finally:
+            with self._threads_lock:
+                self._alive -= 1
             try:
                 token.run_sync_soon(self._thread_exited)
             except trio.RunFinishedError:
                 pass
+
+    def _hand_over(self, token: trio.lowlevel.TrioToken) -> None:
+        """Wake the loop's thread for the job just finished, unless it is
+        waiting for it or a delivery is due anyway."""
+        with self._waiting_lock:
+            if self._waiting:  # the loop's thread waits for this job
+                self._waiting = False
+                self._waited.release()
+                return
+        if not self._delivery_pending:
+            self._delivery_pending = True
+            token.run_sync_soon(self._deliver)
 
     def _deliver(self) -> None:
         """In the loop thread: hand over every finished job, oldest first."""
@@ -170,7 +265,9 @@ class ThreadPool:
 
     def _thread_exited(self) -> None:
         self._exited += 1
-        if self._exited >= len(self._threads):
+        with self._threads_lock:
+            started = len(self._threads)
+        if self._exited >= started and self._closing:
             self._all_exited.set()
 
     async def aclose(self, timeout: float) -> None:
@@ -181,7 +278,13 @@ class ThreadPool:
         """
         if not self._threads:
             return
-        for _ in self._threads:
+        with self._threads_lock:
+            self._closing = True
+            for request in self._rejoins:  # they stay seceded and end with their jobs
+                request.state = "refused"
+                request.event.set()
+            self._rejoins.clear()
+        for _ in range(self.nthreads):  # the pool's places; seceded threads end alone
             self._jobs.put(_STOP)
         with trio.move_on_after(timeout) as scope:
             scope.shield = True

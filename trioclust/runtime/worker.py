@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import trio
 
-from trioclust import config
+from trioclust import config, task_context
 from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm import serve as comm_serve
@@ -191,6 +191,15 @@ class Worker(Server):
         self._scheduler_link: Link | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ConnectionPool | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        #: the synchronous client this worker's thread tasks share
+        #: (``get_client()``), made on first use and closed with the worker
+        self.task_client: Any = None
+        self._task_client_lock = threading.Lock()
+        #: the asynchronous client its coroutine tasks share, likewise
+        self.task_client_async: Any = None
+        self._task_client_async_lock = trio.Lock()
+        self._task_client_async_closed: trio.Event | None = None
 
     def _new_state(self) -> WorkerState:
         return WorkerState(
@@ -223,6 +232,12 @@ class Worker(Server):
             f"<Worker {self.address or '(not started)'!r} name={self.name!r} status={self.status} "
             f"threads={self.nthreads} stored={len(self.state.data)}>"
         )
+
+    @property
+    def peak_threads(self) -> int:
+        """The most threads its tasks held at once: ``nthreads`` plus the
+        seceded ones (``secede()``, ``worker_client``)."""
+        return self._threads.peak_threads
 
     @property
     def data(self) -> dict[Key, Any]:
@@ -263,6 +278,7 @@ class Worker(Server):
                 self.state = self._new_state()
                 if self.name is None:
                     self.name = self.address
+                self._token = trio.lowlevel.current_trio_token()
                 self._threads.start()
                 self._pool = ConnectionPool(nursery, role="worker", name=self.name, security=self.security)
                 await nursery.start(self._scheduler_sessions, comm)
@@ -274,6 +290,11 @@ class Worker(Server):
                 task_status.started(self)
                 await self._close_requested.wait()
                 await self._leave_scheduler()
+                closed = self._task_client_async_closed
+                if closed is not None:  # it closes on _close_requested, uncancelled
+                    with trio.move_on_after(config.get_float("runtime.close-timeout")) as scope:
+                        scope.shield = True
+                        await closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -398,6 +419,12 @@ class Worker(Server):
 
     async def _shutdown(self) -> None:
         self.status = "closing"
+        # first the tasks' client: a task waiting on it gets CancelledError and
+        # ends; from now on get_client() in a task raises instead of making one
+        with self._task_client_lock:
+            client, self.task_client = self.task_client, None
+        if client is not None:
+            await trio.to_thread.run_sync(client.close)
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
         self.state.data.clear()
         self.status = "closed"
@@ -547,6 +574,11 @@ class Worker(Server):
                 "stimulus_id": i.stimulus_id,
             }
             self._send(missing)
+        elif isinstance(i, ins.SendLongRunning):
+            long_running: msgs.LongRunningMsg = {
+                "op": "long-running", "key": i.key, "stimulus_id": i.stimulus_id
+            }
+            self._send(long_running)
         elif isinstance(i, ins.SendReschedule):
             reschedule: msgs.RescheduleMsg = {
                 "op": "reschedule", "key": i.key, "stimulus_id": i.stimulus_id
@@ -593,11 +625,18 @@ class Worker(Server):
 
         else:
             limit = self.inline_limit
+            context = self._task_context(key, generation, in_thread=True)
+
+            def run() -> tuple[Success | Failure, float, float, int]:
+                task_context.bind_thread(context)
+                try:
+                    return _run_timed(fn, args, kwargs, limit)
+                finally:
+                    task_context.unbind_thread()
 
             def start() -> None:
                 self._threads.submit(
-                    lambda: _run_timed(fn, args, kwargs, limit),
-                    lambda timed: self._finish(key, generation, timed[0], timed[1:], transfers),
+                    run, lambda timed: self._finish(key, generation, timed[0], timed[1:], transfers),
                 )
 
         # the code starts once the scheduler can know that it started: a task that
@@ -613,7 +652,10 @@ class Worker(Server):
         start = time.time()
         with trio.CancelScope() as scope:
             self._cancel_scopes[key] = scope
+            task_context.set_coroutine_task(self._task_context(key, generation, in_thread=False))
             try:
+                if self.task_client_async is None and _may_get_client(fn):
+                    await self._start_task_client_async()
                 value = await fn(*args, **kwargs)
             except Exception as exc:
                 outcome: Success | Failure = pack_failure(exc)
@@ -626,6 +668,70 @@ class Worker(Server):
             # only CancelExecute cancels this scope: the core drops the outcome
             outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled while running"))
         self._finish(key, generation, outcome, timed, transfers)
+
+    # ------------------------------------------------ tasks that launch tasks
+    def _task_context(self, key: Key, generation: int, *, in_thread: bool) -> task_context.TaskContext:
+        return task_context.TaskContext(self, key, generation, in_thread)
+
+    def _secede(self, key: Key, generation: int, in_thread: bool) -> None:
+        """``secede()`` in task ``key``: a new thread takes this one's place,
+        and the core frees its slot and tells the scheduler."""
+        if in_thread:
+            if not self._threads.secede():
+                return  # seceded already
+            token = self._token
+            assert token is not None
+            try:
+                token.run_sync_soon(self._seceded, key, generation)
+            except trio.RunFinishedError:
+                pass
+        else:
+            self._seceded(key, generation)
+
+    def _seceded(self, key: Key, generation: int) -> None:
+        if generation == self._generation and self.status == "running":
+            self._handle(ev.Seceded(key=key, stimulus_id=f"secede-{key}-{time.time()}"))
+
+    def get_task_client(self, timeout: float | None = None) -> Any:
+        """The client of the calling task (see ``get_client``): the
+        worker's shared synchronous one on a thread, made on first use."""
+        context = task_context.current_task()
+        if context is not None and not context.in_thread:
+            if self.task_client_async is None:
+                raise RuntimeError(
+                    "get_client() in a coroutine task needs the worker's asynchronous client, which "
+                    "the worker starts before running a coroutine function that names get_client "
+                    "or worker_client; call get_client() in the task's own function"
+                )
+            return self.task_client_async
+        with self._task_client_lock:
+            if self.status != "running":
+                raise RuntimeError(f"Worker {self.name} is {self.status}: no client for its tasks")
+            if self.task_client is None:
+                factory = task_context.sync_client_factory
+                if factory is None:  # pragma: no cover - importing trioclust sets it
+                    raise RuntimeError("get_client() needs trioclust's client layer imported")
+                self.task_client = factory(self, timeout)
+            return self.task_client
+
+    async def _start_task_client_async(self) -> None:
+        async with self._task_client_async_lock:
+            if self.task_client_async is None and task_context.async_client_factory is not None:
+                assert self._nursery is not None
+                self.task_client_async = await self._nursery.start(self._serve_task_client_async)
+
+    async def _serve_task_client_async(self, *, task_status: trio.TaskStatus[Any]) -> None:
+        """Own the coroutine tasks' client: open it here, close it when the worker stops."""
+        factory = task_context.async_client_factory
+        assert factory is not None
+        closed = self._task_client_async_closed = trio.Event()
+        try:
+            async with factory(self) as client:
+                task_status.started(client)
+                await self._close_requested.wait()
+        finally:
+            self.task_client_async = None
+            closed.set()
 
     def _finish(
         self, key: Key, generation: int, outcome: Success | Failure,
@@ -751,3 +857,67 @@ def _run_timed(
     start = time.time()
     outcome = run_sync(fn, args, kwargs, inline_limit)
     return outcome, start, time.time(), threading.get_ident()
+
+_CLIENT_NAMES = frozenset({"get_client", "worker_client"})
+
+
+_names_client: dict[Any, bool] = {}  # by code object; bounded below
+
+
+def _may_get_client(fn: Any) -> bool:
+    """Whether coroutine function ``fn``'s code (nested functions included)
+    names ``get_client`` or ``worker_client``: then the worker starts its
+    asynchronous client for it before it runs (see ``get_task_client``)."""
+    top = getattr(fn, "__code__", None)
+    if top is None:
+        return False
+    known = _names_client.get(top)
+    if known is not None:
+        return known
+    found = False
+    codes = [top]
+    while codes and not found:
+        code = codes.pop()
+        found = not _CLIENT_NAMES.isdisjoint(code.co_names)
+        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    if len(_names_client) > 1024:
+        _names_client.clear()
+    _names_client[top] = found
+    return found
+
+
+# ------------------------------------------------------------ in a task
+
+
+def get_worker() -> Worker:
+    """The worker running the calling task (``dask.distributed.get_worker``).
+
+    Raises:
+        ValueError: outside of a task.
+    """
+    context = task_context.current_task()
+    if context is None:
+        raise ValueError("No worker found: get_worker() works only inside a task running on a worker")
+    worker: Worker = context.worker
+    return worker
+
+
+def secede() -> None:
+    """Have the calling task leave its worker's thread pool (``dask.distributed.secede``).
+
+    A task that waits on tasks it launched should secede first: a new
+    thread takes its place, and the scheduler stops counting it against the
+    worker's threads, so the tasks it waits for can run. Does nothing
+    outside of a task, or when the task seceded already.
+    """
+    context = task_context.current_task()
+    if context is not None:
+        context.secede()
+
+
+def rejoin() -> None:
+    """Have a seceded task take a place in its worker's thread pool again
+    (``dask.distributed.rejoin``), waiting until one is free."""
+    context = task_context.current_task()
+    if context is not None:
+        context.rejoin()
