@@ -74,7 +74,9 @@ def check_scheduler(s: SchedulerState) -> None:
             assert address in s.tasks[key].who_has, (ws, key)
         assert ws.nbytes_stored == sum(s.tasks[k].nbytes for k in ws.has_what), ws
     if counts[QUEUED]:
-        assert all(len(ws.processing) >= ws.capacity for ws in s.workers.values())
+        assert all(
+                len(ws.processing) >= ws.capacity for ws in s.workers.values() if ws.accepting
+            )
     if counts[NO_WORKER]:
         assert not s.workers
 

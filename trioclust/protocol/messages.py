@@ -146,6 +146,29 @@ class HeartbeatMsg(TypedDict):
     metrics: dict[str, Any]
 
 
+# -- worker memory and held threads (issue 18) --
+
+
+class WorkerStatusChangeMsg(TypedDict):
+    """The worker paused (its memory is over ``worker.memory.pause``;
+    ``reason`` says by how much) or resumed running: a paused worker gets no
+    new task."""
+
+    op: Literal["worker-status-change"]
+    status: Literal["paused", "running"]
+    reason: str
+    stimulus_id: str
+
+
+class ThreadsHeldMsg(TypedDict):
+    """``held`` of the worker's threads run tasks that were cancelled and
+    have not returned yet: it has that many fewer for new tasks."""
+
+    op: Literal["threads-held"]
+    held: int
+    stimulus_id: str
+
+
 class UnregisterMsg(TypedDict):
     """The worker is closing on purpose: its departure is expected."""
 
@@ -396,6 +419,7 @@ COMM = _channel(HandshakeMsg, ReplyMsg)
 WORKER_TO_SCHEDULER = _channel(
     RegisterWorkerMsg, TaskStartedMsg, TaskFinishedMsg, TaskErredMsg, MissingDataMsg,
     RescheduleMsg, HeartbeatMsg, UnregisterMsg,
+    WorkerStatusChangeMsg, ThreadsHeldMsg,
 )
 SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg
