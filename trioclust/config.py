@@ -91,6 +91,19 @@ DEFAULTS: dict[str, Any] = {
     # as scheduler.validate and scheduler.transition-log-length, for a worker
     "worker.validate": False,
     "worker.transition-log-length": 100_000,
+    # worker memory, as fractions of memory_limit (Dask's names; false turns
+    # one off): results beyond target move to disk, least recently used first;
+    # process memory (RSS) beyond spill spills until below target; beyond
+    # pause the worker starts no new tasks (the scheduler sends it none);
+    # beyond terminate its nanny restarts it. Measured every monitor-interval s
+    "worker.memory.target": 0.6,
+    "worker.memory.spill": 0.7,
+    "worker.memory.pause": 0.8,
+    "worker.memory.terminate": 0.95,
+    "worker.memory.monitor-interval": 0.1,
+    # where workers make their spill directories (a temporary one each,
+    # removed when the worker closes); None: the system's temporary directory
+    "worker.memory.spill-directory": None,
     # the nanny's escalation on close: ask, then SIGTERM, then SIGKILL, seconds each
     "nanny.close-timeout": 5.0,
     "nanny.terminate-timeout": 3.0,

@@ -172,16 +172,21 @@ class KilledWorker(TrioclustError):
     ``allowed_failures`` in the config only if the deaths were unrelated.
     """
 
-    def __init__(self, key: Hashable, last_worker: str, allowed_failures: int) -> None:
-        super().__init__(key, last_worker, allowed_failures)
+    def __init__(
+        self, key: Hashable, last_worker: str, allowed_failures: int, reason: str = ""
+    ) -> None:
+        super().__init__(key, last_worker, allowed_failures, reason)
         self.key = key
         self.last_worker = last_worker
         self.allowed_failures = allowed_failures
+        #: what the scheduler knew of the last death (e.g. the worker's memory), or ""
+        self.reason = reason
 
     def __str__(self) -> str:
+        why = f"; {self.reason}" if self.reason else ""
         return (
             f"Task {self.key!r} was running on {self.allowed_failures + 1} workers that died "
-            f"(the last one {self.last_worker}); it probably kills its worker. Check the "
+            f"(the last one {self.last_worker}{why}); it probably kills its worker. Check the "
             f"worker logs, or raise 'scheduler.allowed-failures' if the deaths were unrelated."
         )
 

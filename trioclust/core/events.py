@@ -291,12 +291,46 @@ class Seceded:
     stimulus_id: str
 
 
+
+# ------------------------------------------ worker memory and held threads
+
+
+@dataclass(slots=True, kw_only=True)
+class WorkerPaused:
+    """``worker`` paused (``paused``: its memory is over the pause threshold,
+    ``reason`` says by how much) or resumed: while paused, it gets no new task."""
+
+    worker: str
+    paused: bool
+    reason: str = ""
+    stimulus_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ThreadsHeld:
+    """``held`` of ``worker``'s threads still run tasks that were cancelled
+    (a thread cannot be stopped): it has that many fewer for new tasks."""
+
+    worker: str
+    held: int
+    stimulus_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class PauseChanged:
+    """The worker's memory monitor paused it (start no task) or resumed it."""
+
+    paused: bool
+    stimulus_id: str
+
 SchedulerEvent = (
     AddWorker | RemoveWorker | AddClient | RemoveClient | UpdateGraph | ReleaseKeys
     | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
     | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed | TaskSeceded
+    | WorkerPaused | ThreadsHeld
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded
     | GatherFailed | DataUpdated | SlotsChanged | Seceded
+    | PauseChanged
 )

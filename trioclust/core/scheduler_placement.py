@@ -22,6 +22,12 @@
 # than its ``capacity``; otherwise the caller queues it. Room is monotone in
 # occupancy (``n < ceil(t * s)`` iff ``n / t < s`` for whole ``n``), so if the
 # least occupied worker has no room, none has.
+#
+# A worker that is not ``accepting`` (paused for memory, or every thread held
+# by a cancelled task still running) gets nothing: its heap entries are
+# dropped when they reach the top, and the event that makes it accept again
+# touches it, which pushes a fresh one. A task whose dependencies are held
+# only there runs on the least occupied accepting worker instead.
 
 from __future__ import annotations
 
@@ -51,20 +57,20 @@ class Placement:
         self._stamp = stamp = self._stamp + 1
         ws.stamp = stamp
         heap = self._heap
-        busy = len(ws.processing) - len(ws.long_running)
+        busy = len(ws.processing) - len(ws.long_running) + ws.held
         heapq.heappush(heap, (busy / max(ws.nthreads, 1), stamp, ws.address))
         if len(heap) > 4 * len(self._workers) + 64:
             heap[:] = [(w.occupancy, w.stamp, w.address) for w in self._workers.values()]
             heapq.heapify(heap)
 
     def least_occupied(self) -> WorkerInfo | None:
-        """The least occupied worker (least recently touched among equals), if any."""
+        """The least occupied accepting worker (least recently touched among equals), if any."""
         heap = self._heap
         workers = self._workers
         while heap:
             _, stamp, address = heap[0]
             ws = workers.get(address)
-            if ws is not None and ws.stamp == stamp:
+            if ws is not None and ws.stamp == stamp and ws.accepting:
                 return ws
             heapq.heappop(heap)
         return None
@@ -103,7 +109,7 @@ class Placement:
         best: WorkerInfo | None = None
         for address in candidates:
             ws = self._workers.get(address)
-            if ws is not None and (
+            if ws is not None and ws.accepting and (
                 best is None or (ws.occupancy, ws.stamp) < (best.occupancy, best.stamp)
             ):
                 best = ws

@@ -127,9 +127,11 @@ from trioclust.core.events import (
     TaskFinished,
     TaskSeceded,
     TaskStarted,
+    ThreadsHeld,
     UpdateData,
     UpdateGraph,
     WantKeys,
+    WorkerPaused,
 )
 from trioclust.core.instructions import (
     AcquireReplicas,
@@ -330,6 +332,10 @@ class SchedulerState(SchedulerTransitions):
                 self._retire_workers(event)
             case TaskSeceded():
                 self._task_seceded(event)
+            case WorkerPaused():
+                self._worker_paused(event)
+            case ThreadsHeld():
+                self._threads_held(event)
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 
@@ -617,7 +623,8 @@ class SchedulerState(SchedulerTransitions):
             if not expected and ts.key in blamed:
                 ts.suspicious += 1
                 if ts.suspicious > self.allowed_failures:
-                    exc = KilledWorker(ts.key, address, self.allowed_failures)
+                    reason = f"it was paused for memory: {ws.paused_reason}" if ws.paused else ""
+                    exc = KilledWorker(ts.key, address, self.allowed_failures, reason)
                     ts.set_exception(exc, None, str(exc), ts.key)
                     recs[ts.key] = ERRED
                     continue
@@ -625,3 +632,30 @@ class SchedulerState(SchedulerTransitions):
         self._transitions(recs, stimulus_id)
         lost.sort(key=_by_seq)
         self._transitions({ts.key: RELEASED for ts in lost}, stimulus_id)
+
+    # ------------------------------------------- paused workers, held threads
+
+    def _worker_paused(self, event: WorkerPaused) -> None:
+        ws = self.workers.get(event.worker)
+        if ws is None:
+            return
+        ws.paused = event.paused
+        ws.paused_reason = event.reason if event.paused else ""
+        self._placement.touch(ws)  # back in the heap when it resumes
+
+    def _threads_held(self, event: ThreadsHeld) -> None:
+        """Fewer free threads there; with none, what waits there goes elsewhere."""
+        ws = self.workers.get(event.worker)
+        if ws is None:
+            return
+        ws.set_held(event.held)
+        self._placement.touch(ws)
+        if ws.accepting or not ws.processing:
+            return
+        # every thread runs a cancelled task: nothing sent there can start
+        # before one returns, so it is taken back and placed again
+        stim = event.stimulus_id
+        waiting = sorted((self.tasks[key] for key in ws.processing), key=_by_seq)
+        for ts in waiting:
+            self._cancel(ts, stim)
+        self._transitions({ts.key: WAITING for ts in waiting}, stim)

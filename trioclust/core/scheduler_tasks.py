@@ -260,18 +260,26 @@ class WorkerInfo:
             wait on the scheduler (``inf`` when saturation is off).
         stamp: Bumped whenever ``processing`` changes; the lowest stamp wins a
             tie between equally occupied workers, which spreads work evenly.
+        paused: Its memory is over the pause threshold: it gets no new task.
+        paused_reason: What it said when it paused (its memory, the limit).
+        held: Threads still running tasks that were cancelled; the worker has
+            ``nthreads - held`` for new ones.
     """
 
     __slots__ = (
         "address",
         "capacity",
         "has_what",
+        "held",
         "long_running",
         "memory_limit",
         "name",
         "nbytes_stored",
         "nthreads",
+        "paused",
+        "paused_reason",
         "processing",
+        "saturation",
         "stamp",
     )
 
@@ -292,12 +300,32 @@ class WorkerInfo:
         self.long_running: set[Key] = set()
         self.has_what: set[Key] = set()
         self.nbytes_stored = 0
+        self.saturation = worker_saturation
+        self.paused = False
+        self.paused_reason = ""
+        self.held = 0
         self.capacity: float = (
             math.inf
             if math.isinf(worker_saturation)
             else max(1, math.ceil(max(nthreads, 1) * worker_saturation))
         )
         self.stamp = 0
+
+    def set_held(self, held: int) -> None:
+        """``held`` threads run cancelled tasks: fewer are free, and so is capacity."""
+        self.held = held = max(0, held)
+        free = max(self.nthreads, 1) - held
+        if free <= 0:
+            self.capacity = 0
+        elif math.isinf(self.saturation):
+            self.capacity = math.inf
+        else:
+            self.capacity = max(1, math.ceil(free * self.saturation))
+
+    @property
+    def accepting(self) -> bool:
+        """Whether it may be given new tasks: not paused, and a thread free."""
+        return not self.paused and self.held < max(self.nthreads, 1)
 
     @property
     def busy(self) -> int:
@@ -306,8 +334,9 @@ class WorkerInfo:
 
     @property
     def occupancy(self) -> float:
-        """Tasks in flight per thread: the measure of how busy the worker is."""
-        return (len(self.processing) - len(self.long_running)) / max(self.nthreads, 1)
+        """Tasks in flight (and threads held) per thread, less the seceded
+        ones: the measure of how busy the worker is."""
+        return (len(self.processing) - len(self.long_running) + self.held) / max(self.nthreads, 1)
 
     def __repr__(self) -> str:
         return f"<WorkerInfo {self.address!r} processing={len(self.processing)}>"

@@ -69,7 +69,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 from trioclust.core.events import (
     ComputeRequested,
@@ -79,6 +79,7 @@ from trioclust.core.events import (
     FreeRequested,
     GatherFailed,
     GatherSucceeded,
+    PauseChanged,
     Seceded,
     SlotsChanged,
     WorkerEvent,
@@ -194,8 +195,12 @@ class WorkerState:
             ``SlotsChanged`` changes it.
         max_concurrent_gathers: How many Gather requests may be in flight.
         transition_log_length: How many transitions ``transition_log`` keeps.
+        data: The mapping to keep values in (a dict when None; the runtime
+            passes its spill store).
 
     Attributes:
+        paused: Set by ``PauseChanged``: while paused no task starts and no
+            dependency is fetched (the memory monitor pauses the worker).
         data: The values held here, by key. ``Execute`` reads a task's inputs
             from it; ``GatherSucceeded``, ``ExecuteSucceeded`` and
             ``DataUpdated`` fill it.
@@ -216,6 +221,7 @@ class WorkerState:
         transition_log_length: int = 100_000,
         validate: bool = False,
         clock: Callable[[], float] = time.time,
+        data: MutableMapping[Key, object] | None = None,
     ) -> None:
         if nthreads < 1:
             raise ValueError(f"nthreads must be >= 1, got {nthreads!r}")
@@ -224,7 +230,8 @@ class WorkerState:
         self.address = address
         self.nthreads = nthreads
         self.max_concurrent_gathers = max_concurrent_gathers
-        self.data: dict[Key, object] = {}
+        self.data: MutableMapping[Key, object] = {} if data is None else data
+        self.paused = False
         self.tasks: dict[Key, WorkerTask] = {}
         self.executing: set[Key] = set()
         self.long_running: set[Key] = set()
@@ -302,6 +309,8 @@ class WorkerState:
                 if event.slots < 1:
                     raise ValueError(f"slots must be >= 1, got {event.slots!r}")
                 self.nthreads = event.slots  # more start below, fewer as tasks end
+            case PauseChanged():
+                self.paused = event.paused
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a worker event: {event!r}")
 
@@ -507,6 +516,8 @@ class WorkerState:
     # ------------------------------------------------------- starting things
 
     def _ensure_computing(self, stimulus_id: str) -> None:
+        if self.paused:
+            return
         ready = self._ready
         while ready and len(self.executing) - len(self.long_running) < self.nthreads:
             key = heapq.heappop(ready)[2]
@@ -515,7 +526,7 @@ class WorkerState:
                 self._transitions({key: EXECUTING}, stimulus_id)
 
     def _ensure_communicating(self, stimulus_id: str) -> None:
-        if not self._fetch or len(self.in_flight) >= self.max_concurrent_gathers:
+        if not self._fetch or len(self.in_flight) >= self.max_concurrent_gathers or self.paused:
             return
         busy = self.in_flight
         tasks = self.tasks

@@ -184,6 +184,29 @@ class HeartbeatReply(TypedDict):
     time: float  # the scheduler's clock when it answered
 
 
+# -- worker memory and held threads (issue 18) --
+
+
+class WorkerStatusChangeMsg(TypedDict):
+    """The worker paused (its memory is over ``worker.memory.pause``;
+    ``reason`` says by how much) or resumed running: a paused worker gets no
+    new task."""
+
+    op: Literal["worker-status-change"]
+    status: Literal["paused", "running"]
+    reason: str
+    stimulus_id: str
+
+
+class ThreadsHeldMsg(TypedDict):
+    """``held`` of the worker's threads run tasks that were cancelled and
+    have not returned yet: it has that many fewer for new tasks."""
+
+    op: Literal["threads-held"]
+    held: int
+    stimulus_id: str
+
+
 class UnregisterMsg(TypedDict):
     """The worker is closing on purpose: its departure is expected."""
 
@@ -685,6 +708,7 @@ WORKER_TO_SCHEDULER = _channel(
     RescheduleMsg, HeartbeatMsg, UnregisterMsg,
     # tasks that launch tasks
     LongRunningMsg,
+    WorkerStatusChangeMsg, ThreadsHeldMsg,
 )
 SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,

@@ -27,6 +27,11 @@ log lines are still forwarded while it shuts down; once it has exited they get
 open) and are then cancelled, and every pipe is closed. The process is always
 reaped.
 
+While a worker serves and ``memory_limit`` is set, the nanny measures its
+RSS every ``worker.memory.monitor-interval`` and kills it past
+``worker.memory.terminate`` (:mod:`trioclust.core.memory_policy` decides);
+the loop below then starts a new one.
+
 After a turn, the loop decides: closing -> return; the child exited with
 ``EXIT_SCHEDULER_LOST`` (it stopped by itself: it lost its scheduler, or the
 scheduler retired it) -> set :attr:`Nanny.close_reason` and return; the
@@ -61,13 +66,16 @@ from dataclasses import dataclass, field
 from subprocess import PIPE
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import sniffio
 import trio
 
 from trioclust import config
+from trioclust.core.memory_policy import MemoryPolicy
 from trioclust.errors import NannyClosedError, WorkerStartError
 from trioclust.runtime.process_control import CLOSE_COMMAND, EXIT_STOPPED_BY_ITSELF
 from trioclust.runtime.server import Server
+from trioclust.runtime.spill import memory_thresholds
 
 if TYPE_CHECKING:
     from trioclust.security import Security
@@ -485,7 +493,34 @@ class Nanny(Server):
         self._set_worker(child.address, child.process.pid)
         if report_started is not None:
             report_started()
-        await child.process.wait()
+        async with trio.open_nursery() as nursery:
+            if self.memory_limit:
+                nursery.start_soon(self._monitor_memory, child)
+            await child.process.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _monitor_memory(self, child: _Child) -> None:
+        """Kill the worker past ``worker.memory.terminate`` (a new one starts;
+        the scheduler recomputes its tasks elsewhere)."""
+        policy = MemoryPolicy(int(self.memory_limit), memory_thresholds())
+        interval = config.get_float("worker.memory.monitor-interval")
+        try:
+            process = psutil.Process(child.process.pid)
+        except psutil.Error:
+            return
+        while child.process.returncode is None:
+            await trio.sleep(interval)
+            try:
+                rss = process.memory_info().rss
+            except psutil.Error:
+                return
+            for action in policy.nanny_sample(rss):
+                logger.warning(
+                    "[%s] Worker exceeded its memory budget (%s); restarting it",
+                    child.label, action.reason,
+                )
+                child.process.kill()
+                return
 
     async def _stop_process(self, child: _Child) -> None:
         """Ask, then terminate, then kill; each step bounded. The caller shields this."""

@@ -354,6 +354,22 @@ class Scheduler(CoordinationHandlers, Server):
     def _worker_unregister(self, peer: _WorkerPeer, msg: msgs.UnregisterMsg) -> None:
         self._leaving.add(self._seen(peer))
 
+    def _worker_status_change(self, peer: _WorkerPeer, msg: msgs.WorkerStatusChangeMsg) -> None:
+        paused = msg["status"] == "paused"
+        address = self._seen(peer)
+        metrics = self.worker_metrics.setdefault(address, {})
+        metrics["status"] = msg["status"]
+        self._handle(
+            ev.WorkerPaused(
+                worker=address, paused=paused, reason=msg["reason"], stimulus_id=msg["stimulus_id"]
+            )
+        )
+
+    def _worker_threads_held(self, peer: _WorkerPeer, msg: msgs.ThreadsHeldMsg) -> None:
+        address = self._seen(peer)
+        self.worker_metrics.setdefault(address, {})["threads_held"] = msg["held"]
+        self._handle(ev.ThreadsHeld(worker=address, held=msg["held"], stimulus_id=msg["stimulus_id"]))
+
     def _reports_received(self) -> None:
         """A worker's batch was read: its reports wait for the round's other batches."""
         if not self._pass_queued:
@@ -767,6 +783,8 @@ class Scheduler(CoordinationHandlers, Server):
                 "processing": len(w.processing),
                 "stored": len(w.has_what),
                 "nbytes": w.nbytes_stored,
+                "status": "paused" if w.paused else "running",
+                "threads_held": w.held,
                 "metrics": self.worker_metrics.get(address, {}),
             }
         return {
@@ -804,6 +822,9 @@ _WORKER_HANDLERS: dict[str, Callable[..., Any]] = {
     "unregister": Scheduler._worker_unregister,
     # tasks that launch tasks
     "long-running": Scheduler._worker_long_running,
+    # worker memory and held threads
+    "worker-status-change": Scheduler._worker_status_change,
+    "threads-held": Scheduler._worker_threads_held,
 }
 
 #: The handler of each op a client sends, by op.

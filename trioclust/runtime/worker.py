@@ -38,7 +38,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +53,15 @@ from trioclust.comm.pool import ConnectionPool
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.keys import Key
-from trioclust.core.worker_state import WorkerState
+from trioclust.core.memory_policy import (
+    MemoryPolicy,
+    MemorySample,
+    PauseWorker,
+    ResumeWorker,
+    SpillData,
+    TrimMemory,
+)
+from trioclust.core.worker_state import EXECUTING, WorkerState
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
 from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
@@ -70,6 +78,7 @@ from trioclust.runtime.execution import (
 )
 from trioclust.runtime.log_capture import process_logs, server_label
 from trioclust.runtime.server import Server
+from trioclust.runtime.spill import SpillStore, memory_thresholds, trim_memory
 from trioclust.runtime.thread_pool import ThreadPool
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
 
@@ -115,6 +124,38 @@ class ClockOffset:
 
 
 _CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
+
+_SKIPPED = object()  # a thread job's outcome when it was cancelled before it began
+
+
+class _ThreadJob:
+    """One task handed to the thread pool: queued, then running or skipped.
+
+    A task cancelled while queued is skipped when a thread reaches it; one
+    cancelled while running holds its thread until it returns (see
+    ``Worker._held``)."""
+
+    __slots__ = ("_lock", "state")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state = "queued"
+
+    def begin(self) -> bool:
+        """In the thread: whether to run (False: it was cancelled meanwhile)."""
+        with self._lock:
+            if self.state == "skipped":
+                return False
+            self.state = "running"
+            return True
+
+    def cancel(self) -> bool:
+        """On the loop: skip it if it has not begun; returns whether it runs."""
+        with self._lock:
+            if self.state == "queued":
+                self.state = "skipped"
+            return self.state == "running"
+
 
 
 class Worker(Server):
@@ -176,6 +217,15 @@ class Worker(Server):
         self.close_reason: str | None = None
         self._threads = ThreadPool(nthreads, name=f"trioclust-worker-{name or 'worker'}")
         self._process = psutil.Process()
+        # memory: see core/memory_policy.py; the store exists while serving
+        self._memory_policy = MemoryPolicy(self.memory_limit, memory_thresholds())
+        self._monitor_interval = config.get_float("worker.memory.monitor-interval")
+        self._store: SpillStore | None = None
+        self.paused = False
+        # held threads: jobs of thread tasks by key, and those cancelled while running
+        self._thread_jobs: dict[Key, _ThreadJob] = {}
+        self._held: set[_ThreadJob] = set()
+        self._held_reported = 0
         self._prefetch = config.get_int("worker.prefetch-per-thread")
         self._prefetch_short = config.get_int("worker.prefetch-short-tasks")
         self._prefetch_duration = config.get_float("worker.prefetch-duration")
@@ -208,6 +258,7 @@ class Worker(Server):
             max_concurrent_gathers=config.get_int("worker.max-concurrent-gathers"),
             transition_log_length=config.get_int("worker.transition-log-length"),
             validate=bool(config.get("worker.validate")),
+            data=self._store,
         )
 
     def _slots(self) -> int:
@@ -225,7 +276,10 @@ class Worker(Server):
         mean = self._threads.mean_duration
         if 0 < mean * self._prefetch_short < self._prefetch_duration:
             queue = max(queue, self._prefetch_short)
-        return self.nthreads * (1 + queue)
+        # a thread held by a cancelled task takes its one slot, and no queue
+        held = len(self._held)
+        free = max(0, self.nthreads - held)
+        return max(1, held + free * (1 + queue))
 
     def __repr__(self) -> str:
         return (
@@ -240,8 +294,8 @@ class Worker(Server):
         return self._threads.peak_threads
 
     @property
-    def data(self) -> dict[Key, Any]:
-        """The results this worker holds, by key."""
+    def data(self) -> MutableMapping[Key, Any]:
+        """The results this worker holds, by key (those spilled to disk too)."""
         return self.state.data
 
     def story(self, *keys: Key) -> list[tuple[Key, str, str, str, float]]:
@@ -275,6 +329,7 @@ class Worker(Server):
                     raise
                 self.address = listener.contact_address
                 server_label.set(self.address)
+                self._open_store()
                 self.state = self._new_state()
                 if self.name is None:
                     self.name = self.address
@@ -283,6 +338,8 @@ class Worker(Server):
                 self._pool = ConnectionPool(nursery, role="worker", name=self.name, security=self.security)
                 await nursery.start(self._scheduler_sessions, comm)
                 nursery.start_soon(self._heartbeat)
+                if self.memory_limit:
+                    nursery.start_soon(self._monitor_memory)
                 self.status = "running"
                 logger.info(
                     "Worker %s at %s registered with %s", self.name, self.address, self.scheduler_address
@@ -351,6 +408,8 @@ class Worker(Server):
                         first = False
                     else:
                         logger.info("Worker %s registered again with %s", self.name, self.scheduler_address)
+                    if self._held:
+                        self._report_held(f"held-{time.time()}")
             if self._close_requested.is_set():
                 return
             logger.warning(
@@ -415,6 +474,15 @@ class Worker(Server):
         self._inline.clear()
         self._timings.clear()
         self._transfers.clear()
+        for job in self._thread_jobs.values():
+            if job.cancel():  # still running: it holds its thread until it returns
+                self._held.add(job)
+        self._thread_jobs.clear()
+        self._held_reported = 0
+        if self._store is not None:
+            self._store.clear()
+        self._memory_policy = MemoryPolicy(self.memory_limit, memory_thresholds())
+        self.paused = False
         self.state = self._new_state()
 
     async def _shutdown(self) -> None:
@@ -427,6 +495,8 @@ class Worker(Server):
             await trio.to_thread.run_sync(client.close)
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
         self.state.data.clear()
+        if self._store is not None:
+            self._store.close()
         self.status = "closed"
         self._closed.set()
         logger.info("Worker %s closed", self.name or self.address)
@@ -443,34 +513,136 @@ class Worker(Server):
                     continue  # the link's end is handled by _scheduler_sessions
                 self.clock.add(sent, time.time(), reply["time"])
 
+    def _send_heartbeat(self) -> None:
+        """Send the metrics now, one way (a pause or resume wants them known at once)."""
+        link = self._scheduler_link
+        if link is not None and not link.closed:
+            heartbeat: msgs.HeartbeatMsg = {"op": "heartbeat", "metrics": self._metrics()}
+            try:
+                link.send(heartbeat)
+            except CommClosedError:
+                pass
+
     def _metrics(self) -> dict[str, Any]:
-        try:
-            rss = self._process.memory_info().rss
-        except psutil.Error:
-            rss = 0
+        sample = self._memory_sample()
+        store = self._store
         try:
             cpu = self._process.cpu_percent()  # since the last call: no waiting
         except psutil.Error:
             cpu = 0.0
         return {
             "cpu": cpu,
-            "memory": rss,
+            "memory": sample.process,
+            "managed": sample.managed,
+            "unmanaged": sample.unmanaged,
+            "spilled": sample.spilled,
+            "spilled_count": store.spilled_count if store is not None else 0,
+            "spill_count": store.spill_count if store is not None else 0,
+            "unspill_count": store.unspill_count if store is not None else 0,
+            "status": "paused" if self.paused else "running",
+            "threads_held": len(self._held),
             "executing": len(self.state.executing),
             "stored": len(self.state.data),
             "time": time.time(),
         }
 
+    # -------------------------------------------------------------- memory
+    def _open_store(self) -> None:
+        """The spill store, when there is a limit to keep to (see runtime/spill.py)."""
+        thresholds = self._memory_policy.thresholds
+        if self._store is None and self.memory_limit and (thresholds.target or thresholds.spill):
+            directory = config.get("worker.memory.spill-directory")
+            self._store = SpillStore(self._memory_policy.target_bytes, directory)
+
+    def _memory_sample(self) -> MemorySample:
+        try:
+            rss = self._process.memory_info().rss
+        except psutil.Error:
+            rss = 0
+        store = self._store
+        if store is not None:
+            return MemorySample(process=rss, managed=store.memory_bytes, spilled=store.spilled_bytes)
+        managed = sum(ts.nbytes for ts in self.state.tasks.values() if ts.state == "memory")
+        return MemorySample(process=rss, managed=managed)
+
+    async def _monitor_memory(self) -> None:
+        while True:
+            await trio.sleep(self._monitor_interval)
+            self._check_memory()
+
+    def _check_memory(self) -> None:
+        """One turn of the memory monitor (core/memory_policy.py decides)."""
+        spilled_before = self._store.spilled_bytes if self._store is not None else 0
+        for _ in range(2):  # after a trim or a spill, measure again at once
+            again = False
+            for action in self._memory_policy.worker_sample(self._memory_sample()):
+                if isinstance(action, SpillData):
+                    if self._store is not None and self._store.evict(action.nbytes):
+                        again = True
+                elif isinstance(action, TrimMemory):
+                    again = trim_memory() or again
+                elif isinstance(action, PauseWorker):
+                    self._set_paused(True, action.reason)
+                elif isinstance(action, ResumeWorker):
+                    self._set_paused(False, "")
+            if not again:
+                break
+        if self._store is not None and self._store.spilled_bytes != spilled_before:
+            self._send_heartbeat()  # the scheduler shows spilled bytes without waiting
+
+    def _set_paused(self, paused: bool, reason: str) -> None:
+        self.paused = paused
+        stim = f"worker-memory-{time.time()}"
+        sample = self._memory_sample()
+        if paused:
+            logger.warning(
+                "Worker %s pauses (%s); unmanaged %d bytes, spilled %d bytes",
+                self.name, reason, sample.unmanaged, sample.spilled,
+            )
+        else:
+            logger.warning(
+                "Worker %s resumes: process memory %d bytes is under worker.memory.pause",
+                self.name, sample.process,
+            )
+        status: msgs.WorkerStatusChangeMsg = {
+            "op": "worker-status-change", "status": "paused" if paused else "running",
+            "reason": reason, "stimulus_id": stim,
+        }
+        self._send(status)
+        self._handle(ev.PauseChanged(paused=paused, stimulus_id=stim))
+
+    # -------------------------------------------------------- held threads
+    def _report_held(self, stimulus_id: str) -> None:
+        """Tell the scheduler (and the core's slots) how many threads are held."""
+        held = len(self._held)
+        if held != self._held_reported:
+            self._held_reported = held
+            msg: msgs.ThreadsHeldMsg = {"op": "threads-held", "held": held, "stimulus_id": stimulus_id}
+            self._send(msg)
+        slots = self._slots()
+        if slots != self.state.nthreads:
+            self._handle(ev.SlotsChanged(slots=slots, stimulus_id=stimulus_id))
+
     # -------------------------------------------------- scheduler messages
     def _on_compute_task(self, msg: msgs.ComputeTaskMsg) -> None:
         who_has = msg.get("who_has")
+        key = msg["key"]
         self._handle(
             ev.ComputeRequested(
-                key=msg["key"], run_spec=msg["run_spec"],
+                key=key, run_spec=msg["run_spec"],
                 who_has={k: tuple(v) for k, v in who_has.items()} if who_has else {},
                 nbytes=msg.get("nbytes") or {}, priority=msg["priority"],
                 stimulus_id=msg["stimulus_id"],
             )
         )
+        if self._held:
+            job = self._thread_jobs.get(key)
+            ts = self.state.tasks.get(key)
+            if job in self._held and ts is not None and ts.state == EXECUTING:
+                # asked for again while its thread still runs: its result counts again
+                assert job is not None
+                self._held.discard(job)
+                self._report_held(msg["stimulus_id"])
 
     def _on_free_keys(self, msg: msgs.FreeKeysMsg) -> None:
         self._handle(ev.FreeRequested(keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
@@ -508,13 +680,17 @@ class Worker(Server):
             k: (v.nbytes if isinstance(v, Serialized) else len(v) if isinstance(v, bytes) else 0)
             for k, v in msg["data"].items()
         }
+        self._expect_sizes(nbytes)
         self._handle(ev.DataUpdated(data=values, nbytes=nbytes, stimulus_id=f"update-data-{time.time()}"))
         return {"nbytes": nbytes}
 
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any) -> None:
+        held = len(self._held)
         for instruction in self.state.handle(*events):
             self._dispatch(instruction)
+        if len(self._held) != held:
+            self._report_held(events[-1].stimulus_id)
 
     def _send(
         self,
@@ -568,6 +744,9 @@ class Worker(Server):
             scope = self._cancel_scopes.get(i.key)
             if scope is not None:
                 scope.cancel()
+            job = self._thread_jobs.get(i.key)
+            if job is not None and job.cancel():
+                self._held.add(job)  # reported once this pass's instructions are done
         elif isinstance(i, ins.SendMissingData):
             missing: msgs.MissingDataMsg = {
                 "op": "missing-data", "key": i.key, "errant_worker": i.errant_worker,
@@ -626,8 +805,12 @@ class Worker(Server):
         else:
             limit = self.inline_limit
             context = self._task_context(key, generation, in_thread=True)
+            job = _ThreadJob()
+            self._thread_jobs[key] = job
 
-            def run() -> tuple[Success | Failure, float, float, int]:
+            def run() -> Any:
+                if not job.begin():
+                    return _SKIPPED
                 task_context.bind_thread(context)
                 try:
                     return _run_timed(fn, args, kwargs, limit)
@@ -636,7 +819,7 @@ class Worker(Server):
 
             def start() -> None:
                 self._threads.submit(
-                    run, lambda timed: self._finish(key, generation, timed[0], timed[1:], transfers),
+                    run, lambda timed: self._thread_done(key, generation, job, timed, transfers)
                 )
 
         # the code starts once the scheduler can know that it started: a task that
@@ -733,6 +916,25 @@ class Worker(Server):
             self.task_client_async = None
             closed.set()
 
+    def _thread_done(
+        self, key: Key, generation: int, job: _ThreadJob, timed: Any,
+        transfers: list[list[Any]] | None,
+    ) -> None:
+        if self._thread_jobs.get(key) is job:
+            del self._thread_jobs[key]
+        if job in self._held:
+            self._held.discard(job)
+            self._report_held(f"thread-returned-{key}")
+        if timed is _SKIPPED:
+            ts = self.state.tasks.get(key)
+            if generation == self._generation and ts is not None and ts.state == EXECUTING:
+                self._execute(key, f"execute-again-{key}")  # asked for again meanwhile
+                return
+            outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled before it started"))
+            self._finish(key, generation, outcome)
+            return
+        self._finish(key, generation, timed[0], timed[1:], transfers)
+
     def _finish(
         self, key: Key, generation: int, outcome: Success | Failure,
         timed: tuple[float, float, int] | None = None, transfers: list[list[Any]] | None = None,
@@ -746,7 +948,10 @@ class Worker(Server):
         slots = self._slots()
         if slots != self.state.nthreads:
             events.append(ev.SlotsChanged(slots=slots, stimulus_id=stim))
+        store = self._store
         if isinstance(outcome, Success):
+            if store is not None:
+                store.expect_size(key, outcome.nbytes)
             if outcome.inline is not None:
                 self._inline[key] = outcome.inline
             events.append(
@@ -765,6 +970,12 @@ class Worker(Server):
         self._handle(*events)
         self._inline.pop(key, None)  # read while handling ExecuteSucceeded
         self._timings.pop(key, None)  # read while handling either
+        if store is not None:
+            store.drop_expected(key)  # not stored after all (cancelled meanwhile)
+            if isinstance(outcome, Success) and outcome.nbytes * 100 >= self.memory_limit:
+                # a big result: measure now rather than at the next tick, as
+                # tasks that make such results quickly outrun the monitor
+                self._check_memory()
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[Key]) -> tuple[dict[Key, Any], list[Key], dict[Key, int]]:
@@ -792,10 +1003,18 @@ class Worker(Server):
             data[k] = v
         return data, list(reply.get("missing") or ()), nbytes
 
+    def _expect_sizes(self, nbytes: dict[Key, int]) -> None:
+        store = self._store
+        if store is not None:
+            for key, n in nbytes.items():
+                if n:
+                    store.expect_size(key, n)
+
     async def _gather(self, peer: str, keys: tuple[Key, ...], generation: int) -> None:
         try:
             start = time.time()
             data, _, nbytes = await self._fetch(peer, list(keys))
+            self._expect_sizes(nbytes)
             if generation == self._generation:
                 self._note_transfers(start, time.time(), peer, nbytes, data)
             event: Any = ev.GatherSucceeded(peer=peer, data=data, stimulus_id=f"gather-{peer}")
@@ -831,6 +1050,7 @@ class Worker(Server):
             except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
                 logger.warning("Worker %s could not copy %d keys from %s: %s", self.name, len(keys), peer, exc)
                 continue
+            self._expect_sizes(nbytes)
             self._handle(ev.DataUpdated(data=data, nbytes=nbytes, stimulus_id=msg["stimulus_id"]))
             got.extend(data)
         return {"keys": got}
