@@ -3,10 +3,17 @@
 The flow is the tutorial's (Dask's docs/source/deploying-ssh.rst):
 ``SSHCluster(["host1", "host2", "host3"], connect_options={...},
 worker_options={"nthreads": 1})``, ``Client(cluster)``, compute, scale, logs, close.
+The per-host lists and the forwarded options follow the docstring of Dask's
+``distributed/deploy/ssh.py``: ``connect_options`` and ``remote_python`` "if a
+list it must have the same length as hosts"; ``scheduler_options`` and
+``worker_options`` are keywords "to pass on to" the scheduler and the workers.
+The tests that need no host (options checked before any connection) run
+without root too.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -16,14 +23,13 @@ from typing import Any
 
 import cloudpickle
 import pytest
+import trio
 
 from tests.ssh_hosts import SSHHosts, missing
-from trioclust import Client, ClusterStartError, SSHCluster
+from trioclust import Client, ClusterStartError, SSHCluster, wait
+from trioclust.deploy.remote import keyword_options
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(missing() is not None, reason=str(missing())),
-]
+pytestmark = pytest.mark.slow
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -32,8 +38,18 @@ def where(x: int) -> tuple[int, str]:
     return x + 1, socket.gethostname()
 
 
+def marked(x: int) -> tuple[int, str, str]:
+    return x + 1, socket.gethostname(), os.environ.get("TRIOCLUST_TEST_PYTHON", "")
+
+
+def environment(name: str) -> str | None:
+    return os.environ.get(name)  # os.environ.get itself would pickle this process's environ
+
+
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[SSHHosts]:
+    if missing() is not None:
+        pytest.skip(str(missing()))
     made = SSHHosts(tmp_path)
     made.start()
     try:
@@ -128,3 +144,104 @@ def test_trioclust_ssh_on_the_command_line(hosts: SSHHosts) -> None:
         process.stdout.close()
         process.stderr.close()
     assert hosts.left("h2") == hosts.left("h4") == set()
+
+
+async def _until_gone(address: str, dask_scheduler: Any) -> None:
+    """On the scheduler: wait until the worker at ``address`` was removed."""
+    with trio.fail_after(30):
+        while address in dask_scheduler.worker_links:
+            await dask_scheduler._workers_changed.wait()
+
+
+def test_cut_link_while_running_workers(hosts: SSHHosts) -> None:
+    """The issue's "a host whose link is cut while it runs workers": the
+    scheduler drops it after ``worker_ttl`` (forwarded in
+    ``scheduler_options``, as Dask's deploying-ssh.rst passes
+    ``scheduler_options={"port": 0, ...}``), its keys are recomputed on the
+    other host, and once the link is back its worker reconnects and works."""
+    names = [hosts.address[h] for h in ("h2", "h3", "h4")]
+    with SSHCluster(
+        names, connect_options=options(hosts), remote_python=sys.executable,
+        worker_class="trioclust.Worker",
+        worker_options={"nthreads": 1, "heartbeat_interval": 0.25, "reconnect_timeout": "30s"},
+        scheduler_options={"worker_ttl": "2s"},
+    ) as cluster:
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=30)
+            futures = client.map(where, range(200))
+            wait(futures, timeout=30)  # held on h3 and h4; nothing fetched from h3 yet
+            workers = client.scheduler_info()["workers"]
+            (on_h3,) = [a for a in workers if a.startswith(f"tcp://{hosts.address['h3']}:")]
+            assert workers[on_h3]["stored"] > 0
+            hosts.cut("h3")
+            try:
+                client.run_on_scheduler(_until_gone, on_h3)
+                results = client.gather(futures)
+                assert [r[0] for r in results] == list(range(1, 201))
+                assert {r[1] for r in results} == {"h4"}  # h3's share was recomputed there
+            finally:
+                hosts.cut("h3", up=True)
+            client.wait_for_workers(2, timeout=30)  # h3's worker rejoins
+            assert on_h3 in client.scheduler_info()["workers"]
+            results = client.gather(client.map(where, range(200, 400)))
+            assert [r[0] for r in results] == list(range(201, 401))
+            assert {r[1] for r in results} <= {"h3", "h4"}
+            assert len(cluster.workers) == 2
+    for host in ("h2", "h3", "h4"):
+        assert hosts.left(host) == set(), f"processes left on {host}"
+
+
+def test_per_host_remote_python_and_connect_options(hosts: SSHHosts, tmp_path: Path) -> None:
+    """``remote_python`` and ``connect_options`` as lists, one per host (Dask's ssh.py)."""
+    wrappers = []
+    for host in ("h2", "h3", "h4"):
+        wrapper = tmp_path / f"python-{host}"
+        wrapper.write_text(f'#!/bin/sh\nTRIOCLUST_TEST_PYTHON={host} exec {sys.executable} "$@"\n')
+        wrapper.chmod(0o755)
+        wrappers.append(str(wrapper))
+    names = [hosts.address[h] for h in ("h2", "h3", "h4")]
+    with SSHCluster(
+        names, connect_options=[options(hosts)] * 3, remote_python=wrappers,
+        worker_options={"nthreads": 1, "env": {"TRIOCLUST_TEST_ENV": "1"}},
+    ) as cluster:
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=30)
+            results = client.gather(client.map(marked, range(100)))
+            assert {(r[1], r[2]) for r in results} == {("h3", "h3"), ("h4", "h4")}
+            assert set(client.run(environment, "TRIOCLUST_TEST_ENV").values()) == {"1"}
+    # a key refused on h4 alone: the scheduler's and h3's entries are the right ones
+    with pytest.raises(ClusterStartError, match=f"(?s)workers on {hosts.address['h4']}:.*Permission denied"):
+        SSHCluster(
+            names, connect_options=[options(hosts), options(hosts), options(hosts, hosts.other_key)],
+            remote_python=sys.executable, connect_timeout=10,
+        )
+    for host in ("h2", "h3", "h4"):
+        assert hosts.left(host) == set(), f"processes left on {host}"
+
+
+def test_options_are_checked_before_connecting() -> None:
+    """Lists of the wrong length and options the remote side would refuse fail
+    here, at once, with no host contacted (the hosts do not exist)."""
+    hosts = ["192.0.2.1", "192.0.2.2"]
+    with pytest.raises(ValueError, match="remote_python is a list of 3 entries for 2 hosts"):
+        SSHCluster(hosts, remote_python=["a", "b", "c"])
+    with pytest.raises(ValueError, match="connect_options is a list of 1 entries for 2 hosts"):
+        SSHCluster(hosts, connect_options=[{}])
+    with pytest.raises(TypeError, match="one dict for all hosts"):
+        SSHCluster(hosts, worker_options=[{}, {}])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"scheduler_options \['bogus'\] not understood by Scheduler"):
+        SSHCluster(hosts, scheduler_options={"bogus": 1})
+    with pytest.raises(TypeError, match=r"worker_options \['heartbeat_interval'\] not understood by Nanny"):
+        SSHCluster(hosts, worker_options={"heartbeat_interval": 1})
+    with pytest.raises(TypeError, match="as JSON"):
+        SSHCluster(hosts, worker_options={"env": {"A": object()}})
+
+
+def test_remote_options_parse_durations() -> None:
+    assert keyword_options("") == {}
+    assert keyword_options('{"worker_ttl": "500ms", "allowed_failures": 2}') == {
+        "worker_ttl": 0.5, "allowed_failures": 2,
+    }
+    assert keyword_options('{"reconnect_timeout": 3}') == {"reconnect_timeout": 3}
+    with pytest.raises(ValueError, match="JSON object"):
+        keyword_options("[1]")

@@ -8,6 +8,11 @@ stdout once they serve (``{"scheduler": address}`` or ``{"workers":
 gracefully when its stdin ends: the manager closing the pipe, or the
 connection dropping, ends every process it started on that machine. Nannies
 kill their worker processes when they close, so nothing outlives the link.
+
+``--options`` carries the remaining keyword arguments of the Scheduler or of
+each Nanny/Worker as one JSON object (a cluster manager's
+``scheduler_options`` / ``worker_options``, such as ``worker_ttl`` or
+``reconnect_timeout``); durations may be numbers or ``"2s"``-style strings.
 """
 
 from __future__ import annotations
@@ -22,9 +27,24 @@ from typing import Any
 import trio
 
 from trioclust import config
+from trioclust.deploy.adaptive import parse_seconds
 from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.scheduler import Scheduler
 from trioclust.runtime.worker import Worker
+
+#: keyword arguments given in seconds, which may also be written "500ms", "2s", "1min"
+DURATIONS = frozenset({"worker_ttl", "reconnect_timeout", "heartbeat_interval"})
+
+
+def keyword_options(text: str) -> dict[str, Any]:
+    """The ``--options`` JSON object as keyword arguments, durations in seconds."""
+    options = json.loads(text) if text else {}
+    if not isinstance(options, dict):
+        raise ValueError(f"--options must be a JSON object, got {text!r}")
+    return {
+        k: parse_seconds(v) if k in DURATIONS and isinstance(v, str) else v
+        for k, v in options.items()
+    }
 
 
 def _print(line: dict[str, Any]) -> None:
@@ -45,17 +65,19 @@ async def _main(args: argparse.Namespace) -> None:
         try:
             if args.role == "scheduler":
                 scheduler = Scheduler(
-                    host=args.host, port=args.port, dashboard_address=args.dashboard_address
+                    host=args.host, port=args.port, dashboard_address=args.dashboard_address,
+                    **keyword_options(args.options),
                 )
                 await nursery.start(scheduler.serve)
                 servers.append(scheduler)
                 _print({"scheduler": scheduler.address, "dashboard": scheduler.dashboard_link})
             else:
                 kind = Nanny if args.worker_class.endswith("Nanny") else Worker
+                options = keyword_options(args.options)
                 for i in range(args.n_workers):
                     server: Any = kind(
                         args.scheduler, nthreads=args.nthreads, name=f"{args.name}-{i}",
-                        memory_limit=args.memory_limit, host=args.host,
+                        memory_limit=args.memory_limit, host=args.host, **options,
                     )
                     await nursery.start(server.serve)
                     servers.append(server)
@@ -87,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-limit", type=int, default=0)
     parser.add_argument("--name", default="worker")
     parser.add_argument("--worker-class", default="trioclust.Nanny")
+    parser.add_argument("--options", default="", help="more keyword arguments, as a JSON object")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s - %(levelname)s - %(message)s")
     try:

@@ -15,10 +15,19 @@ reached).
 
 ``hosts[0]`` runs the scheduler, every host listed after it runs one worker
 job (``worker_options["n_workers"]`` workers, default 1). ``scale(n)`` adds
-jobs round-robin over those hosts, or retires the newest. ``remote_python``
-and ``connect_options`` may be one value or a list, one per host; ``setup``
-is a list of shell commands run before the remote process (``source
-venv/bin/activate``, ``module load python``).
+jobs round-robin over those hosts, or retires the newest. As in Dask,
+``remote_python`` and ``connect_options`` may be one value or a list, one per
+host (the first entry is the scheduler's); ``worker_options`` and
+``scheduler_options`` are one dict each. ``setup`` is a list of shell
+commands run before the remote process (``source venv/bin/activate``,
+``module load python``).
+
+``scheduler_options`` other than ``port`` and ``dashboard_address``, and
+``worker_options`` other than ``n_workers``, ``nthreads`` and
+``memory_limit``, are keyword arguments of the remote Scheduler and of each
+remote Nanny/Worker (``worker_ttl``, ``reconnect_timeout``, ``env``, ...):
+they are checked against those signatures here, before any connection, and
+travel as JSON (``--options``).
 
 A job that does not report its addresses within ``connect_timeout`` seconds
 (ssh's ``ConnectTimeout`` plus Python's start-up), or whose ``ssh`` exits
@@ -29,6 +38,7 @@ quoting ssh's and the remote side's last lines (``Permission denied``,
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import subprocess
@@ -42,6 +52,9 @@ import trio
 from trioclust import config
 from trioclust.deploy.cluster import Cluster
 from trioclust.errors import ClusterStartError
+from trioclust.runtime.nanny import Nanny
+from trioclust.runtime.scheduler import Scheduler
+from trioclust.runtime.worker import Worker
 from trioclust.sizes import parse_bytes
 
 __all__ = ["SSHCluster"]
@@ -52,12 +65,42 @@ DEFAULT_CONNECT_TIMEOUT = 20.0
 LOG_LINES = 200
 
 
+#: options SSHCluster itself turns into the remote module's arguments
+_SCHEDULER_OWN = frozenset({"port", "dashboard_address"})
+_WORKER_OWN = frozenset({"n_workers", "nthreads", "memory_limit"})
+#: keyword arguments the remote module sets itself
+_SET_REMOTELY = frozenset({"host", "address", "name", "scheduler_address", "security"})
+
+
 def _per_host(value: Any, n: int, name: str) -> list[Any]:
     if isinstance(value, list):
         if len(value) != n:
-            raise ValueError(f"{name} has {len(value)} entries for {n} hosts")
+            raise ValueError(
+                f"{name} is a list of {len(value)} entries for {n} hosts: give one per host "
+                f"(the first is the scheduler's), or one value for all"
+            )
         return list(value)
     return [value] * n
+
+
+def _forwarded(options: dict[str, Any], own: frozenset[str], target: Any, what: str) -> str:
+    """The options ``target`` takes as keywords, as the remote module's ``--options`` JSON."""
+    rest = {k: v for k, v in options.items() if k not in own}
+    accepted = {
+        name for name, p in inspect.signature(target).parameters.items()
+        if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+    } - _SET_REMOTELY
+    accepted = {a for a in accepted if not a.startswith("_")}
+    unknown = sorted(set(rest) - accepted)
+    if unknown:
+        raise TypeError(
+            f"{what} {unknown} not understood by {target.__name__}; it takes "
+            f"{sorted(accepted | own)}"
+        )
+    try:
+        return json.dumps(rest) if rest else ""
+    except TypeError as exc:
+        raise TypeError(f"{what} travel to the remote host as JSON: {exc}") from None
 
 
 class RemoteProcess:
@@ -214,9 +257,14 @@ class SSHCluster(Cluster):
             ``username``, ``port``, ``client_keys`` (key files),
             ``known_hosts`` (None: do not check host keys), ``options``
             (extra ``-o`` settings).
-        worker_options: ``n_workers`` (per host, default 1), ``nthreads``
-            (default 1), ``memory_limit`` (bytes or ``"4GiB"``, default none).
-        scheduler_options: ``port`` (default 0: any), ``dashboard_address``.
+        worker_options: one dict for every host: ``n_workers`` (per host,
+            default 1), ``nthreads`` (default 1), ``memory_limit`` (bytes or
+            ``"4GiB"``, default none), and keyword arguments of the remote
+            Nanny or Worker (``reconnect_timeout``, ``env``; with
+            ``worker_class="trioclust.Worker"`` also ``heartbeat_interval``).
+        scheduler_options: ``port`` (default 0: any), ``dashboard_address``,
+            and keyword arguments of the remote Scheduler (``worker_ttl``,
+            ``allowed_failures``).
         worker_class: ``"trioclust.Nanny"`` (default) or ``"trioclust.Worker"``.
         remote_python: the python to run, one path or one per host (default ``python3``).
         setup: shell commands run on each host before its process starts.
@@ -244,6 +292,11 @@ class SSHCluster(Cluster):
         hosts = list(hosts)
         if len(hosts) < 2:
             raise ValueError("SSHCluster needs at least two hosts: the scheduler's, then the workers'")
+        if not isinstance(worker_options, dict | None) or not isinstance(scheduler_options, dict | None):
+            raise TypeError(
+                "worker_options and scheduler_options are one dict for all hosts (as in Dask); "
+                "connect_options and remote_python may be lists, one per host"
+            )
         worker_options = dict(worker_options or {})
         memory = worker_options.get("memory_limit") or 0
         super().__init__(
@@ -258,6 +311,13 @@ class SSHCluster(Cluster):
         self.scheduler_options = dict(scheduler_options or {})
         self.worker_options = worker_options
         self.worker_class = worker_class
+        self._scheduler_json = _forwarded(
+            self.scheduler_options, _SCHEDULER_OWN, Scheduler, "scheduler_options"
+        )
+        self._worker_json = _forwarded(
+            worker_options, _WORKER_OWN, Nanny if worker_class.endswith("Nanny") else Worker,
+            "worker_options",
+        )
         self.setup = list(setup)
         self.connect_timeout = connect_timeout
         self._scheduler: RemoteProcess | None = None
@@ -276,6 +336,8 @@ class SSHCluster(Cluster):
         arguments = ["--host", self.hosts[0], "--port", str(options.get("port", 0))]
         if options.get("dashboard_address"):
             arguments += ["--dashboard-address", str(options["dashboard_address"])]
+        if self._scheduler_json:
+            arguments += ["--options", self._scheduler_json]
         self._scheduler = self._link(0, "scheduler", arguments)
         await nursery.start(self._scheduler.serve)
         address = str(self._scheduler.report["scheduler"])
@@ -298,6 +360,8 @@ class SSHCluster(Cluster):
             "--memory-limit", str(self.memory_limit), "--name", f"{self.hosts[index]}-{name}",
             "--worker-class", self.worker_class,
         ]
+        if self._worker_json:
+            arguments += ["--options", self._worker_json]
         return self._link(index, "workers", arguments)
 
     def _job_addresses(self, job: RemoteProcess) -> list[str]:
