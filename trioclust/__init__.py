@@ -8,6 +8,8 @@ from trioclust.client import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
     FIRST_EXCEPTION,
+    Actor,
+    ActorFuture,
     Client,
     DoneAndNotDoneFutures,
     Future,
@@ -18,6 +20,7 @@ from trioclust.client.performance_report import performance_report
 from trioclust.client.progress import progress
 from trioclust.deploy import Adaptive, Cluster, LocalCluster, SSHCluster
 from trioclust.errors import (
+    ActorLostError,
     ClusterStartError,
     CommClosedError,
     ConnectTimeout,
@@ -48,6 +51,9 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Actor",
+    "ActorFuture",
+    "ActorLostError",
     "Adaptive",
     "CancelledError",
     "Client",

@@ -3,6 +3,7 @@
 Imports anyio only, never trio: it runs under any anyio backend.
 """
 
+from trioclust.client.actors import Actor, ActorFuture
 from trioclust.client.client import Client
 from trioclust.client.futures import Future
 from trioclust.client.waiting import (
@@ -19,6 +20,8 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Actor",
+    "ActorFuture",
     "Client",
     "DoneAndNotDoneFutures",
     "Future",

@@ -20,12 +20,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
+from trioclust.client.actors import actor_futures, as_actor
 from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
 from trioclust.client.diagnostics import TaskStreamRecording, as_log
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.protocol import serialize
+from trioclust.protocol.actors import CreateActor
 from trioclust.protocol.run_spec import dumps_task
 from trioclust.sizes import format_bytes
 from trioclust.transport.addresses import normalize_address
@@ -298,14 +300,18 @@ class Client:
             pure: whether the same call always gives the same result, so that
                 submitting it twice computes it once.
             priority: higher runs first among waiting tasks.
-            workers, resources, retries, actor: not supported yet; passing
-                them raises ``NotImplementedError``.
+            actor: ``func`` is a class: make one instance on a worker and
+                keep it there; the future's result is an :class:`Actor`.
+            workers, resources, retries: not supported yet; passing them
+                raises ``NotImplementedError``.
             fifo_timeout: accepted for dask compatibility and ignored.
             **kwargs: keyword arguments for ``func``.
         """
-        _unsupported(workers=workers, resources=resources, retries=retries, actor=actor)
+        _unsupported(workers=workers, resources=resources, retries=retries)
         if not callable(func):
             raise TypeError(f"First argument to submit must be callable, got {func!r}")
+        if actor:
+            return self._submit_actor(func, args, kwargs, key, pure, priority)
         deps: set[str] = set()
         # the original args stay referenced until the graph is queued: a future
         # that lives only in them must not be released before its dependent
@@ -334,6 +340,8 @@ class Client:
         retries: int | None = None,
         batch_size: int | None = None,
         fifo_timeout: Any = None,
+        actor: bool = False,
+        actors: bool = False,
         **kwargs: Any,
     ) -> list[Future]:
         """``submit(func, *items)`` for each tuple of items of the iterables.
@@ -349,11 +357,15 @@ class Client:
             pure, priority: as for :meth:`submit`.
             batch_size: accepted for dask compatibility; the tasks go in
                 chunks of 1,000 whatever it says.
+            actor, actors: ``func`` is a class: one actor per item (see
+                :meth:`submit`).
             **kwargs: keyword arguments passed to every call.
         """
         _unsupported(workers=workers, resources=resources, retries=retries)
         if not callable(func):
             raise TypeError(f"First argument to map must be callable, got {func!r}")
+        if actor or actors:
+            return self._map_actors(func, iterables, key, pure, priority, kwargs)
         items = list(zip(*iterables, strict=False))
         if isinstance(key, list) and len(key) != len(items):
             raise ValueError(f"map got {len(key)} keys for {len(items)} tasks")
@@ -384,6 +396,32 @@ class Client:
             futures += self._core.submit_tasks(tasks, keys)
         return futures
 
+    # -------------------------------------------------------------- actors
+    def _submit_actor(
+        self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None, pure: bool,
+        priority: int,
+    ) -> Future:
+        if not isinstance(cls, type):
+            raise TypeError(f"submit(..., actor=True) needs a class, got {cls!r}")
+        # each call makes a new instance: an actor is never shared by key
+        future = self.submit(
+            CreateActor(cls), *args, key=key or f"{funcname(cls)}-{unique_suffix()}", pure=False,
+            priority=priority, **kwargs,
+        )
+        return actor_futures([future], self._core)[0]
+
+    def _map_actors(
+        self, cls: Any, iterables: tuple[Iterable[Any], ...], key: Any, pure: bool, priority: int,
+        kwargs: dict[str, Any],
+    ) -> list[Future]:
+        if not isinstance(cls, type):
+            raise TypeError(f"map(..., actor=True) needs a class, got {cls!r}")
+        futures = self.map(
+            CreateActor(cls), *iterables, key=key if key is not None else funcname(cls), pure=False,
+            priority=priority, **kwargs,
+        )
+        return actor_futures(futures, self._core)
+
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """The results of futures, in the same structure (lists, tuples, dicts, sets).
@@ -401,7 +439,7 @@ class Client:
         states: list[FutureState] = []
         _collect_states(futures, states)
         values = await self._core.gather_states(states, errors)
-        return _replace_futures(futures, values)
+        return _replace_futures(futures, {k: as_actor(v, self._core) for k, v in values.items()})
 
     def scatter(
         self, data: Any, workers: list[str] | str | None = None, broadcast: bool = False,

@@ -272,6 +272,30 @@ class ScatterDataReply(TypedDict):
     nbytes: dict[Key, int]
 
 
+# ------------------------------------------------ client -> a worker's port: actors
+
+
+class ActorExecuteMsg(TypedDict):
+    """Request: call ``method`` of the actor ``key`` held here with the
+    pickled ``args`` and ``kwargs``; the answer is its pickled result, or
+    the method's exception. Calls run one at a time, in the order they came."""
+
+    op: Literal["actor-execute"]
+    key: Key
+    method: str
+    args: object
+    kwargs: object
+
+
+class ActorAttributeMsg(TypedDict):
+    """Request: the pickled value of ``attribute`` of the actor ``key`` held
+    here, read in order with the calls before it."""
+
+    op: Literal["actor-attribute"]
+    key: Key
+    attribute: str
+
+
 # -------------------------------------------------------- client -> scheduler
 
 
@@ -498,7 +522,10 @@ SCHEDULER_TO_WORKER = _channel(
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
-CLIENT_TO_WORKER = _channel(GetDataMsg, ScatterDataMsg)
+CLIENT_TO_WORKER = _channel(
+    GetDataMsg, ScatterDataMsg,
+    ActorExecuteMsg, ActorAttributeMsg,  # actors
+)
 CLIENT_TO_SCHEDULER = _channel(
     UpdateGraphMsg, ReleaseKeysMsg, UpdateDataMsg, WhoHasMsg, SchedulerInfoMsg,
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -54,8 +55,9 @@ from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.worker_state import WorkerState
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
-from trioclust.protocol import Serialized
+from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
+from trioclust.protocol.actors import ActorRef, CreateActor
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime import profiling
@@ -187,6 +189,9 @@ class Worker(Server):
         self._scheduler_link: Link | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ConnectionPool | None = None
+        #: the actors held here, by key (see "Actors" below)
+        self.actors: dict[str, Any] = {}
+        self._actor_calls, self._actor_queue = trio.open_memory_channel[_ActorCall](math.inf)
 
     def _new_state(self) -> WorkerState:
         return WorkerState(
@@ -263,6 +268,7 @@ class Worker(Server):
                 self._pool = ConnectionPool(nursery, role="worker", name=self.name, security=self.security)
                 await nursery.start(self._scheduler_sessions, comm)
                 nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._run_actor_calls)
                 self.status = "running"
                 logger.info(
                     "Worker %s at %s registered with %s", self.name, self.address, self.scheduler_address
@@ -390,12 +396,14 @@ class Worker(Server):
         self._inline.clear()
         self._timings.clear()
         self._transfers.clear()
+        self.actors.clear()
         self.state = self._new_state()
 
     async def _shutdown(self) -> None:
         self.status = "closing"
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
         self.state.data.clear()
+        self.actors.clear()
         self.status = "closed"
         self._closed.set()
         logger.info("Worker %s closed", self.name or self.address)
@@ -443,6 +451,10 @@ class Worker(Server):
 
     def _on_free_keys(self, msg: msgs.FreeKeysMsg) -> None:
         self._handle(ev.FreeRequested(keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
+        if self.actors:
+            for key in msg["keys"]:
+                if key not in self.state.data:
+                    self.actors.pop(key, None)  # nobody holds its handle any more
 
     async def _on_run(self, msg: msgs.RunMsg) -> Any:
         """``client.run``: call a function here, in the event loop (like dask)."""
@@ -452,7 +464,11 @@ class Worker(Server):
     async def _handle_peer(self, comm: Any) -> None:
         link = Link(
             comm,
-            {"get-data": self._on_get_data, "update-data": self._on_update_data},
+            {
+                "get-data": self._on_get_data, "update-data": self._on_update_data,
+                # actors
+                "actor-execute": self._on_actor_execute, "actor-attribute": self._on_actor_attribute,
+            },
             name=f"worker {self.address} <- {comm.peer_address}",
         )
         await link.run()
@@ -570,6 +586,8 @@ class Worker(Server):
         except BaseException as exc:
             self._finish(key, generation, pack_failure(exc, skip_frames=0))
             return
+        if isinstance(fn, CreateActor):
+            fn = partial(self._create_actor, key, fn.cls)
         transfers = None
         if self._transfers and ts.dependencies:
             pending = self._transfers
@@ -732,6 +750,95 @@ class Worker(Server):
         self.close_reason = msg["reason"] or "the scheduler asked it to close"
         logger.info("Worker %s closes: %s", self.name, self.close_reason)
         self._request_close()
+
+    # -------------------------------------------------------------- actors
+    # An actor is an instance made by a task (``CreateActor``) and kept in
+    # ``actors`` while the scheduler keeps its key here; the task's result is
+    # an ``ActorRef``. Clients call its methods over this worker's port. Each
+    # call or attribute read goes into one queue as it arrives (the link's
+    # handlers run in the order the messages came) and ``_run_actor_calls``
+    # runs them one at a time, plain methods in a thread of their own as
+    # Dask's single actor thread does, coroutine methods on this event loop.
+
+    def _create_actor(self, key: str, cls: type, *args: Any, **kwargs: Any) -> ActorRef:
+        """On a task thread: make the instance and keep it; the task's result is its reference."""
+        instance = cls(*args, **kwargs)
+        self.actors[key] = instance
+        return ActorRef(key=key, address=self.address, cls=cls)
+
+    def _actor(self, key: str) -> Any:
+        try:
+            return self.actors[key]
+        except KeyError:
+            raise ValueError(
+                f"Worker {self.address} holds no actor {key!r}: it was released, or this "
+                f"worker restarted since it was made (actors are not recovered)"
+            ) from None
+
+    def _on_actor_execute(self, msg: msgs.ActorExecuteMsg) -> Any:
+        method = getattr(self._actor(msg["key"]), msg["method"])
+        args: Any = msg["args"]
+        kwargs: Any = msg["kwargs"]
+        if isinstance(args, Serialized):
+            args = args.deserialize()
+        if isinstance(kwargs, Serialized):
+            kwargs = kwargs.deserialize()
+        call = _ActorCall(partial(method, *(args or ()), **(kwargs or {})), inspect.iscoroutinefunction(method))
+        self._actor_calls.send_nowait(call)
+        return call.outcome()
+
+    def _on_actor_attribute(self, msg: msgs.ActorAttributeMsg) -> Any:
+        instance = self._actor(msg["key"])
+        attribute = msg["attribute"]
+        call = _ActorCall(lambda: getattr(instance, attribute), None)
+        self._actor_calls.send_nowait(call)
+        return call.outcome()
+
+    async def _run_actor_calls(self) -> None:
+        assert self._nursery is not None
+        async for call in self._actor_queue:
+            if call.coroutine:
+                self._nursery.start_soon(call.run_async)
+                continue
+            if call.coroutine is None:  # an attribute read
+                call.run()
+            else:
+                await trio.to_thread.run_sync(call.run)
+            call.done.set()
+
+
+class _ActorCall:
+    """One call to an actor's method (or read of an attribute), and its outcome."""
+
+    __slots__ = ("coroutine", "done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[[], Any], coroutine: bool | None) -> None:
+        self.fn = fn
+        self.coroutine = coroutine  # None: an attribute read, done on the loop
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        """Call it here (the actor thread, or the loop for an attribute read);
+        the caller sets ``done`` after, on the loop."""
+        try:
+            self.value = self.fn()
+        except Exception as exc:
+            self.error = exc
+
+    async def run_async(self) -> None:
+        try:
+            self.value = await self.fn()
+        except Exception as exc:
+            self.error = exc
+        self.done.set()
+
+    async def outcome(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return serialize(self.value)
 
 
 def _run_timed(
