@@ -12,6 +12,7 @@ value with a synchronous one, as in dask.
 from __future__ import annotations
 
 import html
+import inspect
 import os
 import uuid
 from collections.abc import Callable, Iterable
@@ -422,6 +423,52 @@ class Client:
         )
         return actor_futures(futures, self._core)
 
+    # --------------------------------------------------- client operations
+    def sync(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``func(*args, **kwargs)``, a coroutine function, on this client's event loop.
+
+        A synchronous client waits for it and returns its result (as Dask's
+        notebooks do with ``client.sync``); an asynchronous one returns the
+        awaitable. ``func`` may use anyio (it runs under trio in a
+        synchronous client's loop).
+        """
+        if self.asynchronous:
+            return _maybe_await(func, args, kwargs)
+        return self._sync(_maybe_await, func, args, kwargs)
+
+    def who_has(self, futures: Any = None) -> Any:
+        """The workers holding each key: ``{key: [address, ...]}``.
+
+        Args:
+            futures: futures (or a structure of them, or keys); None: every
+                key the scheduler holds.
+        """
+        return self._sync(self._core.request, "get-who-has", keys=_keys_of(futures))
+
+    def has_what(self, workers: list[str] | str | None = None) -> Any:
+        """The keys each worker holds: ``{address: [key, ...]}`` (all workers when None)."""
+        return self._sync(self._core.request, "has-what", workers=_worker_list(workers))
+
+    def nthreads(self, workers: list[str] | str | None = None) -> Any:
+        """The threads of each worker: ``{address: n}`` (all workers when None)."""
+        return self._sync(self._core.request, "nthreads", workers=_worker_list(workers))
+
+    ncores = nthreads
+
+    def upload_file(self, filename: str | os.PathLike[str], load: bool = True) -> Any:
+        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and joining later.
+
+        Each worker puts it on its import path and, with ``load``, imports it
+        (reloading a module imported before), so tasks can import it. An
+        import that fails on a worker raises its exception here.
+        """
+        path = os.fspath(filename)
+        with open(path, "rb") as f:
+            data = f.read()
+        return self._sync(
+            self._core.request, "upload-file", filename=os.path.basename(path), data=data, load=load
+        )
+
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """The results of futures, in the same structure (lists, tuples, dicts, sets).
@@ -656,6 +703,32 @@ class Client:
 
 async def _done() -> None:
     return None
+
+
+async def _maybe_await(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = func(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _keys_of(futures: Any) -> list[str] | None:
+    if futures is None:
+        return None
+    if isinstance(futures, Future | str):
+        futures = [futures]
+    found: list[Future] = []
+    _collect_futures(futures, found)
+    keys = [f.key for f in found]
+    if isinstance(futures, list | tuple | set):
+        keys += [k for k in futures if isinstance(k, str)]
+    return keys
+
+
+def _worker_list(workers: list[str] | str | None) -> list[str] | None:
+    if isinstance(workers, str):
+        return [workers]
+    return None if workers is None else list(workers)
 
 
 def _collect_states(obj: Any, out: list[FutureState]) -> None:

@@ -229,6 +229,17 @@ class AcquireReplicasReply(TypedDict):
     keys: list[Key]  # those copied
 
 
+class UploadFileWorkerMsg(TypedDict):
+    """Put this file on the worker's import path (and import it when ``load``):
+    a request for ``client.upload_file``; a plain message to a worker that
+    registers afterwards, ahead of any task."""
+
+    op: Literal["upload-file"]
+    filename: str
+    data: bytes
+    load: bool
+
+
 class ProfileWorkerMsg(TypedDict):
     """Request: sample the stacks of the threads running tasks for ``duration``
     seconds, every ``interval``; the answer is the tree of counts
@@ -405,6 +416,44 @@ class AdaptiveWorkloadReply(TypedDict):
     workers: list[dict[str, Any]]  # address, nthreads, memory_limit, nbytes, processing
 
 
+# ------------------------------------- client -> scheduler: client operations
+
+
+class GetWhoHasMsg(TypedDict):
+    """Request: ``client.who_has()``: ``{key: [worker, ...]}`` for these keys
+    (every key the scheduler holds when None)."""
+
+    op: Literal["get-who-has"]
+    keys: list[Key] | None
+
+
+class HasWhatMsg(TypedDict):
+    """Request: ``client.has_what()``: ``{worker: [key, ...]}`` for these
+    workers (all when None)."""
+
+    op: Literal["has-what"]
+    workers: list[str] | None
+
+
+class UploadFileMsg(TypedDict):
+    """Request: ``client.upload_file``: every worker, now and joining later,
+    gets this file (a ``.py``, ``.zip`` or ``.egg``) on its import path, and
+    imports it when ``load``. The answer comes once the current workers have it."""
+
+    op: Literal["upload-file"]
+    filename: str  # the file's base name
+    data: bytes
+    load: bool
+
+
+class NthreadsMsg(TypedDict):
+    """Request: ``client.nthreads()``: ``{worker: threads}`` for these workers
+    (all when None)."""
+
+    op: Literal["nthreads"]
+    workers: list[str] | None
+
+
 # ------------------------------------------ client -> scheduler: diagnostics
 
 
@@ -519,6 +568,7 @@ WORKER_TO_SCHEDULER = _channel(
 SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,
     GetWorkerLogsMsg, ProfileWorkerMsg,  # diagnostics
+    UploadFileWorkerMsg,  # client operations
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
@@ -530,6 +580,8 @@ CLIENT_TO_SCHEDULER = _channel(
     UpdateGraphMsg, ReleaseKeysMsg, UpdateDataMsg, WhoHasMsg, SchedulerInfoMsg,
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
     AdaptiveWorkloadMsg,
+    # client operations
+    GetWhoHasMsg, HasWhatMsg, NthreadsMsg, UploadFileMsg,
     # diagnostics
     GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg, ProfileMsg,
 )

@@ -154,6 +154,8 @@ class Scheduler(Server):
         )
         self.dashboard_link: str | None = None
         self._dashboard_address = dashboard_address
+        #: files from ``client.upload_file``, by name, sent to every worker that joins
+        self.uploads: dict[str, msgs.UploadFileWorkerMsg] = {}
 
     def __repr__(self) -> str:
         return (
@@ -268,6 +270,8 @@ class Scheduler(Server):
         self.worker_links[address] = peer.link
         self._last_seen[address] = time.monotonic()
         self.worker_metrics[address] = dict(msg["metrics"])
+        for upload in self.uploads.values():  # ahead of any task it is sent
+            peer.link.send(upload)
         self._handle(
             ev.AddWorker(
                 address=address, nthreads=msg["nthreads"], name=msg["name"] or address,
@@ -576,6 +580,52 @@ class Scheduler(Server):
         }
         return reply
 
+    # --------------------------------------------------- client operations
+    def _client_get_who_has(self, client: str, msg: msgs.GetWhoHasMsg) -> dict[str, list[str]]:
+        tasks = self.state.tasks
+        keys = msg["keys"] if msg["keys"] is not None else list(tasks)
+        return {k: sorted(tasks[k].who_has) if k in tasks else [] for k in keys}
+
+    def _client_has_what(self, client: str, msg: msgs.HasWhatMsg) -> dict[str, list[str]]:
+        workers = self.state.workers
+        names = msg["workers"] if msg["workers"] is not None else list(workers)
+        return {w: sorted(workers[w].has_what) if w in workers else [] for w in names}
+
+    def _client_nthreads(self, client: str, msg: msgs.NthreadsMsg) -> dict[str, int]:
+        workers = self.state.workers
+        names = msg["workers"] if msg["workers"] is not None else list(workers)
+        return {w: workers[w].nthreads for w in names if w in workers}
+
+    async def _client_upload_file(self, client: str, msg: msgs.UploadFileMsg) -> None:
+        """Send the file to every worker now, keep it for those that join later;
+        raise the first worker's error (a failed import) as itself."""
+        upload: msgs.UploadFileWorkerMsg = {
+            "op": "upload-file", "filename": msg["filename"], "data": msg["data"], "load": msg["load"],
+        }
+        self.uploads[msg["filename"]] = upload
+        errors: list[RemoteError] = []
+
+        async def one(link: Link) -> None:
+            try:
+                await link.request(
+                    "upload-file", filename=upload["filename"], data=upload["data"], load=upload["load"]
+                )
+            except RemoteError as exc:
+                errors.append(exc)
+            except CommClosedError:
+                pass  # it left; a worker that joins later gets the file when it registers
+
+        async with trio.open_nursery() as nursery:
+            for link in list(self.worker_links.values()):
+                nursery.start_soon(one, link)
+        if errors:
+            error = errors[0]
+            try:
+                original = error.exception.deserialize() if error.exception is not None else None
+            except Exception:  # its class lives in the uploaded file, say
+                original = None
+            raise original if isinstance(original, Exception) else RuntimeError(error.text)
+
     # --------------------------------------------------------- diagnostics
     def _client_get_task_stream(self, client: str, msg: msgs.GetTaskStreamMsg) -> msgs.TaskStreamReply:
         stream = self.task_stream
@@ -798,6 +848,11 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "retire-workers": Scheduler._client_retire_workers,
     # cluster managers (deploy/)
     "adaptive-workload": Scheduler._client_adaptive_workload,
+    # client operations
+    "get-who-has": Scheduler._client_get_who_has,
+    "has-what": Scheduler._client_has_what,
+    "nthreads": Scheduler._client_nthreads,
+    "upload-file": Scheduler._client_upload_file,
     # diagnostics
     "get-task-stream": Scheduler._client_get_task_stream,
     "get-worker-history": Scheduler._client_get_worker_history,

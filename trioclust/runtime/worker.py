@@ -32,13 +32,18 @@ to reconnect for ``reconnect_timeout`` seconds; then it stops, with
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import math
 import os
+import shutil
+import sys
+import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -191,6 +196,7 @@ class Worker(Server):
         self._pool: ConnectionPool | None = None
         #: the actors held here, by key (see "Actors" below)
         self.actors: dict[str, Any] = {}
+        self._upload_directory: str | None = None  # client.upload_file's files, on sys.path
         self._actor_calls, self._actor_queue = trio.open_memory_channel[_ActorCall](math.inf)
 
     def _new_state(self) -> WorkerState:
@@ -307,6 +313,7 @@ class Worker(Server):
                     "acquire-replicas": self._on_acquire_replicas,
                     "get-logs": self._on_get_logs,
                     "profile": self._on_profile,
+                    "upload-file": self._on_upload_file,  # client operations
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -404,6 +411,7 @@ class Worker(Server):
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
         self.state.data.clear()
         self.actors.clear()
+        self._remove_uploads()
         self.status = "closed"
         self._closed.set()
         logger.info("Worker %s closed", self.name or self.address)
@@ -805,6 +813,50 @@ class Worker(Server):
             else:
                 await trio.to_thread.run_sync(call.run)
             call.done.set()
+
+    # --------------------------------------------------- client operations
+    def _on_upload_file(self, msg: msgs.UploadFileWorkerMsg) -> None:
+        """``client.upload_file``: keep the file on the import path; import it when asked.
+
+        A ``.py`` file goes into a directory of this worker's own at the front of
+        ``sys.path``; a ``.zip`` or ``.egg`` goes there too and is put on the
+        path itself. Loading imports the module (the archive's top-level
+        modules and packages), reloading one imported before.
+        """
+        directory = self._upload_directory
+        if directory is None:
+            directory = self._upload_directory = tempfile.mkdtemp(prefix="trioclust-uploads-")
+            sys.path.insert(0, directory)
+        name = os.path.basename(msg["filename"])
+        path = os.path.join(directory, name)
+        with open(path, "wb") as f:
+            f.write(msg["data"])
+        modules: list[str] = []
+        if name.endswith((".zip", ".egg")):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    top, _, rest = member.partition("/")
+                    if (rest == "__init__.py" or (not rest and top.endswith(".py"))) and top != "EGG-INFO":
+                        modules.append(top.removesuffix(".py"))
+        elif name.endswith(".py"):
+            modules.append(name.removesuffix(".py"))
+        importlib.invalidate_caches()
+        if msg["load"]:
+            for module in dict.fromkeys(modules):
+                if module in sys.modules:
+                    importlib.reload(sys.modules[module])
+                else:
+                    importlib.import_module(module)
+        logger.info("Worker %s got the uploaded file %s", self.name, name)
+
+    def _remove_uploads(self) -> None:
+        directory, self._upload_directory = self._upload_directory, None
+        if directory is None:
+            return
+        sys.path[:] = [p for p in sys.path if not (p == directory or p.startswith(directory + os.sep))]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _ActorCall:
