@@ -173,6 +173,10 @@ async def test_operations_async(servers: Scheduler, tmp_path: Path) -> None:
         assert all(batches)
         assert sum(len(b) for b in batches) == 6
 
+        await client.replicate([x])
+        assert len((await client.who_has([x]))[x.key]) == 2
+        await client.rebalance([x, y])
+
         async def double(v: int) -> int:
             return 2 * v
 
@@ -185,3 +189,30 @@ async def test_operations_async(servers: Scheduler, tmp_path: Path) -> None:
         async with Worker(s.address) as late:
             assert late._upload_directory is not None
             assert (Path(late._upload_directory) / f"{name}.py").read_text() == "WHERE = 'uploaded'\n"
+
+
+def test_replicate_docstring_examples(client: Client) -> None:
+    """Client.replicate docstring: send to all workers, then n=1 reduces replicas."""
+    x = client.submit(inc, 41, pure=False)
+    client.replicate([x])  # send to all workers
+    workers = set(client.nthreads())
+    assert set(client.who_has([x])[x.key]) == workers
+    client.replicate([x], n=1)  # reduce replications
+    assert len(client.who_has([x])[x.key]) == 1
+    one = sorted(workers)[0]
+    client.replicate([x], workers=[one])  # send to specific
+    assert one in client.who_has([x])[x.key]
+    assert x.result() == 42
+
+
+def test_rebalance_evens_out_the_workers(client: Client) -> None:
+    """Client.rebalance: data scattered onto one worker spreads over both."""
+    one, other = sorted(client.nthreads())
+    futures = client.scatter([bytes([i]) * 1000 for i in range(8)], workers=[one], hash=False)
+    assert all(client.who_has(futures)[f.key] == [one] for f in futures)
+    client.rebalance(futures)
+    where = client.who_has(futures)
+    on_other = [f for f in futures if where[f.key] == [other]]
+    assert len(on_other) == 4
+    assert all(len(where[f.key]) == 1 for f in futures)
+    assert client.gather(futures) == [bytes([i]) * 1000 for i in range(8)]

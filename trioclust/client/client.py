@@ -455,6 +455,45 @@ class Client:
 
     ncores = nthreads
 
+    def replicate(
+        self, futures: Any, n: int | None = None, workers: list[str] | None = None,
+        branching_factor: int = 2,
+    ) -> Any:
+        """Copy the futures' data onto ``n`` workers (all when None), among
+        ``workers`` (addresses or names) when given; ``n`` below the present
+        number of copies drops some (never the last). Waits for the futures
+        first, and returns once the copies are made. ``branching_factor`` is
+        accepted for Dask's sake: each copy is fetched from a present holder.
+        """
+        found: list[Future] = []
+        _collect_futures(futures if not isinstance(futures, Future) else [futures], found)
+        return self._sync(self._replicate, found, n, workers)
+
+    async def _replicate(self, futures: list[Future], n: int | None, workers: list[str] | None) -> None:
+        for future in futures:  # computed first, as in Dask
+            await future._state.wait()
+        await self._core.request(
+            "replicate", keys=[f.key for f in futures], n=n, workers=_worker_list(workers)
+        )
+
+    def rebalance(self, futures: Any = None, workers: list[str] | None = None) -> Any:
+        """Move data between workers to even out the bytes they hold: of the
+        futures' keys (all keys when None), over ``workers`` (all when None).
+        Returns once the moves are done."""
+        found: list[Future] | None = None
+        if futures is not None:
+            found = []
+            _collect_futures(futures if not isinstance(futures, Future) else [futures], found)
+        return self._sync(self._rebalance, found, workers)
+
+    async def _rebalance(self, futures: list[Future] | None, workers: list[str] | None) -> None:
+        for future in futures or ():
+            await future._state.wait()
+        await self._core.request(
+            "rebalance", keys=None if futures is None else [f.key for f in futures],
+            workers=_worker_list(workers),
+        )
+
     def upload_file(self, filename: str | os.PathLike[str], load: bool = True) -> Any:
         """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and joining later.
 

@@ -446,6 +446,25 @@ class UploadFileMsg(TypedDict):
     load: bool
 
 
+class ReplicateMsg(TypedDict):
+    """Request: ``client.replicate``: ``n`` copies of each key among ``workers``
+    (addresses or names; all when None); answered once the copies are made."""
+
+    op: Literal["replicate"]
+    keys: list[Key]
+    n: int | None
+    workers: list[str] | None
+
+
+class RebalanceMsg(TypedDict):
+    """Request: ``client.rebalance``: even out the bytes of ``keys`` (all when
+    None) over ``workers`` (all when None); answered once the moves are done."""
+
+    op: Literal["rebalance"]
+    keys: list[Key] | None
+    workers: list[str] | None
+
+
 class NthreadsMsg(TypedDict):
     """Request: ``client.nthreads()``: ``{worker: threads}`` for these workers
     (all when None)."""
@@ -581,7 +600,7 @@ CLIENT_TO_SCHEDULER = _channel(
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
     AdaptiveWorkloadMsg,
     # client operations
-    GetWhoHasMsg, HasWhatMsg, NthreadsMsg, UploadFileMsg,
+    GetWhoHasMsg, HasWhatMsg, NthreadsMsg, UploadFileMsg, ReplicateMsg, RebalanceMsg,
     # diagnostics
     GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg, ProfileMsg,
 )

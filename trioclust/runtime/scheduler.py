@@ -596,6 +596,38 @@ class Scheduler(Server):
         names = msg["workers"] if msg["workers"] is not None else list(workers)
         return {w: workers[w].nthreads for w in names if w in workers}
 
+    async def _client_replicate(self, client: str, msg: msgs.ReplicateMsg) -> None:
+        await self._copy_replicas(
+            ev.Replicate(
+                keys=tuple(msg["keys"]), n=msg["n"], workers=self._addresses(msg["workers"]),
+                stimulus_id=f"replicate-{time.time()}",
+            )
+        )
+
+    async def _client_rebalance(self, client: str, msg: msgs.RebalanceMsg) -> None:
+        await self._copy_replicas(
+            ev.Rebalance(
+                keys=tuple(msg["keys"]) if msg["keys"] is not None else None,
+                workers=self._addresses(msg["workers"]), stimulus_id=f"rebalance-{time.time()}",
+            )
+        )
+
+    def _addresses(self, workers: list[str] | None) -> tuple[str, ...] | None:
+        """Worker addresses for addresses or names (as Dask's ``workers=``)."""
+        if workers is None:
+            return None
+        by_name = {w.name: a for a, w in self.state.workers.items()}
+        return tuple(w if w in self.state.workers else by_name.get(w, w) for w in workers)
+
+    async def _copy_replicas(self, event: ev.Replicate | ev.Rebalance) -> None:
+        """Hand the event to the core and carry out the copies it plans."""
+        moves: list[ins.AcquireReplicas] = []
+        self._handle(event, moves=moves)
+        with trio.move_on_after(4 * config.get_float("runtime.close-timeout")):
+            async with trio.open_nursery() as nursery:
+                for move in moves:
+                    nursery.start_soon(self._acquire_replicas, move)
+
     async def _client_upload_file(self, client: str, msg: msgs.UploadFileMsg) -> None:
         """Send the file to every worker now, keep it for those that join later;
         raise the first worker's error (a failed import) as itself."""
@@ -756,8 +788,8 @@ class Scheduler(Server):
                 lost: msgs.LostDataMsg = {"op": "lost-data", "key": i.key, "stimulus_id": i.stimulus_id}
                 client_link.send(lost)
         elif kind is ins.AcquireReplicas:
-            if moves is None:  # pragma: no cover - only RetireWorkers leads to these
-                raise RuntimeError(f"AcquireReplicas outside retire_workers: {i!r}")
+            if moves is None:  # pragma: no cover - only these events lead to them
+                raise RuntimeError(f"AcquireReplicas outside retire/replicate/rebalance: {i!r}")
             moves.append(i)
         elif kind is ins.CloseWorker:
             link = self.worker_links.get(i.worker)
@@ -853,6 +885,8 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "has-what": Scheduler._client_has_what,
     "nthreads": Scheduler._client_nthreads,
     "upload-file": Scheduler._client_upload_file,
+    "replicate": Scheduler._client_replicate,
+    "rebalance": Scheduler._client_rebalance,
     # diagnostics
     "get-task-stream": Scheduler._client_get_task_stream,
     "get-worker-history": Scheduler._client_get_worker_history,
