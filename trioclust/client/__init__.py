@@ -6,6 +6,7 @@ Imports anyio only, never trio: it runs under any anyio backend.
 from trioclust.client.actors import Actor, ActorFuture
 from trioclust.client.client import Client
 from trioclust.client.futures import Future
+from trioclust.client.plugins import NannyPlugin, SchedulerPlugin, WorkerPlugin
 from trioclust.client.waiting import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -26,7 +27,10 @@ __all__ = [
     "DoneAndNotDoneFutures",
     "Future",
     "FutureCancelledError",
+    "NannyPlugin",
     "SchedulerLostError",
+    "SchedulerPlugin",
+    "WorkerPlugin",
     "as_completed",
     "wait",
 ]

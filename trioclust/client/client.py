@@ -26,6 +26,7 @@ from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
 from trioclust.client.diagnostics import TaskStreamRecording, as_log
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
+from trioclust.client.plugins import NannyPlugin, SchedulerPlugin, WorkerPlugin
 from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.protocol import serialize
 from trioclust.protocol.actors import CreateActor
@@ -493,6 +494,72 @@ class Client:
             "rebalance", keys=None if futures is None else [f.key for f in futures],
             workers=_worker_list(workers),
         )
+
+    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
+        """Restart every worker and cancel every future (of every client).
+
+        Workers under a nanny come back as fresh processes; a worker without a
+        nanny is closed and does not come back (as in Dask: then this times
+        out unless ``wait_for_workers=False``).
+
+        Args:
+            timeout: seconds to wait (default four times ``comm.timeouts.connect``);
+                then ``TimeoutError``.
+            wait_for_workers: wait until as many workers as before are back
+                (True), or only until the old ones are gone.
+        """
+        return self._sync(self._core.request, "restart", timeout=timeout, wait_for_workers=wait_for_workers)
+
+    def register_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> Any:
+        """Install a :class:`WorkerPlugin` on every worker (also those that join
+        later) or a :class:`SchedulerPlugin` on the scheduler.
+
+        Args:
+            plugin: the plugin object; it is pickled and sent.
+            name: its name (default its ``name`` attribute, else the class
+                name and a random suffix); a plugin of the same name is replaced.
+            idempotent: keep an existing plugin of that name instead (default:
+                the plugin's ``idempotent`` attribute, else False).
+
+        A worker plugin's ``setup`` errors are returned as ``{worker: text}``
+        (``"OK"`` for the others); a scheduler plugin's ``start`` error is raised.
+        """
+        if name is None:
+            name = getattr(plugin, "name", None) or f"{funcname(type(plugin))}-{uuid.uuid4()}"
+        if idempotent is None:
+            idempotent = bool(getattr(plugin, "idempotent", False))
+        if isinstance(plugin, SchedulerPlugin):
+            return self._sync(
+                self._core.request, "register-scheduler-plugin", plugin=serialize(plugin), name=name,
+                idempotent=idempotent,
+            )
+        if isinstance(plugin, NannyPlugin):
+            raise NotImplementedError(
+                "trioclust does not run NannyPlugins yet; a WorkerPlugin runs in every worker "
+                "process (and again in each new one a nanny starts)"
+            )
+        if not isinstance(plugin, WorkerPlugin) and not hasattr(plugin, "setup"):
+            raise TypeError(
+                f"register_plugin takes a WorkerPlugin or a SchedulerPlugin, got {plugin!r}"
+            )
+        return self._sync(
+            self._core.request, "register-worker-plugin", plugin=serialize(plugin), name=name,
+            idempotent=idempotent,
+        )
+
+    def register_worker_plugin(self, plugin: Any, name: str | None = None, nanny: bool | None = None) -> Any:
+        """Dask's older name for :meth:`register_plugin` with a worker plugin."""
+        if nanny:
+            raise NotImplementedError("trioclust does not run NannyPlugins yet")
+        return self.register_plugin(plugin, name=name)
+
+    def register_scheduler_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> Any:
+        """Dask's older name for :meth:`register_plugin` with a scheduler plugin."""
+        return self.register_plugin(plugin, name=name, idempotent=idempotent)
 
     def upload_file(self, filename: str | os.PathLike[str], load: bool = True) -> Any:
         """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and joining later.

@@ -260,6 +260,10 @@ class SchedulerState(SchedulerTransitions):
         )
         return tuple(ws.address for ws in candidates[: max(n, 0)])
 
+    def wanted_by(self, client: str) -> tuple[str, ...]:
+        """The keys ``client`` holds futures to (``client.restart`` releases them all)."""
+        return tuple(self._client_wants.get(client, ()))
+
     @property
     def retiring(self) -> frozenset[str]:
         """Workers retiring that have not been told to close yet."""

@@ -240,6 +240,22 @@ class UploadFileWorkerMsg(TypedDict):
     load: bool
 
 
+class RestartWorkerMsg(TypedDict):
+    """``client.restart``: stop now; a nanny starts a fresh worker process."""
+
+    op: Literal["restart"]
+
+
+class PluginAddMsg(TypedDict):
+    """Set up this pickled ``WorkerPlugin`` under ``name`` (tearing down one of
+    that name first): a request for ``register_plugin``; a plain message to a
+    worker that registers afterwards, ahead of any task."""
+
+    op: Literal["plugin-add"]
+    plugin: object
+    name: str
+
+
 class ProfileWorkerMsg(TypedDict):
     """Request: sample the stacks of the threads running tasks for ``duration``
     seconds, every ``interval``; the answer is the tree of counts
@@ -465,6 +481,38 @@ class RebalanceMsg(TypedDict):
     workers: list[str] | None
 
 
+class RestartMsg(TypedDict):
+    """Request: ``client.restart``: every client's futures are released and
+    cancelled, every worker restarts (through its nanny; a worker without one
+    closes); with ``wait_for_workers``, answered once as many workers are
+    back, else once the old ones are gone. ``TimeoutError`` after ``timeout``."""
+
+    op: Literal["restart"]
+    timeout: float | None
+    wait_for_workers: bool
+
+
+class RegisterSchedulerPluginMsg(TypedDict):
+    """Request: keep this pickled ``SchedulerPlugin`` under ``name`` (replacing
+    one of that name unless ``idempotent``, which keeps the old) and call its
+    ``start``; a failure there is raised to the client."""
+
+    op: Literal["register-scheduler-plugin"]
+    plugin: object
+    name: str
+    idempotent: bool
+
+
+class RegisterWorkerPluginMsg(TypedDict):
+    """Request: give this pickled ``WorkerPlugin`` to every worker, now and
+    joining later; the answer is ``{worker: "OK" or the error's text}``."""
+
+    op: Literal["register-worker-plugin"]
+    plugin: object
+    name: str
+    idempotent: bool
+
+
 class NthreadsMsg(TypedDict):
     """Request: ``client.nthreads()``: ``{worker: threads}`` for these workers
     (all when None)."""
@@ -558,6 +606,12 @@ class LostDataMsg(TypedDict):
     stimulus_id: str
 
 
+class RestartClientMsg(TypedDict):
+    """The cluster restarted (``client.restart``): every future is cancelled."""
+
+    op: Literal["restart"]
+
+
 # ------------------------------------------------------------------- channels
 
 
@@ -587,7 +641,7 @@ WORKER_TO_SCHEDULER = _channel(
 SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,
     GetWorkerLogsMsg, ProfileWorkerMsg,  # diagnostics
-    UploadFileWorkerMsg,  # client operations
+    UploadFileWorkerMsg, RestartWorkerMsg, PluginAddMsg,  # client operations
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
@@ -600,11 +654,15 @@ CLIENT_TO_SCHEDULER = _channel(
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
     AdaptiveWorkloadMsg,
     # client operations
-    GetWhoHasMsg, HasWhatMsg, NthreadsMsg, UploadFileMsg, ReplicateMsg, RebalanceMsg,
+    GetWhoHasMsg, HasWhatMsg, NthreadsMsg, UploadFileMsg, ReplicateMsg, RebalanceMsg, RestartMsg,
+    RegisterSchedulerPluginMsg, RegisterWorkerPluginMsg,
     # diagnostics
     GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg, ProfileMsg,
 )
-SCHEDULER_TO_CLIENT = _channel(KeysInMemoryMsg, KeyErredMsg, LostDataMsg)
+SCHEDULER_TO_CLIENT = _channel(
+    KeysInMemoryMsg, KeyErredMsg, LostDataMsg,
+    RestartClientMsg,  # client operations
+)
 
 #: Every channel, by name.
 CHANNELS: dict[str, dict[str, type]] = {

@@ -197,6 +197,10 @@ class Worker(Server):
         #: the actors held here, by key (see "Actors" below)
         self.actors: dict[str, Any] = {}
         self._upload_directory: str | None = None  # client.upload_file's files, on sys.path
+        #: ``client.restart`` closed this worker: a nanny starts a new one
+        self.restart_requested = False
+        #: worker plugins by name (``client.register_plugin``)
+        self.plugins: dict[str, Any] = {}
         self._actor_calls, self._actor_queue = trio.open_memory_channel[_ActorCall](math.inf)
 
     def _new_state(self) -> WorkerState:
@@ -314,6 +318,8 @@ class Worker(Server):
                     "get-logs": self._on_get_logs,
                     "profile": self._on_profile,
                     "upload-file": self._on_upload_file,  # client operations
+                    "restart": self._on_restart,
+                    "plugin-add": self._on_plugin_add,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -409,6 +415,7 @@ class Worker(Server):
     async def _shutdown(self) -> None:
         self.status = "closing"
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
+        await self._teardown_plugins()
         self.state.data.clear()
         self.actors.clear()
         self._remove_uploads()
@@ -500,6 +507,13 @@ class Worker(Server):
 
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any) -> None:
+        if self.plugins:
+            log = self.state.transition_log
+            mark = log[-1] if log else None
+            for instruction in self.state.handle(*events):
+                self._dispatch(instruction)
+            self._plugin_transitions(mark)
+            return
         for instruction in self.state.handle(*events):
             self._dispatch(instruction)
 
@@ -851,6 +865,55 @@ class Worker(Server):
                     importlib.import_module(module)
         logger.info("Worker %s got the uploaded file %s", self.name, name)
 
+    def _on_restart(self, msg: msgs.RestartWorkerMsg) -> None:
+        """``client.restart``: stop; under a nanny the process exits so that a
+        fresh worker starts (a worker without one stays closed, as in Dask)."""
+        self.restart_requested = True
+        self.close_reason = "restarted by client.restart()"
+        logger.info("Worker %s restarts (client.restart)", self.name)
+        self._request_close()
+
+    def _on_plugin_add(self, msg: msgs.PluginAddMsg) -> Any:
+        """``client.register_plugin(WorkerPlugin)``: set it up (tearing down
+        the one it replaces); ``setup`` may be async, and its error is the
+        registering client's."""
+        plugin = msg["plugin"].deserialize() if isinstance(msg["plugin"], Serialized) else msg["plugin"]
+        old = self.plugins.pop(msg["name"], None)
+        if old is not None and hasattr(old, "teardown"):
+            _call_logged(old.teardown, self, f"worker plugin {msg['name']!r} teardown")
+        self.plugins[msg["name"]] = plugin
+        setup = getattr(plugin, "setup", None)
+        return setup(worker=self) if setup is not None else None
+
+    def _plugin_transitions(self, mark: Any) -> None:
+        log = self.state.transition_log
+        new = []
+        for entry in reversed(log):
+            if entry is mark:
+                break
+            new.append(entry)
+        for key, start, finish, stimulus_id, _ in reversed(new):
+            for name, plugin in list(self.plugins.items()):
+                hook = getattr(plugin, "transition", None)
+                if hook is not None:
+                    _call_logged(
+                        partial(hook, key, start, finish, stimulus_id=stimulus_id),
+                        None, f"worker plugin {name!r} transition",
+                    )
+
+    async def _teardown_plugins(self) -> None:
+        for name, plugin in list(self.plugins.items()):
+            teardown = getattr(plugin, "teardown", None)
+            if teardown is None:
+                continue
+            try:
+                result = teardown(worker=self)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("Worker plugin %r failed in teardown", name)
+        self.plugins.clear()
+
     def _remove_uploads(self) -> None:
         directory, self._upload_directory = self._upload_directory, None
         if directory is None:
@@ -891,6 +954,14 @@ class _ActorCall:
         if self.error is not None:
             raise self.error
         return serialize(self.value)
+
+
+def _call_logged(fn: Callable[..., Any], arg: Any, what: str) -> None:
+    """``fn(arg)`` (``fn()`` when ``arg`` is None), logging its error."""
+    try:
+        fn() if arg is None else fn(arg)
+    except Exception:
+        logger.exception("%s failed", what)
 
 
 def _run_timed(
