@@ -19,6 +19,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 __all__ = [
+    "ActorLostError",
     "ClusterStartError",
     "CommClosedError",
     "ConnectTimeout",
@@ -203,6 +204,11 @@ class LostData(TrioclustError):
             f"The scattered data {self.key!r} was lost with the worker(s) that held it; "
             f"it has no task to recompute it from. Scatter it again."
         )
+
+
+class ActorLostError(TrioclustError, ConnectionError):
+    """The worker holding an actor cannot be reached (it died or left): the
+    actor is lost with it, as in Dask; make a new one."""
 
 
 # ------------------------------------------------------------ the client

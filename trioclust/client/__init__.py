@@ -3,6 +3,7 @@
 Imports anyio only, never trio: it runs under any anyio backend.
 """
 
+from trioclust.client.actors import Actor, ActorFuture
 from trioclust.client.client import Client
 from trioclust.client.coordination import (
     Event,
@@ -14,6 +15,7 @@ from trioclust.client.coordination import (
     fire_and_forget,
 )
 from trioclust.client.futures import Future
+from trioclust.client.plugins import NannyPlugin, SchedulerPlugin, WorkerPlugin
 from trioclust.client.waiting import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -29,6 +31,8 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Actor",
+    "ActorFuture",
     "Client",
     "DoneAndNotDoneFutures",
     "Event",
@@ -36,10 +40,13 @@ __all__ = [
     "FutureCancelledError",
     "Lock",
     "MultiLock",
+    "NannyPlugin",
     "Queue",
     "SchedulerLostError",
+    "SchedulerPlugin",
     "Semaphore",
     "Variable",
+    "WorkerPlugin",
     "as_completed",
     "fire_and_forget",
     "get_client",

@@ -12,6 +12,7 @@ value with a synchronous one, as in dask.
 from __future__ import annotations
 
 import html
+import inspect
 import os
 import uuid
 import weakref
@@ -22,12 +23,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
 from trioclust.client import collections as dask_collections
+from trioclust.client.actors import actor_futures, as_actor
 from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
 from trioclust.client.diagnostics import TaskStreamRecording, as_log
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
+from trioclust.client.plugins import NannyPlugin, SchedulerPlugin, WorkerPlugin
 from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.protocol import serialize
+from trioclust.protocol.actors import CreateActor
 from trioclust.protocol.messages import Key
 from trioclust.protocol.run_spec import dumps_task
 from trioclust.sizes import format_bytes
@@ -332,14 +336,18 @@ class Client:
             pure: whether the same call always gives the same result, so that
                 submitting it twice computes it once.
             priority: higher runs first among waiting tasks.
-            workers, resources, retries, actor: not supported yet; passing
-                them raises ``NotImplementedError``.
+            actor: ``func`` is a class: make one instance on a worker and
+                keep it there; the future's result is an :class:`Actor`.
+            workers, resources, retries: not supported yet; passing them
+                raises ``NotImplementedError``.
             fifo_timeout: accepted for dask compatibility and ignored.
             **kwargs: keyword arguments for ``func``.
         """
-        _unsupported(workers=workers, resources=resources, retries=retries, actor=actor)
+        _unsupported(workers=workers, resources=resources, retries=retries)
         if not callable(func):
             raise TypeError(f"First argument to submit must be callable, got {func!r}")
+        if actor:
+            return self._submit_actor(func, args, kwargs, key, pure, priority)
         deps: set[Key] = set()
         # the original args stay referenced until the graph is queued: a future
         # that lives only in them must not be released before its dependent
@@ -368,6 +376,8 @@ class Client:
         retries: int | None = None,
         batch_size: int | None = None,
         fifo_timeout: Any = None,
+        actor: bool = False,
+        actors: bool = False,
         **kwargs: Any,
     ) -> list[Future]:
         """``submit(func, *items)`` for each tuple of items of the iterables.
@@ -383,11 +393,15 @@ class Client:
             pure, priority: as for :meth:`submit`.
             batch_size: accepted for dask compatibility; the tasks go in
                 chunks of 1,000 whatever it says.
+            actor, actors: ``func`` is a class: one actor per item (see
+                :meth:`submit`).
             **kwargs: keyword arguments passed to every call.
         """
         _unsupported(workers=workers, resources=resources, retries=retries)
         if not callable(func):
             raise TypeError(f"First argument to map must be callable, got {func!r}")
+        if actor or actors:
+            return self._map_actors(func, iterables, key, pure, priority, kwargs)
         items = list(zip(*iterables, strict=False))
         if isinstance(key, list) and len(key) != len(items):
             raise ValueError(f"map got {len(key)} keys for {len(items)} tasks")
@@ -508,6 +522,183 @@ class Client:
         """
         return dask_collections.get(self, dsk, keys, sync=sync, priority=priority)
 
+    # -------------------------------------------------------------- actors
+    def _submit_actor(
+        self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], key: Key | None, pure: bool,
+        priority: int,
+    ) -> Future:
+        if not isinstance(cls, type):
+            raise TypeError(f"submit(..., actor=True) needs a class, got {cls!r}")
+        # each call makes a new instance: an actor is never shared by key
+        future = self.submit(
+            CreateActor(cls), *args, key=key or f"{funcname(cls)}-{unique_suffix()}", pure=False,
+            priority=priority, **kwargs,
+        )
+        return actor_futures([future], self._core)[0]
+
+    def _map_actors(
+        self, cls: Any, iterables: tuple[Iterable[Any], ...], key: Any, pure: bool, priority: int,
+        kwargs: dict[str, Any],
+    ) -> list[Future]:
+        if not isinstance(cls, type):
+            raise TypeError(f"map(..., actor=True) needs a class, got {cls!r}")
+        futures = self.map(
+            CreateActor(cls), *iterables, key=key if key is not None else funcname(cls), pure=False,
+            priority=priority, **kwargs,
+        )
+        return actor_futures(futures, self._core)
+
+    # --------------------------------------------------- client operations
+    def sync(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``func(*args, **kwargs)``, a coroutine function, on this client's event loop.
+
+        A synchronous client waits for it and returns its result (as Dask's
+        notebooks do with ``client.sync``); an asynchronous one returns the
+        awaitable. ``func`` may use anyio (it runs under trio in a
+        synchronous client's loop).
+        """
+        if self.asynchronous:
+            return _maybe_await(func, args, kwargs)
+        return self._sync(_maybe_await, func, args, kwargs)
+
+    def who_has(self, futures: Any = None) -> Any:
+        """The workers holding each key: ``{key: [address, ...]}``.
+
+        Args:
+            futures: futures (or a structure of them, or keys); None: every
+                key the scheduler holds.
+        """
+        return self._sync(self._core.request, "get-who-has", keys=_keys_of(futures))
+
+    def has_what(self, workers: list[str] | str | None = None) -> Any:
+        """The keys each worker holds: ``{address: [key, ...]}`` (all workers when None)."""
+        return self._sync(self._core.request, "has-what", workers=_worker_list(workers))
+
+    def nthreads(self, workers: list[str] | str | None = None) -> Any:
+        """The threads of each worker: ``{address: n}`` (all workers when None)."""
+        return self._sync(self._core.request, "nthreads", workers=_worker_list(workers))
+
+    ncores = nthreads
+
+    def replicate(
+        self, futures: Any, n: int | None = None, workers: list[str] | None = None,
+        branching_factor: int = 2,
+    ) -> Any:
+        """Copy the futures' data onto ``n`` workers (all when None), among
+        ``workers`` (addresses or names) when given; ``n`` below the present
+        number of copies drops some (never the last). Waits for the futures
+        first, and returns once the copies are made. ``branching_factor`` is
+        accepted for Dask's sake: each copy is fetched from a present holder.
+        """
+        found: list[Future] = []
+        _collect_futures(futures if not isinstance(futures, Future) else [futures], found)
+        return self._sync(self._replicate, found, n, workers)
+
+    async def _replicate(self, futures: list[Future], n: int | None, workers: list[str] | None) -> None:
+        for future in futures:  # computed first, as in Dask
+            await future._state.wait()
+        await self._core.request(
+            "replicate", keys=[f.key for f in futures], n=n, workers=_worker_list(workers)
+        )
+
+    def rebalance(self, futures: Any = None, workers: list[str] | None = None) -> Any:
+        """Move data between workers to even out the bytes they hold: of the
+        futures' keys (all keys when None), over ``workers`` (all when None).
+        Returns once the moves are done."""
+        found: list[Future] | None = None
+        if futures is not None:
+            found = []
+            _collect_futures(futures if not isinstance(futures, Future) else [futures], found)
+        return self._sync(self._rebalance, found, workers)
+
+    async def _rebalance(self, futures: list[Future] | None, workers: list[str] | None) -> None:
+        for future in futures or ():
+            await future._state.wait()
+        await self._core.request(
+            "rebalance", keys=None if futures is None else [f.key for f in futures],
+            workers=_worker_list(workers),
+        )
+
+    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
+        """Restart every worker and cancel every future (of every client).
+
+        Workers under a nanny come back as fresh processes; a worker without a
+        nanny is closed and does not come back (as in Dask: then this times
+        out unless ``wait_for_workers=False``).
+
+        Args:
+            timeout: seconds to wait (default four times ``comm.timeouts.connect``);
+                then ``TimeoutError``.
+            wait_for_workers: wait until as many workers as before are back
+                (True), or only until the old ones are gone.
+        """
+        return self._sync(self._core.request, "restart", timeout=timeout, wait_for_workers=wait_for_workers)
+
+    def register_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> Any:
+        """Install a :class:`WorkerPlugin` on every worker (also those that join
+        later) or a :class:`SchedulerPlugin` on the scheduler.
+
+        Args:
+            plugin: the plugin object; it is pickled and sent.
+            name: its name (default its ``name`` attribute, else the class
+                name and a random suffix); a plugin of the same name is replaced.
+            idempotent: keep an existing plugin of that name instead (default:
+                the plugin's ``idempotent`` attribute, else False).
+
+        A worker plugin's ``setup`` errors are returned as ``{worker: text}``
+        (``"OK"`` for the others); a scheduler plugin's ``start`` error is raised.
+        """
+        if name is None:
+            name = getattr(plugin, "name", None) or f"{funcname(type(plugin))}-{uuid.uuid4()}"
+        if idempotent is None:
+            idempotent = bool(getattr(plugin, "idempotent", False))
+        if isinstance(plugin, SchedulerPlugin):
+            return self._sync(
+                self._core.request, "register-scheduler-plugin", plugin=serialize(plugin), name=name,
+                idempotent=idempotent,
+            )
+        if isinstance(plugin, NannyPlugin):
+            raise NotImplementedError(
+                "trioclust does not run NannyPlugins yet; a WorkerPlugin runs in every worker "
+                "process (and again in each new one a nanny starts)"
+            )
+        if not isinstance(plugin, WorkerPlugin) and not hasattr(plugin, "setup"):
+            raise TypeError(
+                f"register_plugin takes a WorkerPlugin or a SchedulerPlugin, got {plugin!r}"
+            )
+        return self._sync(
+            self._core.request, "register-worker-plugin", plugin=serialize(plugin), name=name,
+            idempotent=idempotent,
+        )
+
+    def register_worker_plugin(self, plugin: Any, name: str | None = None, nanny: bool | None = None) -> Any:
+        """Dask's older name for :meth:`register_plugin` with a worker plugin."""
+        if nanny:
+            raise NotImplementedError("trioclust does not run NannyPlugins yet")
+        return self.register_plugin(plugin, name=name)
+
+    def register_scheduler_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> Any:
+        """Dask's older name for :meth:`register_plugin` with a scheduler plugin."""
+        return self.register_plugin(plugin, name=name, idempotent=idempotent)
+
+    def upload_file(self, filename: str | os.PathLike[str], load: bool = True) -> Any:
+        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and joining later.
+
+        Each worker puts it on its import path and, with ``load``, imports it
+        (reloading a module imported before), so tasks can import it. An
+        import that fails on a worker raises its exception here.
+        """
+        path = os.fspath(filename)
+        with open(path, "rb") as f:
+            data = f.read()
+        return self._sync(
+            self._core.request, "upload-file", filename=os.path.basename(path), data=data, load=load
+        )
+
     # ------------------------------------------------------------- results
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """The results of futures, in the same structure (lists, tuples, dicts, sets).
@@ -525,7 +716,7 @@ class Client:
         states: list[FutureState] = []
         _collect_states(futures, states)
         values = await self._core.gather_states(states, errors)
-        return _replace_futures(futures, values)
+        return _replace_futures(futures, {k: as_actor(v, self._core) for k, v in values.items()})
 
     def scatter(
         self, data: Any, workers: list[str] | str | None = None, broadcast: bool = False,
@@ -788,6 +979,32 @@ class Client:
 
 async def _done() -> None:
     return None
+
+
+async def _maybe_await(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = func(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _keys_of(futures: Any) -> list[Key] | None:
+    if futures is None:
+        return None
+    if isinstance(futures, Future | str):
+        futures = [futures]
+    found: list[Future] = []
+    _collect_futures(futures, found)
+    keys = [f.key for f in found]
+    if isinstance(futures, list | tuple | set):
+        keys += [k for k in futures if isinstance(k, str)]
+    return keys
+
+
+def _worker_list(workers: list[str] | str | None) -> list[str] | None:
+    if isinstance(workers, str):
+        return [workers]
+    return None if workers is None else list(workers)
 
 
 def _collect_states(obj: Any, out: list[FutureState]) -> None:

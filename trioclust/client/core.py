@@ -215,6 +215,7 @@ class ClientCore:
                     "keys-in-memory": self._on_keys_in_memory,
                     "task-erred": self._on_task_erred,
                     "lost-data": self._on_lost_data,
+                    "restart": self._on_restart,
                 },
                 name=f"client {self.name} -> scheduler",
             )
@@ -405,6 +406,14 @@ class ClientCore:
         state = self._states.get(msg["key"])
         if state is not None:
             state.lose()
+
+    def _on_restart(self, msg: msgs.RestartClientMsg) -> None:
+        """``client.restart``: the scheduler released every key; cancel every future."""
+        with self._lock:
+            states, self._states = list(self._states.values()), {}
+        for state in states:
+            if state.status != "cancelled":
+                state.cancel("the cluster was restarted (client.restart)")
 
     # ------------------------------------------------------------- submit
     def next_priority(self, user_priority: int) -> int:

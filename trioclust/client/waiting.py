@@ -140,6 +140,75 @@ class as_completed:
         with self._condition:
             return bool(self._ready)
 
+    def clear(self) -> None:
+        """Stop watching every future, finished or not."""
+        with self._condition:
+            self._pending.clear()
+            self._ready.clear()
+            self._condition.notify_all()
+        if self._event is not None:
+            self._event.set()
+
+    def next_batch(self, block: bool = True) -> list[Any]:
+        """Every finished future not yielded yet (at least one when ``block``),
+        as ``(future, result)`` pairs with ``with_results``.
+
+        Raises ``StopIteration`` when nothing is left to wait for. Synchronous
+        clients only; iterate over :meth:`batches` with ``async for`` otherwise.
+        """
+        with self._condition:
+            while block and not self._ready:
+                if not self._pending:
+                    raise StopIteration
+                self._condition.wait()
+            futures = self._take_ready()
+        return [self._with_result(f) for f in futures] if self.with_results else futures
+
+    def batches(self) -> _Batches:
+        """Iterate over lists of the futures that finished since the last list.
+
+        ``for batch in ac.batches():`` (synchronous client) or ``async for
+        batch in ac.batches():`` (asynchronous); each list holds at least one
+        future (``(future, result)`` pairs with ``with_results``).
+        """
+        return _Batches(self)
+
+    def _take_ready(self) -> list[Future]:
+        futures = list(self._ready)
+        self._ready.clear()
+        self._pending.difference_update(futures)
+        return futures
+
+    def _with_result(self, future: Future) -> Any:
+        try:
+            return (future, future.result())
+        except Exception as exc:
+            if self.raise_errors:
+                raise
+            return (future, exc)
+
+    async def _next_batch_async(self) -> list[Any]:
+        while True:
+            with self._condition:
+                if self._ready:
+                    futures = self._take_ready()
+                    break
+                if not self._pending:
+                    raise StopAsyncIteration
+                self._event = anyio.Event()
+            await self._event.wait()
+        if not self.with_results:
+            return futures
+        out = []
+        for future in futures:
+            try:
+                out.append((future, await future.result()))
+            except Exception as exc:
+                if self.raise_errors:
+                    raise
+                out.append((future, exc))
+        return out
+
     # synchronous iteration
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -184,3 +253,22 @@ class as_completed:
             if self.raise_errors:
                 raise
             return (future, exc)
+
+
+class _Batches:
+    """What :meth:`as_completed.batches` returns: iterable both ways."""
+
+    def __init__(self, ac: as_completed) -> None:
+        self._ac = ac
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return self
+
+    def __next__(self) -> list[Any]:
+        return self._ac.next_batch(block=True)
+
+    def __aiter__(self) -> AsyncIterator[list[Any]]:
+        return self
+
+    async def __anext__(self) -> list[Any]:
+        return await self._ac._next_batch_async()

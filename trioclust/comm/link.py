@@ -361,10 +361,22 @@ class Link:
                 pickled original, ``.text`` its ``"TypeName: message"``).
             CommClosedError: the link ended before the reply came.
         """
+        return await self.request_soon(op, **kwargs)
+
+    def request_soon(self, op: str, **kwargs: Any) -> Awaitable[Any]:
+        """Send the request now, in order with this link's other sends, and
+        return an awaitable of its reply (what :meth:`request` returns)."""
         rid = next(self._ids)
         pending = self._pending[rid] = _Pending()
         try:
             self.send({"op": op, **kwargs, "id": rid})
+        except BaseException:
+            self._pending.pop(rid, None)
+            raise
+        return self._reply_to(rid, pending)
+
+    async def _reply_to(self, rid: int, pending: _Pending) -> Any:
+        try:
             await pending.event.wait()
         finally:
             self._pending.pop(rid, None)

@@ -189,6 +189,29 @@ class RetireWorkers:
     stimulus_id: str
 
 
+@dataclass(slots=True, kw_only=True)
+class Replicate:
+    """``client.replicate``: give each of ``keys`` ``n`` holders among ``workers``
+    (all workers, and as many holders as workers, when None): copies are
+    asked for (``AcquireReplicas``) and extra ones dropped (``FreeKeys``)."""
+
+    keys: tuple[Key, ...]
+    n: int | None = None
+    workers: tuple[str, ...] | None = None
+    stimulus_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class Rebalance:
+    """``client.rebalance``: even out the bytes of ``keys`` (all when None) held
+    by ``workers`` (all when None): a key moves by a copy (``AcquireReplicas``),
+    then its old copy is dropped once ``AddReplicas`` says the new one is there."""
+
+    keys: tuple[Key, ...] | None = None
+    workers: tuple[str, ...] | None = None
+    stimulus_id: str
+
+
 # ------------------------------------------------------------------ worker side
 
 
@@ -328,6 +351,7 @@ SchedulerEvent = (
     | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
     | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed | TaskSeceded
     | WorkerPaused | ThreadsHeld
+    | Replicate | Rebalance
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded

@@ -106,6 +106,14 @@
 # instruction per target); once every copy it waits for is done or failed
 # (AddReplicas / ReplicasFailed naming it), or at once when there is nothing
 # to copy, the worker is told to close (CloseWorker).
+#
+# Replicating and rebalancing
+# ---------------------------
+# Replicate and Rebalance are planned by core/scheduler_replicas.py. The
+# copies go out as AcquireReplicas (with no retiring worker); a replica
+# dropped by Replicate stops counting at once (FreeKeys to its holder). A
+# rebalanced key leaves its old holder only once AddReplicas says the new
+# copy is there (``_moving``); a ReplicasFailed forgets the target's moves.
 
 from __future__ import annotations
 
@@ -116,10 +124,12 @@ from trioclust.core.events import (
     AddReplicas,
     AddWorker,
     MissingData,
+    Rebalance,
     ReleaseKeys,
     RemoveClient,
     RemoveWorker,
     ReplicasFailed,
+    Replicate,
     RescheduleTask,
     RetireWorkers,
     SchedulerEvent,
@@ -144,6 +154,7 @@ from trioclust.core.instructions import (
 )
 from trioclust.core.keys import Key, key_str
 from trioclust.core.scheduler_graph import link_new_tasks
+from trioclust.core.scheduler_replicas import ReplicaPlan, plan_rebalance, plan_replicate
 from trioclust.core.scheduler_tasks import (
     ERRED,
     FORGOTTEN,
@@ -257,6 +268,10 @@ class SchedulerState(SchedulerTransitions):
         )
         return tuple(ws.address for ws in candidates[: max(n, 0)])
 
+    def wanted_by(self, client: str) -> tuple[Key, ...]:
+        """The keys ``client`` holds futures to (``client.restart`` releases them all)."""
+        return tuple(self._client_wants.get(client, ()))
+
     @property
     def retiring(self) -> frozenset[str]:
         """Workers retiring that have not been told to close yet."""
@@ -325,9 +340,21 @@ class SchedulerState(SchedulerTransitions):
                     self._transitions({ts.key: WAITING}, event.stimulus_id)
             case AddReplicas():
                 self._add_replicas(event)
+                self._finish_moves(event)
                 self._replicas_done(event.retiring, event.stimulus_id)
             case ReplicasFailed():
+                self._forget_moves(event.worker)
                 self._replicas_done(event.retiring, event.stimulus_id)
+            case Replicate():
+                self._carry_out(
+                    plan_replicate(self.tasks, self.workers, event.keys, event.n, event.workers),
+                    event.stimulus_id,
+                )
+            case Rebalance():
+                self._carry_out(
+                    plan_rebalance(self.tasks, self.workers, event.keys, event.workers),
+                    event.stimulus_id,
+                )
             case RetireWorkers():
                 self._retire_workers(event)
             case TaskSeceded():
@@ -547,6 +574,39 @@ class SchedulerState(SchedulerTransitions):
                 FreeKeys(worker=event.worker, keys=tuple(stale), stimulus_id=event.stimulus_id)
             )
 
+    def _carry_out(self, plan: ReplicaPlan, stimulus_id: str) -> None:
+        """A replicate or rebalance plan as instructions (see the module's notes)."""
+        for worker, keys in plan.drops.items():
+            for key in keys:
+                self._remove_holder(self.tasks[key], worker)
+            self._out.append(FreeKeys(worker=worker, keys=tuple(keys), stimulus_id=stimulus_id))
+        self._moving.update(plan.moves)
+        for target, who_has in plan.copies.items():
+            self._out.append(
+                AcquireReplicas(worker=target, who_has=who_has, retiring="", stimulus_id=stimulus_id)
+            )
+
+    def _finish_moves(self, event: AddReplicas) -> None:
+        """Drop the old copies of the rebalanced keys ``event.worker`` now holds."""
+        if not self._moving:
+            return
+        drops: dict[str, list[Key]] = {}
+        for key in event.keys:
+            source = self._moving.pop((key, event.worker), None)
+            ts = self.tasks.get(key)
+            if (
+                source is not None and ts is not None and ts.state == MEMORY
+                and event.worker in ts.who_has and source in ts.who_has
+            ):
+                self._remove_holder(ts, source)
+                drops.setdefault(source, []).append(key)
+        for source, keys in drops.items():
+            self._out.append(FreeKeys(worker=source, keys=tuple(keys), stimulus_id=event.stimulus_id))
+
+    def _forget_moves(self, worker: str) -> None:
+        for move in [m for m in self._moving if m[1] == worker]:
+            del self._moving[move]
+
     def _retire_workers(self, event: RetireWorkers) -> None:
         stim = event.stimulus_id
         retiring = [
@@ -607,6 +667,7 @@ class SchedulerState(SchedulerTransitions):
         if ws is None:
             return
         self._retiring.pop(address, None)
+        self._forget_moves(address)
         # Strip its copies first, so nothing rescheduled below counts on them.
         lost: list[TaskState] = []
         for key in ws.has_what:

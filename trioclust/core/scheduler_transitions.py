@@ -144,6 +144,8 @@ class SchedulerTransitions:
         self._told_early = False
         # retiring workers: how many replica copies each still waits for
         self._retiring: dict[str, int] = {}
+        # rebalanced keys on their way: (key, target) -> the holder they leave
+        self._moving: dict[tuple[Key, str], str] = {}
 
     # --------------------------------------------------------------- the driver
 

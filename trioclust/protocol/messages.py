@@ -264,6 +264,33 @@ class AcquireReplicasReply(TypedDict):
     keys: list[Key]  # those copied
 
 
+class UploadFileWorkerMsg(TypedDict):
+    """Put this file on the worker's import path (and import it when ``load``):
+    a request for ``client.upload_file``; a plain message to a worker that
+    registers afterwards, ahead of any task."""
+
+    op: Literal["upload-file"]
+    filename: str
+    data: bytes
+    load: bool
+
+
+class RestartWorkerMsg(TypedDict):
+    """``client.restart``: stop now; a nanny starts a fresh worker process."""
+
+    op: Literal["restart"]
+
+
+class PluginAddMsg(TypedDict):
+    """Set up this pickled ``WorkerPlugin`` under ``name`` (tearing down one of
+    that name first): a request for ``register_plugin``; a plain message to a
+    worker that registers afterwards, ahead of any task."""
+
+    op: Literal["plugin-add"]
+    plugin: object
+    name: str
+
+
 class ProfileWorkerMsg(TypedDict):
     """Request: sample the stacks of the threads running tasks for ``duration``
     seconds, every ``interval``; the answer is the tree of counts
@@ -305,6 +332,30 @@ class ScatterDataMsg(TypedDict):
 
 class ScatterDataReply(TypedDict):
     nbytes: dict[Key, int]
+
+
+# ------------------------------------------------ client -> a worker's port: actors
+
+
+class ActorExecuteMsg(TypedDict):
+    """Request: call ``method`` of the actor ``key`` held here with the
+    pickled ``args`` and ``kwargs``; the answer is its pickled result, or
+    the method's exception. Calls run one at a time, in the order they came."""
+
+    op: Literal["actor-execute"]
+    key: Key
+    method: str
+    args: object
+    kwargs: object
+
+
+class ActorAttributeMsg(TypedDict):
+    """Request: the pickled value of ``attribute`` of the actor ``key`` held
+    here, read in order with the calls before it."""
+
+    op: Literal["actor-attribute"]
+    key: Key
+    attribute: str
 
 
 # -------------------------------------------------------- client -> scheduler
@@ -414,6 +465,95 @@ class AdaptiveWorkloadReply(TypedDict):
     processing: dict[str, int]  # per task prefix: tasks running or sent to a worker
     durations: dict[str, float]  # per task prefix: mean seconds of its recent runs
     workers: list[dict[str, Any]]  # address, nthreads, memory_limit, nbytes, processing
+
+
+# ------------------------------------- client -> scheduler: client operations
+
+
+class GetWhoHasMsg(TypedDict):
+    """Request: ``client.who_has()``: ``{key: [worker, ...]}`` for these keys
+    (every key the scheduler holds when None)."""
+
+    op: Literal["get-who-has"]
+    keys: list[Key] | None
+
+
+class HasWhatMsg(TypedDict):
+    """Request: ``client.has_what()``: ``{worker: [key, ...]}`` for these
+    workers (all when None)."""
+
+    op: Literal["has-what"]
+    workers: list[str] | None
+
+
+class UploadFileMsg(TypedDict):
+    """Request: ``client.upload_file``: every worker, now and joining later,
+    gets this file (a ``.py``, ``.zip`` or ``.egg``) on its import path, and
+    imports it when ``load``. The answer comes once the current workers have it."""
+
+    op: Literal["upload-file"]
+    filename: str  # the file's base name
+    data: bytes
+    load: bool
+
+
+class ReplicateMsg(TypedDict):
+    """Request: ``client.replicate``: ``n`` copies of each key among ``workers``
+    (addresses or names; all when None); answered once the copies are made."""
+
+    op: Literal["replicate"]
+    keys: list[Key]
+    n: int | None
+    workers: list[str] | None
+
+
+class RebalanceMsg(TypedDict):
+    """Request: ``client.rebalance``: even out the bytes of ``keys`` (all when
+    None) over ``workers`` (all when None); answered once the moves are done."""
+
+    op: Literal["rebalance"]
+    keys: list[Key] | None
+    workers: list[str] | None
+
+
+class RestartMsg(TypedDict):
+    """Request: ``client.restart``: every client's futures are released and
+    cancelled, every worker restarts (through its nanny; a worker without one
+    closes); with ``wait_for_workers``, answered once as many workers are
+    back, else once the old ones are gone. ``TimeoutError`` after ``timeout``."""
+
+    op: Literal["restart"]
+    timeout: float | None
+    wait_for_workers: bool
+
+
+class RegisterSchedulerPluginMsg(TypedDict):
+    """Request: keep this pickled ``SchedulerPlugin`` under ``name`` (replacing
+    one of that name unless ``idempotent``, which keeps the old) and call its
+    ``start``; a failure there is raised to the client."""
+
+    op: Literal["register-scheduler-plugin"]
+    plugin: object
+    name: str
+    idempotent: bool
+
+
+class RegisterWorkerPluginMsg(TypedDict):
+    """Request: give this pickled ``WorkerPlugin`` to every worker, now and
+    joining later; the answer is ``{worker: "OK" or the error's text}``."""
+
+    op: Literal["register-worker-plugin"]
+    plugin: object
+    name: str
+    idempotent: bool
+
+
+class NthreadsMsg(TypedDict):
+    """Request: ``client.nthreads()``: ``{worker: threads}`` for these workers
+    (all when None)."""
+
+    op: Literal["nthreads"]
+    workers: list[str] | None
 
 
 # ------------------------------------------ client -> scheduler: diagnostics
@@ -681,6 +821,12 @@ class LostDataMsg(TypedDict):
     stimulus_id: str
 
 
+class RestartClientMsg(TypedDict):
+    """The cluster restarted (``client.restart``): every future is cancelled."""
+
+    op: Literal["restart"]
+
+
 # ------------------------------------------------------------------- channels
 
 
@@ -713,14 +859,21 @@ WORKER_TO_SCHEDULER = _channel(
 SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,
     GetWorkerLogsMsg, ProfileWorkerMsg,  # diagnostics
+    UploadFileWorkerMsg, RestartWorkerMsg, PluginAddMsg,  # client operations
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
-CLIENT_TO_WORKER = _channel(GetDataMsg, ScatterDataMsg)
+CLIENT_TO_WORKER = _channel(
+    GetDataMsg, ScatterDataMsg,
+    ActorExecuteMsg, ActorAttributeMsg,  # actors
+)
 CLIENT_TO_SCHEDULER = _channel(
     UpdateGraphMsg, ReleaseKeysMsg, UpdateDataMsg, WhoHasMsg, SchedulerInfoMsg,
     RunOnSchedulerMsg, BroadcastMsg, ClientIdMsg, WaitForWorkersMsg, RetireWorkersMsg,
     AdaptiveWorkloadMsg,
+    # client operations
+    GetWhoHasMsg, HasWhatMsg, NthreadsMsg, UploadFileMsg, ReplicateMsg, RebalanceMsg, RestartMsg,
+    RegisterSchedulerPluginMsg, RegisterWorkerPluginMsg,
     # diagnostics
     GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg, ProfileMsg,
     # coordination
@@ -730,7 +883,10 @@ CLIENT_TO_SCHEDULER = _channel(
     MultiLockReleaseMsg, PublishDatasetMsg, UnpublishDatasetMsg, GetDatasetMsg,
     ListDatasetsMsg, WantKeysMsg, FireAndForgetMsg,
 )
-SCHEDULER_TO_CLIENT = _channel(KeysInMemoryMsg, KeyErredMsg, LostDataMsg)
+SCHEDULER_TO_CLIENT = _channel(
+    KeysInMemoryMsg, KeyErredMsg, LostDataMsg,
+    RestartClientMsg,  # client operations
+)
 
 #: Every channel, by name.
 CHANNELS: dict[str, dict[str, type]] = {

@@ -31,6 +31,7 @@ copies it asks for (``_acquire_replicas``) and reports how they went.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -54,6 +55,7 @@ from trioclust.core.keys import Key
 from trioclust.core.scheduler_state import SchedulerState
 from trioclust.dashboard.task_stream import TaskStream, key_prefix
 from trioclust.errors import CommClosedError, RemoteError
+from trioclust.protocol import Serialized
 from trioclust.protocol import messages as msgs
 from trioclust.runtime import profiling
 from trioclust.runtime.execution import call_function
@@ -157,6 +159,13 @@ class Scheduler(CoordinationHandlers, Server):
         self.dashboard_link: str | None = None
         self._dashboard_address = dashboard_address
         self._init_coordination()
+        #: files from ``client.upload_file``, by name, sent to every worker that joins
+        self.uploads: dict[str, msgs.UploadFileWorkerMsg] = {}
+        #: scheduler plugins by name (``client.register_plugin``)
+        self.plugins: dict[str, Any] = {}
+        #: worker plugins by name, sent to every worker that joins
+        self.worker_plugins: dict[str, msgs.PluginAddMsg] = {}
+        self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
         return (
@@ -180,6 +189,7 @@ class Scheduler(CoordinationHandlers, Server):
         process_logs()  # the scheduler's lines are kept from now on (get-logs)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 listener = await nursery.start(
                     partial(comm_serve, role="scheduler", name=self.id, security=self.security),
                     self._listen_address, self._handle_comm,
@@ -204,8 +214,10 @@ class Scheduler(CoordinationHandlers, Server):
                 logger.info("Scheduler at: %s", self.address)
                 task_status.started(self)
                 await self._close_requested.wait()
+                await self._close_plugins()
                 nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
             self.status = "closed"
             self._closed.set()
             logger.info("Scheduler %s closed", self.address or self._listen_address)
@@ -271,6 +283,10 @@ class Scheduler(CoordinationHandlers, Server):
         self.worker_links[address] = peer.link
         self._last_seen[address] = time.monotonic()
         self.worker_metrics[address] = dict(msg["metrics"])
+        for upload in self.uploads.values():  # ahead of any task it is sent
+            peer.link.send(upload)
+        for plugin in self.worker_plugins.values():
+            peer.link.send(plugin)
         self._handle(
             ev.AddWorker(
                 address=address, nthreads=msg["nthreads"], name=msg["name"] or address,
@@ -278,6 +294,8 @@ class Scheduler(CoordinationHandlers, Server):
             )
         )
         self._notify_workers_changed()
+        if self.plugins:
+            self._plugins_call("add_worker", scheduler=self, worker=address)
         logger.info("Register worker %s (name %s, %s threads)", address, msg["name"], msg["nthreads"])
         return {"scheduler": self.id, "address": self.address, "time": time.time()}
 
@@ -410,6 +428,11 @@ class Scheduler(CoordinationHandlers, Server):
             )
         )
         self._notify_workers_changed()
+        if self.plugins:
+            self._plugins_call(
+                "remove_worker", scheduler=self, worker=address, reason=reason,
+                stimulus_id=f"remove-worker-{address}",
+            )
 
     async def _check_worker_ttl(self) -> None:
         if not math.isfinite(self.worker_ttl):
@@ -505,12 +528,16 @@ class Scheduler(CoordinationHandlers, Server):
         link = Link(comm, handlers, name=f"scheduler->client {comm.peer_address}")
         self.client_links[client] = link
         self._handle(ev.AddClient(client=client, stimulus_id=f"{client}-connected"))
+        if self.plugins:
+            self._plugins_call("add_client", scheduler=self, client=client)
         try:
             await link.run()
         finally:
             self.client_links.pop(client, None)
             self._coordination_client_gone(client)  # its leases and locks go with it
             self._handle(ev.RemoveClient(client=client, stimulus_id=f"{client}-gone"))
+            if self.plugins:
+                self._plugins_call("remove_client", scheduler=self, client=client)
 
     def _client_update_graph(self, client: str, msg: msgs.UpdateGraphMsg) -> None:
         tasks = tuple(
@@ -522,6 +549,11 @@ class Scheduler(CoordinationHandlers, Server):
                 client=client, tasks=tasks, wanted=tuple(msg["wanted"]), stimulus_id=msg["stimulus_id"]
             )
         )
+        if self.plugins:
+            self._plugins_call(
+                "update_graph", scheduler=self, client=client, keys=set(msg["wanted"]),
+                tasks=[t.key for t in tasks], stimulus_id=msg["stimulus_id"],
+            )
 
     def _client_release_keys(self, client: str, msg: msgs.ReleaseKeysMsg) -> None:
         self._handle(ev.ReleaseKeys(client=client, keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
@@ -605,6 +637,211 @@ class Scheduler(CoordinationHandlers, Server):
         }
         return reply
 
+    # --------------------------------------------------- client operations
+    def _client_get_who_has(self, client: str, msg: msgs.GetWhoHasMsg) -> dict[Key, list[str]]:
+        tasks = self.state.tasks
+        keys = msg["keys"] if msg["keys"] is not None else list(tasks)
+        return {k: sorted(tasks[k].who_has) if k in tasks else [] for k in keys}
+
+    def _client_has_what(self, client: str, msg: msgs.HasWhatMsg) -> dict[str, list[Key]]:
+        workers = self.state.workers
+        names = msg["workers"] if msg["workers"] is not None else list(workers)
+        return {w: sorted(workers[w].has_what) if w in workers else [] for w in names}
+
+    def _client_nthreads(self, client: str, msg: msgs.NthreadsMsg) -> dict[str, int]:
+        workers = self.state.workers
+        names = msg["workers"] if msg["workers"] is not None else list(workers)
+        return {w: workers[w].nthreads for w in names if w in workers}
+
+    async def _client_replicate(self, client: str, msg: msgs.ReplicateMsg) -> None:
+        await self._copy_replicas(
+            ev.Replicate(
+                keys=tuple(msg["keys"]), n=msg["n"], workers=self._addresses(msg["workers"]),
+                stimulus_id=f"replicate-{time.time()}",
+            )
+        )
+
+    async def _client_rebalance(self, client: str, msg: msgs.RebalanceMsg) -> None:
+        await self._copy_replicas(
+            ev.Rebalance(
+                keys=tuple(msg["keys"]) if msg["keys"] is not None else None,
+                workers=self._addresses(msg["workers"]), stimulus_id=f"rebalance-{time.time()}",
+            )
+        )
+
+    def _addresses(self, workers: list[str] | None) -> tuple[str, ...] | None:
+        """Worker addresses for addresses or names (as Dask's ``workers=``)."""
+        if workers is None:
+            return None
+        by_name = {w.name: a for a, w in self.state.workers.items()}
+        return tuple(w if w in self.state.workers else by_name.get(w, w) for w in workers)
+
+    async def _copy_replicas(self, event: ev.Replicate | ev.Rebalance) -> None:
+        """Hand the event to the core and carry out the copies it plans."""
+        moves: list[ins.AcquireReplicas] = []
+        self._handle(event, moves=moves)
+        with trio.move_on_after(4 * config.get_float("runtime.close-timeout")):
+            async with trio.open_nursery() as nursery:
+                for move in moves:
+                    nursery.start_soon(self._acquire_replicas, move)
+
+    async def _client_restart(self, client: str, msg: msgs.RestartMsg) -> None:
+        await self.restart(msg["timeout"], msg["wait_for_workers"])
+
+    async def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> None:
+        """Release every client's keys, cancel their futures, and restart every worker.
+
+        Workers under a nanny come back as fresh processes; a worker without
+        one closes, as in Dask. With ``wait_for_workers``, waits until as many
+        workers as before are registered, else until the old ones are gone;
+        raises ``TimeoutError`` after ``timeout`` seconds (default four times
+        ``comm.timeouts.connect``).
+        """
+        limit = timeout if timeout is not None else 4 * config.get_float("comm.timeouts.connect")
+        stim = f"restart-{time.time()}"
+        releases = [
+            ev.ReleaseKeys(client=c, keys=self.state.wanted_by(c), stimulus_id=stim)
+            for c in list(self.client_links)
+        ]
+        self._handle(*releases)
+        for link in list(self.client_links.values()):
+            told: msgs.RestartClientMsg = {"op": "restart"}
+            try:
+                link.send(told)
+            except CommClosedError:
+                pass
+        old = set(self.worker_links)
+        for address in old:
+            link = self.worker_links[address]
+            restart: msgs.RestartWorkerMsg = {"op": "restart"}
+            try:
+                self._leaving.add(address)
+                link.send(restart)
+            except CommClosedError:
+                pass
+        self._plugins_call("restart", self)
+        with trio.move_on_after(limit) as waited:
+            while any(a in self.worker_links for a in old) or (
+                wait_for_workers and len(self.worker_links) < len(old)
+            ):
+                await self._workers_changed.wait()
+        if waited.cancelled_caught:
+            back = len(set(self.worker_links) - old)
+            raise TimeoutError(
+                f"client.restart: {back} of {len(old)} workers were back after {limit:g} s "
+                f"(workers without a nanny do not come back)"
+            )
+
+    # ------------------------------------------------------------- plugins
+    # Scheduler plugins' hooks are called from here, after the core's pass
+    # that made the change: the core knows nothing of plugins.
+
+    async def _client_register_scheduler_plugin(
+        self, client: str, msg: msgs.RegisterSchedulerPluginMsg
+    ) -> None:
+        name = msg["name"]
+        if name in self.plugins and msg["idempotent"]:
+            return
+        plugin = msg["plugin"].deserialize() if isinstance(msg["plugin"], Serialized) else msg["plugin"]
+        start = getattr(plugin, "start", None)
+        if start is not None:
+            result = start(self)
+            if inspect.isawaitable(result):
+                await result
+        self.plugins[name] = plugin
+
+    async def _client_register_worker_plugin(
+        self, client: str, msg: msgs.RegisterWorkerPluginMsg
+    ) -> dict[str, str]:
+        name = msg["name"]
+        add: msgs.PluginAddMsg = {"op": "plugin-add", "plugin": msg["plugin"], "name": name}
+        if name in self.worker_plugins and msg["idempotent"]:
+            return {}
+        self.worker_plugins[name] = add
+        replies: dict[str, str] = {}
+
+        async def one(address: str, link: Link) -> None:
+            try:
+                await link.request("plugin-add", plugin=add["plugin"], name=name)
+                replies[address] = "OK"
+            except (RemoteError, CommClosedError) as exc:
+                replies[address] = str(exc)
+
+        async with trio.open_nursery() as nursery:
+            for address, link in list(self.worker_links.items()):
+                nursery.start_soon(one, address, link)
+        return replies
+
+    def _plugins_call(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``hook`` of every scheduler plugin that has it; an async one runs
+        in the scheduler's nursery. Errors are logged, never raised."""
+        for name, plugin in list(self.plugins.items()):
+            fn = getattr(plugin, hook, None)
+            if fn is None:
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except Exception:
+                logger.exception("Scheduler plugin %r failed in %s", name, hook)
+                continue
+            if inspect.isawaitable(result) and self._nursery is not None:
+                self._nursery.start_soon(_await_logged, result, f"Scheduler plugin {name!r} {hook}")
+
+    def _plugin_transitions(self, mark: Any) -> None:
+        """Tell plugins the transitions logged after ``mark`` (the log's last entry before)."""
+        log = self.state.transition_log
+        new = []
+        for entry in reversed(log):
+            if entry is mark:
+                break
+            new.append(entry)
+        for key, start, finish, stimulus_id, _ in reversed(new):
+            self._plugins_call("transition", key, start, finish, stimulus_id=stimulus_id)
+
+    async def _close_plugins(self) -> None:
+        with trio.move_on_after(config.get_float("runtime.close-timeout")) as scope:
+            scope.shield = True
+            for name, plugin in list(self.plugins.items()):
+                close = getattr(plugin, "close", None)
+                if close is None:
+                    continue
+                try:
+                    result = close()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception("Scheduler plugin %r failed to close", name)
+
+    async def _client_upload_file(self, client: str, msg: msgs.UploadFileMsg) -> None:
+        """Send the file to every worker now, keep it for those that join later;
+        raise the first worker's error (a failed import) as itself."""
+        upload: msgs.UploadFileWorkerMsg = {
+            "op": "upload-file", "filename": msg["filename"], "data": msg["data"], "load": msg["load"],
+        }
+        self.uploads[msg["filename"]] = upload
+        errors: list[RemoteError] = []
+
+        async def one(link: Link) -> None:
+            try:
+                await link.request(
+                    "upload-file", filename=upload["filename"], data=upload["data"], load=upload["load"]
+                )
+            except RemoteError as exc:
+                errors.append(exc)
+            except CommClosedError:
+                pass  # it left; a worker that joins later gets the file when it registers
+
+        async with trio.open_nursery() as nursery:
+            for link in list(self.worker_links.values()):
+                nursery.start_soon(one, link)
+        if errors:
+            error = errors[0]
+            try:
+                original = error.exception.deserialize() if error.exception is not None else None
+            except Exception:  # its class lives in the uploaded file, say
+                original = None
+            raise original if isinstance(original, Exception) else RuntimeError(error.text)
+
     # --------------------------------------------------------- diagnostics
     def _client_get_task_stream(self, client: str, msg: msgs.GetTaskStreamMsg) -> msgs.TaskStreamReply:
         stream = self.task_stream
@@ -669,9 +906,13 @@ class Scheduler(CoordinationHandlers, Server):
         """Feed events to the core (after the task reports it keeps, see its
         notes) and carry out its instructions; ``moves`` collects the
         AcquireReplicas ones, which the caller runs (:meth:`retire_workers`)."""
+        log = self.state.transition_log
+        mark = log[-1] if self.plugins and log else None
         instructions = self.state.handle(*events)
         self.task_stream.observe(events, instructions)
         self._dispatch_all(instructions, moves)
+        if self.plugins:
+            self._plugin_transitions(mark)
 
     def _dispatch_all(
         self, instructions: list[Any], moves: list[ins.AcquireReplicas] | None = None
@@ -739,8 +980,8 @@ class Scheduler(CoordinationHandlers, Server):
                 lost: msgs.LostDataMsg = {"op": "lost-data", "key": i.key, "stimulus_id": i.stimulus_id}
                 client_link.send(lost)
         elif kind is ins.AcquireReplicas:
-            if moves is None:  # pragma: no cover - only RetireWorkers leads to these
-                raise RuntimeError(f"AcquireReplicas outside retire_workers: {i!r}")
+            if moves is None:  # pragma: no cover - only these events lead to them
+                raise RuntimeError(f"AcquireReplicas outside retire/replicate/rebalance: {i!r}")
             moves.append(i)
         elif kind is ins.CloseWorker:
             link = self.worker_links.get(i.worker)
@@ -800,6 +1041,13 @@ class Scheduler(CoordinationHandlers, Server):
 
 
 
+async def _await_logged(awaitable: Any, what: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("%s failed", what)
+
+
 class _WorkerPeer:
     """What the scheduler knows of one worker connection."""
 
@@ -841,6 +1089,16 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "retire-workers": Scheduler._client_retire_workers,
     # cluster managers (deploy/)
     "adaptive-workload": Scheduler._client_adaptive_workload,
+    # client operations
+    "get-who-has": Scheduler._client_get_who_has,
+    "has-what": Scheduler._client_has_what,
+    "nthreads": Scheduler._client_nthreads,
+    "upload-file": Scheduler._client_upload_file,
+    "replicate": Scheduler._client_replicate,
+    "rebalance": Scheduler._client_rebalance,
+    "restart": Scheduler._client_restart,
+    "register-scheduler-plugin": Scheduler._client_register_scheduler_plugin,
+    "register-worker-plugin": Scheduler._client_register_worker_plugin,
     # diagnostics
     "get-task-stream": Scheduler._client_get_task_stream,
     "get-worker-history": Scheduler._client_get_worker_history,

@@ -32,12 +32,18 @@ to reconnect for ``reconnect_timeout`` seconds; then it stops, with
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
+import math
 import os
+import shutil
+import sys
+import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, MutableMapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -65,6 +71,7 @@ from trioclust.core.worker_state import EXECUTING, WorkerState
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
 from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
+from trioclust.protocol.actors import ActorRef, CreateActor
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime import profiling
@@ -250,6 +257,14 @@ class Worker(Server):
         self.task_client_async: Any = None
         self._task_client_async_lock = trio.Lock()
         self._task_client_async_closed: trio.Event | None = None
+        #: the actors held here, by key (see "Actors" below)
+        self.actors: dict[Key, Any] = {}
+        self._upload_directory: str | None = None  # client.upload_file's files, on sys.path
+        #: ``client.restart`` closed this worker: a nanny starts a new one
+        self.restart_requested = False
+        #: worker plugins by name (``client.register_plugin``)
+        self.plugins: dict[str, Any] = {}
+        self._actor_calls, self._actor_queue = trio.open_memory_channel[_ActorCall](math.inf)
 
     def _new_state(self) -> WorkerState:
         return WorkerState(
@@ -340,6 +355,7 @@ class Worker(Server):
                 nursery.start_soon(self._heartbeat)
                 if self.memory_limit:
                     nursery.start_soon(self._monitor_memory)
+                nursery.start_soon(self._run_actor_calls)
                 self.status = "running"
                 logger.info(
                     "Worker %s at %s registered with %s", self.name, self.address, self.scheduler_address
@@ -383,6 +399,9 @@ class Worker(Server):
                     "acquire-replicas": self._on_acquire_replicas,
                     "get-logs": self._on_get_logs,
                     "profile": self._on_profile,
+                    "upload-file": self._on_upload_file,  # client operations
+                    "restart": self._on_restart,
+                    "plugin-add": self._on_plugin_add,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -483,6 +502,7 @@ class Worker(Server):
             self._store.clear()
         self._memory_policy = MemoryPolicy(self.memory_limit, memory_thresholds())
         self.paused = False
+        self.actors.clear()
         self.state = self._new_state()
 
     async def _shutdown(self) -> None:
@@ -494,9 +514,12 @@ class Worker(Server):
         if client is not None:
             await trio.to_thread.run_sync(client.close)
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
+        await self._teardown_plugins()
         self.state.data.clear()
         if self._store is not None:
             self._store.close()
+        self.actors.clear()
+        self._remove_uploads()
         self.status = "closed"
         self._closed.set()
         logger.info("Worker %s closed", self.name or self.address)
@@ -646,6 +669,10 @@ class Worker(Server):
 
     def _on_free_keys(self, msg: msgs.FreeKeysMsg) -> None:
         self._handle(ev.FreeRequested(keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
+        if self.actors:
+            for key in msg["keys"]:
+                if key not in self.state.data:
+                    self.actors.pop(key, None)  # nobody holds its handle any more
 
     async def _on_run(self, msg: msgs.RunMsg) -> Any:
         """``client.run``: call a function here, in the event loop (like dask)."""
@@ -655,7 +682,11 @@ class Worker(Server):
     async def _handle_peer(self, comm: Any) -> None:
         link = Link(
             comm,
-            {"get-data": self._on_get_data, "update-data": self._on_update_data},
+            {
+                "get-data": self._on_get_data, "update-data": self._on_update_data,
+                # actors
+                "actor-execute": self._on_actor_execute, "actor-attribute": self._on_actor_attribute,
+            },
             name=f"worker {self.address} <- {comm.peer_address}",
         )
         await link.run()
@@ -687,8 +718,15 @@ class Worker(Server):
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any) -> None:
         held = len(self._held)
-        for instruction in self.state.handle(*events):
-            self._dispatch(instruction)
+        if self.plugins:
+            log = self.state.transition_log
+            mark = log[-1] if log else None
+            for instruction in self.state.handle(*events):
+                self._dispatch(instruction)
+            self._plugin_transitions(mark)
+        else:
+            for instruction in self.state.handle(*events):
+                self._dispatch(instruction)
         if len(self._held) != held:
             self._report_held(events[-1].stimulus_id)
 
@@ -791,6 +829,8 @@ class Worker(Server):
         except BaseException as exc:
             self._finish(key, generation, pack_failure(exc, skip_frames=0))
             return
+        if isinstance(fn, CreateActor):
+            fn = partial(self._create_actor, key, fn.cls)
         transfers = None
         if self._transfers and ts.dependencies:
             pending = self._transfers
@@ -1068,6 +1108,196 @@ class Worker(Server):
         self.close_reason = msg["reason"] or "the scheduler asked it to close"
         logger.info("Worker %s closes: %s", self.name, self.close_reason)
         self._request_close()
+
+    # -------------------------------------------------------------- actors
+    # An actor is an instance made by a task (``CreateActor``) and kept in
+    # ``actors`` while the scheduler keeps its key here; the task's result is
+    # an ``ActorRef``. Clients call its methods over this worker's port. Each
+    # call or attribute read goes into one queue as it arrives (the link's
+    # handlers run in the order the messages came) and ``_run_actor_calls``
+    # runs them one at a time, plain methods in a thread of their own as
+    # Dask's single actor thread does, coroutine methods on this event loop.
+
+    def _create_actor(self, key: Key, cls: type, *args: Any, **kwargs: Any) -> ActorRef:
+        """On a task thread: make the instance and keep it; the task's result is its reference."""
+        instance = cls(*args, **kwargs)
+        self.actors[key] = instance
+        return ActorRef(key=key, address=self.address, cls=cls)
+
+    def _actor(self, key: Key) -> Any:
+        try:
+            return self.actors[key]
+        except KeyError:
+            raise ValueError(
+                f"Worker {self.address} holds no actor {key!r}: it was released, or this "
+                f"worker restarted since it was made (actors are not recovered)"
+            ) from None
+
+    def _on_actor_execute(self, msg: msgs.ActorExecuteMsg) -> Any:
+        method = getattr(self._actor(msg["key"]), msg["method"])
+        args: Any = msg["args"]
+        kwargs: Any = msg["kwargs"]
+        if isinstance(args, Serialized):
+            args = args.deserialize()
+        if isinstance(kwargs, Serialized):
+            kwargs = kwargs.deserialize()
+        call = _ActorCall(partial(method, *(args or ()), **(kwargs or {})), inspect.iscoroutinefunction(method))
+        self._actor_calls.send_nowait(call)
+        return call.outcome()
+
+    def _on_actor_attribute(self, msg: msgs.ActorAttributeMsg) -> Any:
+        instance = self._actor(msg["key"])
+        attribute = msg["attribute"]
+        call = _ActorCall(lambda: getattr(instance, attribute), None)
+        self._actor_calls.send_nowait(call)
+        return call.outcome()
+
+    async def _run_actor_calls(self) -> None:
+        assert self._nursery is not None
+        async for call in self._actor_queue:
+            if call.coroutine:
+                self._nursery.start_soon(call.run_async)
+                continue
+            if call.coroutine is None:  # an attribute read
+                call.run()
+            else:
+                await trio.to_thread.run_sync(call.run)
+            call.done.set()
+
+    # --------------------------------------------------- client operations
+    def _on_upload_file(self, msg: msgs.UploadFileWorkerMsg) -> None:
+        """``client.upload_file``: keep the file on the import path; import it when asked.
+
+        A ``.py`` file goes into a directory of this worker's own at the front of
+        ``sys.path``; a ``.zip`` or ``.egg`` goes there too and is put on the
+        path itself. Loading imports the module (the archive's top-level
+        modules and packages), reloading one imported before.
+        """
+        directory = self._upload_directory
+        if directory is None:
+            directory = self._upload_directory = tempfile.mkdtemp(prefix="trioclust-uploads-")
+            sys.path.insert(0, directory)
+        name = os.path.basename(msg["filename"])
+        path = os.path.join(directory, name)
+        with open(path, "wb") as f:
+            f.write(msg["data"])
+        modules: list[str] = []
+        if name.endswith((".zip", ".egg")):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    top, _, rest = member.partition("/")
+                    if (rest == "__init__.py" or (not rest and top.endswith(".py"))) and top != "EGG-INFO":
+                        modules.append(top.removesuffix(".py"))
+        elif name.endswith(".py"):
+            modules.append(name.removesuffix(".py"))
+        importlib.invalidate_caches()
+        if msg["load"]:
+            for module in dict.fromkeys(modules):
+                if module in sys.modules:
+                    importlib.reload(sys.modules[module])
+                else:
+                    importlib.import_module(module)
+        logger.info("Worker %s got the uploaded file %s", self.name, name)
+
+    def _on_restart(self, msg: msgs.RestartWorkerMsg) -> None:
+        """``client.restart``: stop; under a nanny the process exits so that a
+        fresh worker starts (a worker without one stays closed, as in Dask)."""
+        self.restart_requested = True
+        self.close_reason = "restarted by client.restart()"
+        logger.info("Worker %s restarts (client.restart)", self.name)
+        self._request_close()
+
+    def _on_plugin_add(self, msg: msgs.PluginAddMsg) -> Any:
+        """``client.register_plugin(WorkerPlugin)``: set it up (tearing down
+        the one it replaces); ``setup`` may be async, and its error is the
+        registering client's."""
+        plugin = msg["plugin"].deserialize() if isinstance(msg["plugin"], Serialized) else msg["plugin"]
+        old = self.plugins.pop(msg["name"], None)
+        if old is not None and hasattr(old, "teardown"):
+            _call_logged(old.teardown, self, f"worker plugin {msg['name']!r} teardown")
+        self.plugins[msg["name"]] = plugin
+        setup = getattr(plugin, "setup", None)
+        return setup(worker=self) if setup is not None else None
+
+    def _plugin_transitions(self, mark: Any) -> None:
+        log = self.state.transition_log
+        new = []
+        for entry in reversed(log):
+            if entry is mark:
+                break
+            new.append(entry)
+        for key, start, finish, stimulus_id, _ in reversed(new):
+            for name, plugin in list(self.plugins.items()):
+                hook = getattr(plugin, "transition", None)
+                if hook is not None:
+                    _call_logged(
+                        partial(hook, key, start, finish, stimulus_id=stimulus_id),
+                        None, f"worker plugin {name!r} transition",
+                    )
+
+    async def _teardown_plugins(self) -> None:
+        for name, plugin in list(self.plugins.items()):
+            teardown = getattr(plugin, "teardown", None)
+            if teardown is None:
+                continue
+            try:
+                result = teardown(worker=self)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("Worker plugin %r failed in teardown", name)
+        self.plugins.clear()
+
+    def _remove_uploads(self) -> None:
+        directory, self._upload_directory = self._upload_directory, None
+        if directory is None:
+            return
+        sys.path[:] = [p for p in sys.path if not (p == directory or p.startswith(directory + os.sep))]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class _ActorCall:
+    """One call to an actor's method (or read of an attribute), and its outcome."""
+
+    __slots__ = ("coroutine", "done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[[], Any], coroutine: bool | None) -> None:
+        self.fn = fn
+        self.coroutine = coroutine  # None: an attribute read, done on the loop
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        """Call it here (the actor thread, or the loop for an attribute read);
+        the caller sets ``done`` after, on the loop."""
+        try:
+            self.value = self.fn()
+        except Exception as exc:
+            self.error = exc
+
+    async def run_async(self) -> None:
+        try:
+            self.value = await self.fn()
+        except Exception as exc:
+            self.error = exc
+        self.done.set()
+
+    async def outcome(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return serialize(self.value)
+
+
+def _call_logged(fn: Callable[..., Any], arg: Any, what: str) -> None:
+    """``fn(arg)`` (``fn()`` when ``arg`` is None), logging its error."""
+    try:
+        fn() if arg is None else fn(arg)
+    except Exception:
+        logger.exception("%s failed", what)
 
 
 def _run_timed(

@@ -116,6 +116,8 @@ async def _run(args: argparse.Namespace, factory: WorkerFactory, channel: IO[str
     )
     if await serve_until_closed(worker, channel, noun="worker", parent="the nanny"):
         return EXIT_OK
+    if getattr(worker, "restart_requested", False):
+        return EXIT_OK  # client.restart: the nanny starts a fresh worker
     reason = worker.close_reason or NO_REASON
     logger.error(
         "The worker at %s stopped by itself, for good (a nanny will not restart it): %s",
