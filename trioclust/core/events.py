@@ -17,12 +17,20 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True, kw_only=True)
 class NewTask:
-    """One task of a graph a client submits (not an event by itself)."""
+    """One task of a graph a client submits (not an event by itself).
+
+    ``workers``, ``allow_other_workers`` and ``resources`` restrict where it
+    runs (scheduler_placement.py); ``retries`` reruns it when it raises.
+    """
 
     key: str
     run_spec: object
     dependencies: tuple[str, ...] = ()
     priority: int = 0
+    workers: tuple[str, ...] = ()
+    allow_other_workers: bool = False
+    resources: Mapping[str, float] | None = None
+    retries: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,6 +39,7 @@ class AddWorker:
     nthreads: int
     name: str = ""
     memory_limit: int = 0
+    resources: Mapping[str, float] | None = None
     stimulus_id: str
 
 
@@ -187,6 +196,16 @@ class RetireWorkers:
     stimulus_id: str
 
 
+@dataclass(slots=True, kw_only=True)
+class RetryTasks:
+    """``client`` asks to rerun these erred keys, and the erred keys they
+    depend on (``Future.retry()``)."""
+
+    client: str
+    keys: tuple[str, ...]
+    stimulus_id: str
+
+
 # ------------------------------------------------------------------ worker side
 
 
@@ -200,6 +219,7 @@ class ComputeRequested:
     who_has: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nbytes: Mapping[str, int] = field(default_factory=dict)
     priority: int = 0
+    resources: Mapping[str, float] | None = None  # held while it executes
     stimulus_id: str
 
 
@@ -270,7 +290,7 @@ class DataUpdated:
 SchedulerEvent = (
     AddWorker | RemoveWorker | AddClient | RemoveClient | UpdateGraph | ReleaseKeys
     | WantKeys | UpdateData | TaskFinished | TaskErred | MissingData | RescheduleTask
-    | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed
+    | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed | RetryTasks
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded
