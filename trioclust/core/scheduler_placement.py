@@ -52,7 +52,11 @@ def has_resources(ws: WorkerInfo, resources: Mapping[str, float]) -> bool:
 
 
 def _named(ws: WorkerInfo, names: frozenset[str]) -> bool:
-    return ws.address in names or ws.name in names or ws.host in names
+    # an address, with or without its scheme ("127.0.0.1:8989"), a name, a host
+    return (
+        ws.address in names or ws.name in names or ws.host in names
+        or ws.address.partition("://")[2] in names
+    )
 
 
 def allows(r: Restrictions, ws: WorkerInfo) -> bool:

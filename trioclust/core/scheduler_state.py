@@ -106,6 +106,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 from trioclust.core.events import (
@@ -139,6 +140,7 @@ from trioclust.core.instructions import (
     SchedulerInstruction,
 )
 from trioclust.core.scheduler_graph import link_new_tasks
+from trioclust.core.scheduler_placement import unrunnable_reason
 from trioclust.core.scheduler_tasks import (
     ERRED,
     FORGOTTEN,
@@ -274,6 +276,14 @@ class SchedulerState(SchedulerTransitions):
         """Whether ``client`` holds futures to ``key`` here (it was not released)."""
         ts = self.tasks.get(key)
         return ts is not None and client in ts.who_wants
+
+    def unrunnable(self, limit: int = 100) -> dict[str, str]:
+        """Tasks waiting as no-worker, oldest first (at most ``limit``), each
+        with why: the workers or resources it needs that no worker offers."""
+        return {
+            key: unrunnable_reason(self.tasks[key])
+            for key in itertools.islice(self._unrunnable, limit)
+        }
 
     def count(self, state: str) -> int:
         """How many tasks are in ``state`` (O(1))."""
