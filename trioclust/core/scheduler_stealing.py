@@ -11,12 +11,14 @@
 #
 # - A *thief* is a worker running fewer than ``2 * nthreads`` tasks: it has a
 #   free thread, or no task queued for the next one.
-# - A *victim* has more than ``2 * nthreads`` tasks, and some of them it has
-#   not reported as started (``TaskStarted``): those wait in its queue for a
-#   thread. Only those move; a task that reported its start never does, so a
-#   steal never runs one task twice at once (a start report still in flight
-#   when the steal is decided is the one exception: the victim's run is then
-#   cancelled, and its result dropped).
+# - A *victim* has more than ``2 * nthreads`` tasks, and more than
+#   ``4 * nthreads`` it has not reported as started (``TaskStarted``): those
+#   wait in its queue for a thread. Only those move, and never the first
+#   ``4 * nthreads`` of them in the order it runs them: their start reports
+#   may be on their way (its threads take up to four per thread at once). A
+#   task that reported its start never moves. Should a start report still be
+#   in flight all the same, the victim's run is cancelled and its result
+#   dropped: the task runs twice, but has one result.
 # - Each thief, least occupied first, takes tasks until it holds
 #   ``2 * nthreads``, each from the victim with the most unstarted tasks
 #   beyond its own ``2 * nthreads``, choosing the task that victim would run
@@ -42,6 +44,13 @@ __all__ = ["plan_steals"]
 def _pipeline(ws: WorkerInfo) -> int:
     """Tasks a worker keeps for its threads: one running and one queued per thread."""
     return 2 * max(ws.nthreads, 1)
+
+
+def _margin(ws: WorkerInfo) -> int:
+    """Unstarted tasks a victim keeps: those it runs next, whose start report
+    may be on its way (a worker's threads take up to 4 per thread at once:
+    one running, up to ``worker.prefetch-short-tasks`` queued)."""
+    return 4 * max(ws.nthreads, 1)
 
 
 def has_thief(workers: Mapping[str, WorkerInfo], least: WorkerInfo | None) -> bool:
@@ -71,11 +80,12 @@ def plan_steals(
     stealable: dict[str, list[TaskState]] = {}
     spare: dict[str, int] = {}
     for ws in workers.values():
-        extra = min(len(ws.processing) - _pipeline(ws), len(ws.processing) - ws.nstarted)
+        unstarted = len(ws.processing) - ws.nstarted
+        extra = min(len(ws.processing) - _pipeline(ws), unstarted - _margin(ws))
         if extra > 0:
             waiting = [ts for ts in map(tasks, ws.processing) if not ts.started]
             waiting.sort(key=lambda ts: (ts.priority, ts.seq))
-            stealable[ws.address] = waiting
+            stealable[ws.address] = waiting[_margin(ws):]
             spare[ws.address] = extra
     moves: list[tuple[TaskState, WorkerInfo]] = []
     for thief in thieves:
