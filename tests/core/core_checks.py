@@ -78,7 +78,10 @@ def check_scheduler(s: SchedulerState) -> None:
     if counts[QUEUED]:
         assert all(ws.busy >= ws.capacity for ws in s.workers.values() if ws.accepting)
     if counts[NO_WORKER]:
-        assert not s.workers
+        # no worker at all, or none that fits the task's restrictions
+        assert not s.workers or all(
+            ts.restrictions is not None for ts in s.tasks.values() if ts.state == NO_WORKER
+        )
 
 
 def check_worker(w: WorkerState, most_slots: int | None = None) -> None:
@@ -119,5 +122,6 @@ def check_worker(w: WorkerState, most_slots: int | None = None) -> None:
         assert key in w.tasks
     # more than nthreads execute only after SlotsChanged lowered it: tasks
     # already handed out are not taken back, and nothing new starts meanwhile
-    if any(ts.state == "ready" for ts in w.tasks.values()):
+    # (a task that needs resources may also wait for them to be free)
+    if any(ts.state == "ready" and not ts.resources for ts in w.tasks.values()):
         assert running >= w.nthreads

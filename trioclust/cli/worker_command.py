@@ -17,6 +17,7 @@ from trioclust.deploy.sizing import cpu_count, memory_limit_per_worker, workers_
 from trioclust.errors import EncryptionRequiredError
 from trioclust.runtime.nanny import Nanny
 from trioclust.runtime.process_control import EXIT_STOPPED_BY_ITSELF, configure_logging
+from trioclust.runtime.resources import parse_resources
 from trioclust.runtime.worker import Worker
 from trioclust.transport.addresses import normalize_address
 
@@ -47,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", default=None, help="worker name (with several workers: NAME-0, NAME-1, ...)")
     parser.add_argument("--host", default=None, help="interface to listen on (default: the one that reaches the scheduler)")
+    parser.add_argument(
+        "--resources", default=None,
+        help='abstract resources of each worker, e.g. "GPU=2,MEM=10e9" (tasks submitted '
+        'with resources={"GPU": 1} run only where they are free)',
+    )
     parser.add_argument(
         "--no-nanny", dest="nanny", action="store_false",
         help="run the workers in this process, without nannies (a dead worker is not restarted)",
@@ -94,13 +100,17 @@ async def _serve(args: argparse.Namespace) -> int:
         raise SystemExit("Give the scheduler's ADDRESS or --scheduler-file PATH")
     _, security = protocol_and_security(args, role="worker")
     n, threads, memory = _plan(args)
+    try:
+        resources = parse_resources(args.resources)
+    except ValueError as exc:
+        raise SystemExit(f"--resources: {exc}") from None
     names = [args.name] if n == 1 and args.name else [
         f"{args.name}-{i}" if args.name else None for i in range(n)
     ]
     workers: list[Any] = [
         (Nanny if args.nanny else Worker)(
             address, nthreads=threads, name=name, memory_limit=memory, host=args.host,
-            reconnect_timeout=args.death_timeout, security=security,
+            reconnect_timeout=args.death_timeout, security=security, resources=resources,
         )
         for name in names
     ]

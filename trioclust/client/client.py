@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, Self
 from trioclust import config
 from trioclust.client import collections as dask_collections
 from trioclust.client.actors import actor_futures, as_actor
-from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized
+from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized, stimulus_id
 from trioclust.client.diagnostics import TaskStreamRecording, as_log
 from trioclust.client.futures import Future, FutureState
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
+from trioclust.client.placement import check_fifo_timeout, task_options
 from trioclust.client.plugins import NannyPlugin, SchedulerPlugin, WorkerPlugin
 from trioclust.loop_thread import HostedContext, LoopThread
 from trioclust.protocol import serialize
@@ -319,10 +320,11 @@ class Client:
         pure: bool = True,
         priority: int = 0,
         workers: Any = None,
-        resources: Any = None,
+        resources: dict[str, float] | None = None,
         retries: int | None = None,
+        allow_other_workers: bool = False,
         actor: bool = False,
-        fifo_timeout: Any = None,
+        fifo_timeout: Any = "60s",
         **kwargs: Any,
     ) -> Future:
         """Run ``func(*args, **kwargs)`` on the cluster; returns a :class:`Future`.
@@ -336,14 +338,23 @@ class Client:
             pure: whether the same call always gives the same result, so that
                 submitting it twice computes it once.
             priority: higher runs first among waiting tasks.
+            workers: where it may run: a worker's address, name or host, or
+                a list of them (docs/scheduling.md).
+            resources: what one run needs of the workers' resources, e.g.
+                ``{"GPU": 1}``: it runs only on workers started with them,
+                and only while they are free there.
+            retries: how many times to rerun it if it raises.
+            allow_other_workers: make ``workers`` a preference: any worker
+                may run it when none of those is there.
             actor: ``func`` is a class: make one instance on a worker and
                 keep it there; the future's result is an :class:`Actor`.
-            workers, resources, retries: not supported yet; passing them
-                raises ``NotImplementedError``.
-            fifo_timeout: accepted for dask compatibility and ignored.
+            fifo_timeout: Dask's window within which submissions may share a
+                priority; trioclust runs equal priorities in submission
+                order whatever it is (checked, see docs/scheduling.md).
             **kwargs: keyword arguments for ``func``.
         """
-        _unsupported(workers=workers, resources=resources, retries=retries)
+        options = task_options(workers, allow_other_workers, resources, retries)
+        check_fifo_timeout(fifo_timeout)
         if not callable(func):
             raise TypeError(f"First argument to submit must be callable, got {func!r}")
         if actor:
@@ -356,10 +367,12 @@ class Client:
         packed_kwargs = pack_futures(kwargs, Future, deps)
         if key is None:
             key = make_key(func, packed_args, packed_kwargs, pure)
-        task = (
+        task: tuple[Any, ...] = (
             key, dumps_task(func, packed_args, packed_kwargs), sorted(deps, key=str),
             self._core.next_priority(priority),
         )
+        if options:
+            task += (options,)
         future = self._core.submit_tasks([task], [key])[0]
         del args, kwargs
         return future
@@ -372,10 +385,11 @@ class Client:
         pure: bool = True,
         priority: int = 0,
         workers: Any = None,
-        resources: Any = None,
+        resources: dict[str, float] | None = None,
         retries: int | None = None,
+        allow_other_workers: bool = False,
         batch_size: int | None = None,
-        fifo_timeout: Any = None,
+        fifo_timeout: Any = "60s",
         actor: bool = False,
         actors: bool = False,
         **kwargs: Any,
@@ -391,13 +405,16 @@ class Client:
             *iterables: argument sequences, zipped like the builtin ``map``.
             key: a list of keys, one per task, or a prefix for generated keys.
             pure, priority: as for :meth:`submit`.
+            workers, resources, retries, allow_other_workers, fifo_timeout:
+                as for :meth:`submit`, for every task.
             batch_size: accepted for dask compatibility; the tasks go in
                 chunks of 1,000 whatever it says.
             actor, actors: ``func`` is a class: one actor per item (see
                 :meth:`submit`).
             **kwargs: keyword arguments passed to every call.
         """
-        _unsupported(workers=workers, resources=resources, retries=retries)
+        options = task_options(workers, allow_other_workers, resources, retries)
+        check_fifo_timeout(fifo_timeout)
         if not callable(func):
             raise TypeError(f"First argument to map must be callable, got {func!r}")
         if actor or actors:
@@ -410,7 +427,7 @@ class Client:
         prefix = key if isinstance(key, str) else funcname(func)
         base = tokenize(func, packed_kwargs) if pure else ""
         futures: list[Future] = []
-        tasks = []
+        tasks: list[tuple[Any, ...]] = []
         keys: list[Key] = []
         for i, item in enumerate(items):
             deps = set(kw_deps)
@@ -422,9 +439,10 @@ class Client:
             else:
                 k = f"{prefix}-{unique_suffix()}"
             keys.append(k)
-            tasks.append(
-                (k, dumps_task(func, args, packed_kwargs), sorted(deps, key=str), self._core.next_priority(priority))
+            task: tuple[Any, ...] = (
+                k, dumps_task(func, args, packed_kwargs), sorted(deps, key=str), self._core.next_priority(priority),
             )
+            tasks.append((*task, options) if options else task)
             if len(tasks) == GRAPH_CHUNK:
                 futures += self._core.submit_tasks(tasks, keys)
                 tasks, keys = [], []
@@ -725,22 +743,28 @@ class Client:
         """Send local data to workers; returns futures in the same shape as ``data``.
 
         Args:
-            data: one object, or a list/tuple of objects, or a dict (its keys
-                become the futures' keys).
+            data: one object; a list, tuple or any other iterable of objects
+                (a list of futures comes back; a tuple for a tuple); or a
+                dict (its keys become the futures' keys). A string, bytes or
+                an array is one object.
             workers: addresses to send to (default: all, round-robin).
             broadcast: send every item to every chosen worker.
-            hash: key by content (the same data scatters to the same key).
+            hash: key by content (the same data scatters to the same key);
+                False: a new random key each time.
         """
         if isinstance(workers, str):
             workers = [workers]
         return self._sync(self._scatter, data, workers, broadcast, hash)
 
     async def _scatter(self, data: Any, workers: list[str] | None, broadcast: bool, hash: bool) -> Any:
+        many = _is_collection(data)
+        if many and not isinstance(data, dict | list | tuple):
+            data = list(data)  # a set, a generator, any iterator: read it once
         if isinstance(data, dict):
             keys: list[Key] = [str(k) for k in data]
             items = list(data.values())
         else:
-            items = list(data) if isinstance(data, list | tuple | set | frozenset) else [data]
+            items = list(data) if many else [data]
             keys = [
                 f"{type(v).__name__}-{tokenize(v)[:32] if hash else unique_suffix()}" for v in items
             ]
@@ -749,10 +773,30 @@ class Client:
         by_key = {f.key: f for f in futures}
         if isinstance(data, dict):
             return by_key
-        if isinstance(data, list | tuple | set | frozenset):
+        if many:
             out = [by_key[k] for k in keys]
-            return type(data)(out) if isinstance(data, tuple) else out
+            return tuple(out) if isinstance(data, tuple) else out
         return futures[0]
+
+    # ------------------------------------------------- placement: retries
+    def retry(self, futures: Any) -> Any:
+        """Rerun erred futures, and the erred tasks they depend on.
+
+        Their status goes back to ``"pending"`` and they compute again (with
+        the ``retries`` they had left). Awaitable with an asynchronous client.
+        """
+        found: list[Future] = []
+        _collect_futures(futures, found)
+        return self._sync(self._retry, found)
+
+    async def _retry(self, futures: list[Future]) -> None:
+        erred = [f for f in futures if f._state.status == "error"]
+        for future in erred:
+            future._state.lose()  # pending again; the scheduler's answer follows
+        if erred:
+            await self._core.request(
+                "retry", keys=[f.key for f in erred], stimulus_id=stimulus_id("retry")
+            )
 
     def cancel(self, futures: Any) -> Any:
         """Stop computing these futures and release their results on the cluster.
@@ -975,6 +1019,14 @@ class Client:
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(repr(self))}</pre>"
+
+
+def _is_collection(data: Any) -> bool:
+    """Whether scatter sends ``data``'s items one by one (any iterable but a
+    string, bytes or an array, which go as one object)."""
+    if isinstance(data, str | bytes | bytearray | memoryview) or hasattr(data, "__array__"):
+        return False
+    return isinstance(data, dict) or hasattr(data, "__iter__")
 
 
 async def _done() -> None:

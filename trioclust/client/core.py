@@ -127,9 +127,13 @@ def stimulus_id(op: str) -> str:
     return f"{op}-{_PROCESS}-{next(_STIMULI)}"
 
 
-def _graph_messages(
-    tasks: list[tuple[Key, list[Serialized], list[Key], int]], wanted: list[Key]
-) -> list[msgs.UpdateGraphMsg]:
+#: One task of an update-graph: ``(key, run_spec, dependencies, priority)``,
+#: and a fifth item, its :class:`~trioclust.protocol.messages.TaskOptions`,
+#: only when it has placement options.
+GraphTask = tuple[Any, ...]
+
+
+def _graph_messages(tasks: list[GraphTask], wanted: list[Key]) -> list[msgs.UpdateGraphMsg]:
     """The update-graph messages for ``tasks``, in order, at most ``GRAPH_CHUNK`` tasks each.
 
     A task depends only on keys the scheduler knows or on tasks before it, so
@@ -432,9 +436,7 @@ class ClientCore:
         with self._lock:
             return set(self._states)
 
-    def submit_tasks(
-        self, tasks: list[tuple[Key, list[Serialized], list[Key], int]], wanted: list[Key]
-    ) -> list[Future]:
+    def submit_tasks(self, tasks: list[GraphTask], wanted: list[Key]) -> list[Future]:
         """Create the futures for ``wanted`` and queue the graph for the scheduler.
 
         Safe from any thread and never waits: the message leaves from the loop,

@@ -232,6 +232,11 @@ class Future:
         """The remote traceback (a traceback object) once it failed, else None."""
         return self._core.client._sync(self._core.traceback_of, self, timeout)
 
+    def retry(self) -> Any:
+        """Rerun this future's task if it erred, and the erred tasks it
+        depends on (:meth:`Client.retry`). Awaitable with an asynchronous client."""
+        return self.client.retry([self])
+
     def cancel(self) -> Any:
         """Cancel this future (see :meth:`Client.cancel`)."""
         return self._core.client.cancel([self])

@@ -19,12 +19,20 @@ from trioclust.core.keys import Key
 
 @dataclass(slots=True, kw_only=True)
 class NewTask:
-    """One task of a graph a client submits (not an event by itself)."""
+    """One task of a graph a client submits (not an event by itself).
+
+    ``workers``, ``allow_other_workers`` and ``resources`` restrict where it
+    runs (scheduler_placement.py); ``retries`` reruns it when it raises.
+    """
 
     key: Key
     run_spec: object
     dependencies: tuple[Key, ...] = ()
     priority: int = 0
+    workers: tuple[str, ...] = ()
+    allow_other_workers: bool = False
+    resources: Mapping[str, float] | None = None
+    retries: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -33,6 +41,7 @@ class AddWorker:
     nthreads: int
     name: str = ""
     memory_limit: int = 0
+    resources: Mapping[str, float] | None = None
     stimulus_id: str
 
 
@@ -212,6 +221,16 @@ class Rebalance:
     stimulus_id: str
 
 
+@dataclass(slots=True, kw_only=True)
+class RetryTasks:
+    """``client`` asks to rerun these erred keys, and the erred keys they
+    depend on (``Future.retry()``)."""
+
+    client: str
+    keys: tuple[Key, ...]
+    stimulus_id: str
+
+
 # ------------------------------------------------------------------ worker side
 
 
@@ -225,6 +244,7 @@ class ComputeRequested:
     who_has: Mapping[Key, tuple[str, ...]] = field(default_factory=dict)
     nbytes: Mapping[Key, int] = field(default_factory=dict)
     priority: int = 0
+    resources: Mapping[str, float] | None = None  # held while it executes
     stimulus_id: str
 
 
@@ -352,6 +372,7 @@ SchedulerEvent = (
     | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed | TaskSeceded
     | WorkerPaused | ThreadsHeld
     | Replicate | Rebalance
+    | RetryTasks
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded

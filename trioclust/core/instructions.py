@@ -29,6 +29,8 @@ class ComputeTask:
     nbytes: Mapping[Key, int] = field(default_factory=dict)
     priority: int = 0
     stimulus_id: str = ""
+    #: What one run holds of the worker's resources (None: nothing).
+    resources: Mapping[str, float] | None = None
     #: Write it at once. False while the worker has more tasks than threads:
     #: it is busy, so this one may wait for its link's next batch (comm.linger).
     #: A delivery hint, left out of comparisons.

@@ -28,15 +28,62 @@
 # dropped when they reach the top, and the event that makes it accept again
 # touches it, which pushes a fresh one. A task whose dependencies are held
 # only there runs on the least occupied accepting worker instead.
+#
+# Restricted tasks
+# ----------------
+# A task with ``restrictions`` (``workers=``, ``resources=``) may run only on
+# workers that have every resource it asks for (the totals a worker was
+# started with; the worker itself runs a task only while that much is free)
+# and, unless ``loose`` (``allow_other_workers=True``) and none of them is
+# there, on a worker whose address, name or host it names. Among those, the
+# one holding most of its dependencies' bytes wins, then the least occupied.
+# Finding them scans every worker, so only restricted tasks pay for it; they
+# are never queued for saturation (as in Dask): they go to their worker at
+# once, or wait as ``no-worker`` until one that fits joins.
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from trioclust.core.scheduler_tasks import TaskState, WorkerInfo
+from trioclust.core.scheduler_tasks import Restrictions, TaskState, WorkerInfo
 
-__all__ = ["Placement"]
+__all__ = ["Placement", "allows", "has_resources", "unrunnable_reason"]
+
+
+def has_resources(ws: WorkerInfo, resources: Mapping[str, float]) -> bool:
+    """Whether ``ws`` has at least this much of every resource."""
+    have = ws.resources
+    return all(have.get(name, 0.0) >= amount for name, amount in resources.items())
+
+
+def _named(ws: WorkerInfo, names: frozenset[str]) -> bool:
+    # an address, with or without its scheme ("127.0.0.1:8989"), a name, a host
+    return (
+        ws.address in names or ws.name in names or ws.host in names
+        or ws.address.partition("://")[2] in names
+    )
+
+
+def allows(r: Restrictions, ws: WorkerInfo) -> bool:
+    """Whether a task restricted by ``r`` may be moved to ``ws`` (work
+    stealing): it has the resources, and is named unless ``loose``."""
+    if not has_resources(ws, r.resources):
+        return False
+    return not r.workers or r.loose or _named(ws, r.workers)
+
+
+def unrunnable_reason(ts: TaskState) -> str:
+    """Why a restricted task waits as ``no-worker``, in words."""
+    r = ts.restrictions
+    if r is None:
+        return "no worker is connected"
+    wants = []
+    if r.workers:
+        wants.append(f"one of the workers {sorted(r.workers)}")
+    if r.resources:
+        wants.append(f"the resources {dict(r.resources)}")
+    return f"needs {' with '.join(wants)}; no connected worker has that"
 
 
 class Placement:
@@ -114,3 +161,22 @@ class Placement:
             ):
                 best = ws
         return best if best is not None else self.least_occupied()
+
+    def choose_restricted(self, ts: TaskState) -> WorkerInfo | None:
+        """Where the restricted task ``ts`` should run now, or None when no
+        connected worker fits (see "Restricted tasks" above)."""
+        r = ts.restrictions
+        assert r is not None
+        workers = self._workers.values()
+        able = [ws for ws in workers if has_resources(ws, r.resources)]
+        if r.workers:
+            named = [ws for ws in able if _named(ws, r.workers)]
+            if named or not r.loose:
+                able = named
+        if not able:
+            return None
+        held: dict[str, int] = {}
+        for dep in ts.dependencies:
+            for address in dep.who_has:
+                held[address] = held.get(address, 0) + dep.nbytes
+        return min(able, key=lambda ws: (-held.get(ws.address, 0), ws.occupancy, ws.stamp))

@@ -117,6 +117,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 from trioclust.core.events import (
@@ -124,6 +125,7 @@ from trioclust.core.events import (
     AddReplicas,
     AddWorker,
     MissingData,
+    NewTask,
     Rebalance,
     ReleaseKeys,
     RemoveClient,
@@ -132,6 +134,7 @@ from trioclust.core.events import (
     Replicate,
     RescheduleTask,
     RetireWorkers,
+    RetryTasks,
     SchedulerEvent,
     TaskErred,
     TaskFinished,
@@ -154,6 +157,7 @@ from trioclust.core.instructions import (
 )
 from trioclust.core.keys import Key, key_str
 from trioclust.core.scheduler_graph import link_new_tasks
+from trioclust.core.scheduler_placement import unrunnable_reason
 from trioclust.core.scheduler_replicas import ReplicaPlan, plan_rebalance, plan_replicate
 from trioclust.core.scheduler_tasks import (
     ERRED,
@@ -162,6 +166,7 @@ from trioclust.core.scheduler_tasks import (
     PROCESSING,
     RELEASED,
     WAITING,
+    Restrictions,
     TaskState,
     WorkerInfo,
 )
@@ -219,6 +224,8 @@ class SchedulerState(SchedulerTransitions):
         for event in events:
             self._dispatch(event)
             self._fill_queue(event.stimulus_id)
+        if events or self._unstarted:
+            self._steal(events[-1].stimulus_id if events else "steal")
         self._out = []
         if out:
             self._set_urgency(out)
@@ -293,6 +300,14 @@ class SchedulerState(SchedulerTransitions):
         ts = self.tasks.get(key)
         return ts is not None and client in ts.who_wants
 
+    def unrunnable(self, limit: int = 100) -> dict[Key, str]:
+        """Tasks waiting as no-worker, oldest first (at most ``limit``), each
+        with why: the workers or resources it needs that no worker offers."""
+        return {
+            key: unrunnable_reason(self.tasks[key])
+            for key in itertools.islice(self._unrunnable, limit)
+        }
+
     def count(self, state: str) -> int:
         """How many tasks are in ``state`` (O(1))."""
         return self._counts.get(state, 0)
@@ -310,7 +325,7 @@ class SchedulerState(SchedulerTransitions):
             case TaskStarted():
                 ts = self.tasks.get(event.key)
                 if ts is not None and self._is_processing_on(ts, event.worker):
-                    ts.started = True
+                    self._task_started(ts)
             case UpdateGraph():
                 self._update_graph(event)
             case TaskErred():
@@ -363,6 +378,8 @@ class SchedulerState(SchedulerTransitions):
                 self._worker_paused(event)
             case ThreadsHeld():
                 self._threads_held(event)
+            case RetryTasks():
+                self._retry_tasks(event)
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 
@@ -407,7 +424,10 @@ class SchedulerState(SchedulerTransitions):
         new: list[TaskState] = []
         for key, nt in specs.items():
             if key not in self.tasks:
-                new.append(self._new_task(key, nt.run_spec, nt.priority))
+                ts = self._new_task(key, nt.run_spec, nt.priority)
+                if nt.workers or nt.resources or nt.retries:
+                    self._restrict(ts, nt)
+                new.append(ts)
         bad = link_new_tasks(self.tasks, new, specs, self._sets)
         is_new = set(new)
         recs: Recs = {}
@@ -434,6 +454,33 @@ class SchedulerState(SchedulerTransitions):
             and not ts.dependents
         }
         self._transitions(unused, stim)
+
+    @staticmethod
+    def _restrict(ts: TaskState, nt: NewTask) -> None:
+        """Record a new task's placement restrictions and retries."""
+        ts.retries = max(nt.retries, 0)
+        if nt.workers or nt.resources:
+            ts.restrictions = Restrictions(
+                frozenset(nt.workers), loose=nt.allow_other_workers, resources=nt.resources
+            )
+
+    def _retry_tasks(self, event: RetryTasks) -> None:
+        """Rerun erred keys and the erred keys they depend on (``Future.retry()``)."""
+        erred: list[TaskState] = []
+        seen: set[TaskState] = set()
+        stack = [ts for key in event.keys if (ts := self.tasks.get(key)) is not None]
+        while stack:
+            ts = stack.pop()
+            if ts in seen or ts.state != ERRED:
+                continue
+            seen.add(ts)
+            erred.append(ts)
+            stack.extend(ts.dependencies)
+        erred.sort(key=_by_seq)
+        stim = event.stimulus_id
+        self._transitions({ts.key: RELEASED for ts in erred}, stim)
+        # dependencies first: each is released before a dependent pulls it in
+        self._transitions({ts.key: WAITING for ts in erred if ts.who_wants}, stim)
 
     def _want_keys(self, event: WantKeys) -> None:
         self._add_client(event.client)
@@ -507,6 +554,8 @@ class SchedulerState(SchedulerTransitions):
         if ws is None:
             return  # from a worker that was removed: its data went with it
         ts = self.tasks.get(event.key)
+        if self._stolen and self._stale_result(event.key, event.worker):
+            ts = None  # a run stolen from it: dropped there
         if ts is not None and ts.processing_on is ws:
             ts.nbytes = event.nbytes
             ts.type_name = event.type_name
@@ -528,7 +577,15 @@ class SchedulerState(SchedulerTransitions):
 
     def _task_erred(self, event: TaskErred) -> None:
         ts = self.tasks.get(event.key)
+        if self._stolen:
+            self._stale_result(event.key, event.worker)
         if ts is None or not self._is_processing_on(ts, event.worker):
+            return
+        if ts.retries > 0:
+            self._out.append(
+                FreeKeys(worker=event.worker, keys=(ts.key,), stimulus_id=event.stimulus_id)
+            )
+            self._retry_erred(ts, event.stimulus_id)
             return
         ts.set_exception(event.exception, event.traceback, event.exception_text, ts.key)
         # The worker keeps an error record until told to drop it.
@@ -656,6 +713,7 @@ class SchedulerState(SchedulerTransitions):
             name=event.name,
             memory_limit=event.memory_limit,
             worker_saturation=self.worker_saturation,
+            resources=event.resources,
         )
         self.workers[ws.address] = ws
         self._placement.touch(ws)

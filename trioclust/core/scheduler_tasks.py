@@ -36,7 +36,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any, TypeVar
 
 from trioclust.core.keys import Key
@@ -122,6 +122,16 @@ class SmallSets:
             return EMPTY
         return self._intern(current - {item})
 
+def address_host(address: str) -> str:
+    """The host of ``scheme://host:port`` (``[v6]`` without brackets), or the
+    location itself when it has no port (``inproc://name``)."""
+    location = address.split("://", 1)[-1]
+    if location.startswith("["):
+        return location[1:].split("]", 1)[0]
+    host, sep, port = location.rpartition(":")
+    return host if sep and port.isdigit() else location
+
+
 RELEASED = "released"
 WAITING = "waiting"
 QUEUED = "queued"
@@ -136,6 +146,38 @@ TASK_STATES = (RELEASED, WAITING, QUEUED, NO_WORKER, PROCESSING, MEMORY, ERRED)
 
 #: States of a task that will still run: its dependencies must stay available.
 ACTIVE_STATES = frozenset({WAITING, QUEUED, NO_WORKER, PROCESSING})
+
+
+class Restrictions:
+    """Where one task may run: what ``workers=``, ``allow_other_workers=`` and
+    ``resources=`` asked for (see scheduler_placement.py).
+
+    Attributes:
+        workers: Addresses, names or hosts of the workers it may run on
+            (empty: any).
+        loose: ``allow_other_workers``: ``workers`` is a preference; any
+            worker will do when none of them is there.
+        resources: How much of each resource one run takes (empty: none).
+    """
+
+    __slots__ = ("loose", "resources", "workers")
+
+    def __init__(
+        self,
+        workers: frozenset[str] = frozenset(),
+        *,
+        loose: bool = False,
+        resources: Mapping[str, float] | None = None,
+    ) -> None:
+        self.workers = workers
+        self.loose = loose
+        self.resources: Mapping[str, float] = dict(resources) if resources else {}
+
+    def __repr__(self) -> str:
+        return (
+            f"<Restrictions workers={sorted(self.workers)} loose={self.loose} "
+            f"resources={dict(self.resources)}>"
+        )
 
 
 class TaskState:
@@ -166,6 +208,9 @@ class TaskState:
             a dependency).
         suspicious: How many workers died while running this task.
         started: Its worker reported that it started running it.
+        restrictions: Where it may run (``workers=``, ``resources=``), or
+            None for anywhere (see scheduler_placement.py).
+        retries: How many more times it is rerun when it raises.
     """
 
     __slots__ = (
@@ -179,6 +224,8 @@ class TaskState:
         "nbytes",
         "priority",
         "processing_on",
+        "restrictions",
+        "retries",
         "run_spec",
         "seq",
         "started",
@@ -216,6 +263,8 @@ class TaskState:
         self.exception_blame: Key | None = None
         self.suspicious = 0
         self.started = False
+        self.restrictions: Restrictions | None = None
+        self.retries = 0
 
     def link_dependent(self, dependent: TaskState) -> None:
         """Record that ``dependent`` needs this task's result."""
@@ -264,6 +313,10 @@ class WorkerInfo:
         paused_reason: What it said when it paused (its memory, the limit).
         held: Threads still running tasks that were cancelled; the worker has
             ``nthreads - held`` for new ones.
+        host: The host part of ``address`` (``workers=`` may name it).
+        resources: What it has of each resource (``Worker(resources=...)``).
+        nstarted: How many of ``processing`` it reported started (the rest
+            wait there for a thread and may be stolen).
     """
 
     __slots__ = (
@@ -271,14 +324,17 @@ class WorkerInfo:
         "capacity",
         "has_what",
         "held",
+        "host",
         "long_running",
         "memory_limit",
         "name",
         "nbytes_stored",
+        "nstarted",
         "nthreads",
         "paused",
         "paused_reason",
         "processing",
+        "resources",
         "saturation",
         "stamp",
     )
@@ -291,8 +347,12 @@ class WorkerInfo:
         name: str = "",
         memory_limit: int = 0,
         worker_saturation: float = math.inf,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.address = address
+        self.host = address_host(address)
+        self.resources: dict[str, float] = dict(resources) if resources else {}
+        self.nstarted = 0
         self.nthreads = nthreads
         self.name = name
         self.memory_limit = memory_limit

@@ -26,7 +26,14 @@
 # entry whose task left the heap another way meanwhile (released, say, when
 # a dependent erred later in the same pass) is skipped when it surfaces.
 #
-# Placement of ready tasks (``_assign``) goes through scheduler_placement.py.
+# Placement of ready tasks (``_assign``) goes through scheduler_placement.py;
+# a restricted task (``workers=``, ``resources=``) takes ``_place_restricted``
+# instead: it is never queued, and waits as no-worker until a worker fits.
+# Work stealing (``_steal``, scheduler_stealing.py) moves a processing task
+# from one worker to another without a change of state: the move is logged as
+# processing -> processing. A task that raises while it has ``retries`` left
+# goes back to waiting (``_retry_erred``, from the TaskErred handler); a client
+# retrying erred keys (RetryTasks) moves them erred -> released -> waiting.
 # Queued tasks wait in a heap of (priority, creation, key); a task that leaves
 # the queue another way leaves its entry behind, skipped when it surfaces.
 
@@ -49,6 +56,7 @@ from trioclust.core.instructions import (
 )
 from trioclust.core.keys import Key
 from trioclust.core.scheduler_placement import Placement
+from trioclust.core.scheduler_stealing import has_thief, plan_steals
 from trioclust.core.scheduler_tasks import (
     ACTIVE_STATES,
     EMPTY,
@@ -103,6 +111,7 @@ class SchedulerTransitions:
         worker_saturation: float = 4.0,
         transition_log_length: int = 100_000,
         validate: bool = False,
+        work_stealing: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if allowed_failures < 0:
@@ -146,6 +155,15 @@ class SchedulerTransitions:
         self._retiring: dict[str, int] = {}
         # rebalanced keys on their way: (key, target) -> the holder they leave
         self._moving: dict[tuple[Key, str], str] = {}
+        self.work_stealing = work_stealing
+        # processing tasks whose worker has not reported their start (stealable)
+        self._unstarted = 0
+        # (tasks assigned, workers) when stealing last found nothing to move
+        self._steal_checked: tuple[int, int] = (-1, -1)
+        self._assigned = 0
+        # key -> workers told to drop it when it was stolen from them: a result
+        # they report afterwards was dropped there (see _stale_result)
+        self._stolen: dict[Key, set[str]] = {}
 
     # --------------------------------------------------------------- the driver
 
@@ -265,7 +283,12 @@ class SchedulerTransitions:
         ts.processing_on = ws
         ws.processing.add(ts.key)
         self._placement.touch(ws)
+        self._unstarted += 1
+        self._assigned += 1
+        if self._stolen:
+            self._stale_result(ts.key, ws.address)  # a report from it is of this run now
         deps = ts.dependencies
+        r = ts.restrictions
         self._out.append(
             ComputeTask(
                 worker=ws.address,
@@ -275,6 +298,7 @@ class SchedulerTransitions:
                 nbytes={d.key: d.nbytes for d in deps} if deps else _NOTHING,
                 priority=ts.priority,
                 stimulus_id=stimulus_id,
+                resources=(r.resources or None) if r is not None else None,
             )
         )
 
@@ -283,6 +307,10 @@ class SchedulerTransitions:
         if ws is None:
             return
         ts.processing_on = None
+        if ts.started:
+            ws.nstarted -= 1
+        else:
+            self._unstarted -= 1
         ts.started = False
         ws.processing.discard(ts.key)
         if ws.long_running and ts.key in ws.long_running:
@@ -340,6 +368,8 @@ class SchedulerTransitions:
     def _t_waiting_processing(self, ts: TaskState, stimulus_id: str) -> Recs:
         if ts.waiting_on:
             return {}
+        if ts.restrictions is not None:
+            return self._place_restricted(ts, stimulus_id)
         ws = self._placement.choose(ts)
         if ws is None:
             if self.workers:  # all busy: queued here at once (the driver logs waiting -> queued)
@@ -366,6 +396,8 @@ class SchedulerTransitions:
     def _t_no_worker_processing(self, ts: TaskState, stimulus_id: str) -> Recs:
         if not self.workers:
             return {}
+        if ts.restrictions is not None:
+            return self._place_restricted(ts, stimulus_id)
         ws = self._placement.choose(ts)
         if ws is None:
             return {ts.key: QUEUED}
@@ -515,11 +547,88 @@ class SchedulerTransitions:
                 and (dep.state == RELEASED or dep.state == ERRED)
             ):
                 recs[dep.key] = FORGOTTEN
+        if self._stolen:
+            self._stolen.pop(ts.key, None)
         # interned sets may keep this object a while: keep it light
         ts.run_spec = ts.exception = ts.traceback = None
         if not self.tasks:
             self._sets.clear()
         return recs
+
+    # ------------------------------------- restrictions, retries, stealing
+
+    def _place_restricted(self, ts: TaskState, stimulus_id: str) -> Recs:
+        """Send a restricted task (waiting or no-worker) to a worker that fits,
+        or leave it waiting as no-worker until one joins."""
+        ws = self._placement.choose_restricted(ts)
+        if ws is None:
+            return {} if ts.state == NO_WORKER else {ts.key: NO_WORKER}
+        if ts.state == NO_WORKER:
+            del self._unrunnable[ts.key]
+        self._assign(ts, ws, stimulus_id)
+        return {}
+
+    def _task_started(self, ts: TaskState) -> None:
+        """Its worker reported that ``ts`` started there: it may not be stolen."""
+        if not ts.started:
+            ts.started = True
+            self._unstarted -= 1
+            ws = ts.processing_on
+            assert ws is not None
+            ws.nstarted += 1
+
+    def _retry_erred(self, ts: TaskState, stimulus_id: str) -> None:
+        """``ts`` raised with retries left: run it again (anywhere), one retry fewer."""
+        ts.retries -= 1
+        ts.set_exception(None, None, "", None)
+        self._transitions({ts.key: WAITING}, stimulus_id)
+
+    def _t_erred_released(self, ts: TaskState, stimulus_id: str) -> Recs:
+        # only RetryTasks asks: it then recommends waiting for the wanted keys
+        ts.state = RELEASED
+        ts.suspicious = 0
+        ts.set_exception(None, None, "", None)
+        return {}
+
+    def _steal(self, stimulus_id: str) -> None:
+        """Even out the workers' queues (scheduler_stealing.py), when a worker is
+        hungry and some worker holds tasks it has not started."""
+        if not self.work_stealing or self._unstarted <= 0:
+            return
+        if not has_thief(self.workers, self._placement.least_occupied()):
+            return
+        mark = (self._assigned, len(self.workers))
+        if mark == self._steal_checked:
+            return  # nothing changed since the last look found nothing to move
+        moves = plan_steals(self.workers, self.tasks.__getitem__)
+        if not moves:
+            self._steal_checked = mark
+            return
+        log = self.transition_log
+        stolen = self._stolen
+        for ts, thief in moves:
+            victim = ts.processing_on
+            assert victim is not None
+            if thief.address in stolen.get(ts.key, ()):
+                continue  # its earlier run there may still report: never back
+            stolen.setdefault(ts.key, set()).add(victim.address)
+            self._out.append(
+                FreeKeys(worker=victim.address, keys=(ts.key,), stimulus_id=stimulus_id, cancel=True)
+            )
+            self._unassign(ts)
+            self._assign(ts, thief, stimulus_id)
+            log.append((ts.key, PROCESSING, PROCESSING, stimulus_id, self._now))
+
+    def _stale_result(self, key: Key, worker: str) -> bool:
+        """Whether ``worker``'s report on ``key`` is of a run stolen from it
+        (it was told to drop that run, and its result with it); forgets that."""
+        victims = self._stolen.get(key)
+        if victims is None or worker not in victims:
+            return False
+        victims.discard(worker)
+        if not victims:
+            del self._stolen[key]
+        return True
 
     _TRANSITIONS: dict[tuple[str, str], Callable[[SchedulerTransitions, TaskState, str], Recs]] = {
         (RELEASED, WAITING): _t_released_waiting,
@@ -544,4 +653,5 @@ class SchedulerTransitions:
         (PROCESSING, RELEASED): _t_to_released,
         (MEMORY, RELEASED): _t_memory_released,
         (ERRED, FORGOTTEN): _t_to_forgotten,
+        (ERRED, RELEASED): _t_erred_released,
     }

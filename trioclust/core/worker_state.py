@@ -55,6 +55,15 @@
 # and SendLongRunning tells the scheduler, which stops counting it against
 # this worker's threads. Its outcome comes back like any other.
 #
+# Resources
+# ---------
+# A worker started with ``resources={"GPU": 2}`` runs a task that asks for
+# some (``ComputeRequested.resources``) only while that much is free: such a
+# ready task waits in a heap of its own, and ``_ensure_computing`` starts the
+# better-priority head of the two heaps that can start; the resources are
+# held from ``Execute`` until the run ends (its thread returns), and a task
+# with resources that are busy never holds up the tasks without.
+#
 # Mechanics
 # ---------
 # As in the scheduler, ``_TRANSITIONS`` maps (start, finish) to one method
@@ -69,7 +78,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter, deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 from trioclust.core.events import (
     ComputeRequested,
@@ -140,6 +149,7 @@ class WorkerTask:
         exception: The opaque exception object (state error).
         traceback: The opaque traceback (state error).
         exception_text: A printable form of the exception.
+        resources: What one run holds of the worker's resources (None: nothing).
     """
 
     __slots__ = (
@@ -153,6 +163,7 @@ class WorkerTask:
         "previous",
         "priority",
         "requested",
+        "resources",
         "run_spec",
         "seq",
         "state",
@@ -169,6 +180,7 @@ class WorkerTask:
         self.priority = priority
         self.seq = seq
         self.requested = False
+        self.resources: Mapping[str, float] | None = None
         self.dependencies: dict[WorkerTask, None] = {}
         self.dependents: dict[WorkerTask, None] = {}
         self.waiting_for_data: set[WorkerTask] = set()
@@ -194,6 +206,7 @@ class WorkerState:
             answered): the runtime's threads, and the queue it keeps for them.
             ``SlotsChanged`` changes it.
         max_concurrent_gathers: How many Gather requests may be in flight.
+        resources: What this worker has of each resource (``{"GPU": 2}``).
         transition_log_length: How many transitions ``transition_log`` keeps.
         data: The mapping to keep values in (a dict when None; the runtime
             passes its spill store).
@@ -222,6 +235,7 @@ class WorkerState:
         validate: bool = False,
         clock: Callable[[], float] = time.time,
         data: MutableMapping[Key, object] | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         if nthreads < 1:
             raise ValueError(f"nthreads must be >= 1, got {nthreads!r}")
@@ -241,6 +255,12 @@ class WorkerState:
         self._clock = clock
         self._now = 0.0  # the clock's reading for the current handle() call
         self._ready: list[tuple[int, int, Key]] = []
+        #: what this worker has of each resource, and what is free now
+        self.total_resources: dict[str, float] = dict(resources) if resources else {}
+        self.available_resources: dict[str, float] = dict(self.total_resources)
+        # ready tasks that need resources, and what each running one holds
+        self._constrained: list[tuple[int, int, Key]] = []
+        self._holding: dict[Key, Mapping[str, float]] = {}
         self._fetch: dict[Key, None] = {}
         self._peer_used: dict[str, int] = {}
         self._stamp = 0
@@ -355,6 +375,7 @@ class WorkerState:
         ts = self.tasks.get(key) or self._new(key, event.priority)
         ts.run_spec = event.run_spec
         ts.priority = event.priority
+        ts.resources = event.resources or None
         ts.requested = True
         recs: Recs = {}
         for dep_key, holders in event.who_has.items():
@@ -392,6 +413,8 @@ class WorkerState:
         key = event.key
         self.executing.discard(key)
         self.long_running.discard(key)
+        if self._holding:
+            self._release_resources(key)
         ts = self.tasks.get(key)
         if ts is None:
             return
@@ -417,6 +440,8 @@ class WorkerState:
         key = event.key
         self.executing.discard(key)
         self.long_running.discard(key)
+        if self._holding:
+            self._release_resources(key)
         ts = self.tasks.get(key)
         if ts is None:
             return
@@ -518,12 +543,56 @@ class WorkerState:
     def _ensure_computing(self, stimulus_id: str) -> None:
         if self.paused:
             return
+        if self._constrained:
+            self._ensure_computing_constrained(stimulus_id)
+            return
         ready = self._ready
         while ready and len(self.executing) - len(self.long_running) < self.nthreads:
             key = heapq.heappop(ready)[2]
             ts = self.tasks.get(key)
             if ts is not None and ts.state == READY:
                 self._transitions({key: EXECUTING}, stimulus_id)
+
+    # ------------------------------------------------------------ resources
+
+    def _ensure_computing_constrained(self, stimulus_id: str) -> None:
+        """Start ready tasks from both heaps, best priority first, those with
+        resources only while theirs are free (see "Resources" above)."""
+        ready = self._ready
+        constrained = self._constrained
+        tasks = self.tasks
+        while len(self.executing) - len(self.long_running) < self.nthreads:
+            for heap in (ready, constrained):
+                while heap and ((t := tasks.get(heap[0][2])) is None or t.state != READY):
+                    heapq.heappop(heap)  # left READY another way meanwhile
+            head = None
+            if constrained and self._fits(tasks[constrained[0][2]]):
+                head = constrained
+            if ready and (head is None or ready[0] < constrained[0]):
+                head = ready
+            if head is None:
+                return
+            key = heapq.heappop(head)[2]
+            self._transitions({key: EXECUTING}, stimulus_id)
+
+    def _fits(self, ts: WorkerTask) -> bool:
+        available = self.available_resources
+        return all(available.get(name, 0.0) >= n for name, n in (ts.resources or {}).items())
+
+    def _hold_resources(self, ts: WorkerTask) -> None:
+        if ts.resources:
+            available = self.available_resources
+            for name, n in ts.resources.items():
+                available[name] = available.get(name, 0.0) - n
+            self._holding[ts.key] = ts.resources
+
+    def _release_resources(self, key: Key) -> None:
+        """The run of ``key`` ended (its thread returned): free what it held."""
+        held = self._holding.pop(key, None)
+        if held:
+            available = self.available_resources
+            for name, n in held.items():
+                available[name] = available.get(name, 0.0) + n
 
     def _ensure_communicating(self, stimulus_id: str) -> None:
         if not self._fetch or len(self.in_flight) >= self.max_concurrent_gathers or self.paused:
@@ -634,7 +703,8 @@ class WorkerState:
         if ts.waiting_for_data:
             return {}
         ts.state = READY
-        heapq.heappush(self._ready, (ts.priority, ts.seq, ts.key))
+        heap = self._constrained if ts.resources else self._ready
+        heapq.heappush(heap, (ts.priority, ts.seq, ts.key))
         return {}
 
     def _t_fetch(self, ts: WorkerTask, stimulus_id: str) -> Recs:
@@ -657,6 +727,8 @@ class WorkerState:
     def _t_ready_executing(self, ts: WorkerTask, stimulus_id: str) -> Recs:
         ts.state = EXECUTING
         self.executing.add(ts.key)
+        if ts.resources:
+            self._hold_resources(ts)
         self._out.append(Execute(key=ts.key, stimulus_id=stimulus_id))
         return {}
 

@@ -70,7 +70,8 @@ class LocalCluster(Cluster):
         protocol: the scheduler's transport scheme instead of the default
             (``"tcp"``, ``"tls"`` with security, ``"inproc"`` without
             processes): ``"ws"``, ``"wss"``...
-        **worker_kwargs: passed on to each Worker/Nanny (e.g. ``reconnect_timeout``).
+        **worker_kwargs: passed on to each Worker/Nanny (e.g. ``reconnect_timeout``, or
+            ``resources={"GPU": 1}``: every worker then has one GPU).
     """
 
     cluster_type = "LocalCluster"

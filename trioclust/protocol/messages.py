@@ -89,6 +89,7 @@ class RegisterWorkerMsg(TypedDict):
     metrics: dict[str, Any]
     pid: int
     stimulus_id: str
+    resources: NotRequired[dict[str, float]]  # Worker(resources=...); absent: none
 
 
 class RegisterWorkerReply(TypedDict):
@@ -226,6 +227,7 @@ class ComputeTaskMsg(TypedDict):
     stimulus_id: str
     who_has: NotRequired[dict[Key, list[str]]]
     nbytes: NotRequired[dict[Key, int]]
+    resources: NotRequired[dict[str, float]]  # held while it runs; absent: none
 
 
 class FreeKeysMsg(TypedDict):
@@ -362,13 +364,35 @@ class ActorAttributeMsg(TypedDict):
 
 
 class UpdateGraphMsg(TypedDict):
-    """New tasks, each ``[key, run_spec, dependencies, priority]``, and the
-    keys the client holds futures to. A large graph comes in chunks; each
-    chunk's tasks depend only on keys the scheduler knows or earlier tasks."""
+    """New tasks, each ``[key, run_spec, dependencies, priority]`` or, for a
+    task with placement options, ``[key, run_spec, dependencies, priority,
+    options]`` (:class:`TaskOptions`: absent when unused, so the common task
+    costs no more bytes), and the keys the client holds futures to. A large
+    graph comes in chunks; each chunk's tasks depend only on keys the
+    scheduler knows or earlier tasks."""
 
     op: Literal["update-graph"]
     tasks: list[list[Any]]
     wanted: list[Key]
+    stimulus_id: str
+
+
+class TaskOptions(TypedDict, total=False):
+    """A task's placement and retry options, the fifth item of its
+    update-graph entry; only the options used are present."""
+
+    workers: list[str]  # addresses, names or hosts it may run on
+    allow_other_workers: bool  # ``workers`` is only a preference
+    resources: dict[str, float]  # what one run holds, e.g. {"GPU": 1}
+    retries: int  # reruns when it raises
+
+
+class RetryMsg(TypedDict):
+    """Request: rerun these erred keys and the erred keys they depend on
+    (``Future.retry()``); answered with nothing once they are on their way."""
+
+    op: Literal["retry"]
+    keys: list[Key]
     stimulus_id: str
 
 
@@ -882,6 +906,8 @@ CLIENT_TO_SCHEDULER = _channel(
     EventSetMsg, EventClearMsg, EventWaitMsg, EventIsSetMsg, MultiLockAcquireMsg,
     MultiLockReleaseMsg, PublishDatasetMsg, UnpublishDatasetMsg, GetDatasetMsg,
     ListDatasetsMsg, WantKeysMsg, FireAndForgetMsg,
+    # placement and scheduling controls
+    RetryMsg,
 )
 SCHEDULER_TO_CLIENT = _channel(
     KeysInMemoryMsg, KeyErredMsg, LostDataMsg,

@@ -74,6 +74,7 @@ from trioclust import config
 from trioclust.core.memory_policy import MemoryPolicy
 from trioclust.errors import NannyClosedError, WorkerStartError
 from trioclust.runtime.process_control import CLOSE_COMMAND, EXIT_STOPPED_BY_ITSELF
+from trioclust.runtime.resources import format_resources, parse_resources
 from trioclust.runtime.server import Server
 from trioclust.runtime.spill import memory_thresholds
 
@@ -170,6 +171,8 @@ class Nanny(Server):
         reconnect_timeout: how long the worker tries to reach a lost scheduler
             before it gives up, seconds; ``worker.reconnect-timeout`` when ``None``.
         env: environment variables set for the worker, on top of this process's.
+        resources: the worker's resources, ``{"GPU": 2}`` or ``"GPU=2"`` (see
+            :class:`~trioclust.Worker`).
         security: the :class:`~trioclust.Security` the worker uses. It travels
             to each worker process as one line on the process's stdin, read
             before anything else: private keys never touch the disk or the
@@ -202,6 +205,7 @@ class Nanny(Server):
         reconnect_timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         security: Security | None = None,
+        resources: dict[str, float] | str | None = None,
         _worker_module: str = _DEFAULT_WORKER_MODULE,
     ) -> None:
         super().__init__()
@@ -213,6 +217,8 @@ class Nanny(Server):
         self.reconnect_timeout = reconnect_timeout
         self.env: dict[str, str] = dict(env or {})
         self.security = security
+        #: the worker's resources (``{"GPU": 2.0}``)
+        self.resources = parse_resources(resources)
         self._worker_module = _worker_module
 
         self.worker_address: str | None = None
@@ -362,6 +368,8 @@ class Nanny(Server):
             argv += ["--host", self.host]
         if self.reconnect_timeout is not None:
             argv += ["--reconnect-timeout", repr(float(self.reconnect_timeout))]
+        if self.resources:
+            argv += ["--resources", format_resources(self.resources)]
         if self.security is not None:
             argv += ["--security-on-stdin"]
         return argv

@@ -135,6 +135,7 @@ class Scheduler(CoordinationHandlers, Server):
             worker_saturation=config.get_float("scheduler.worker-saturation"),
             transition_log_length=config.get_int("scheduler.transition-log-length"),
             validate=bool(config.get("scheduler.validate")),
+            work_stealing=bool(config.get("scheduler.work-stealing")),
         )
         self.worker_ttl = (
             worker_ttl if worker_ttl is not None else config.get_float("scheduler.worker-ttl")
@@ -290,7 +291,8 @@ class Scheduler(CoordinationHandlers, Server):
         self._handle(
             ev.AddWorker(
                 address=address, nthreads=msg["nthreads"], name=msg["name"] or address,
-                memory_limit=msg["memory_limit"], stimulus_id=msg["stimulus_id"],
+                memory_limit=msg["memory_limit"], resources=msg.get("resources"),
+                stimulus_id=msg["stimulus_id"],
             )
         )
         self._notify_workers_changed()
@@ -542,6 +544,8 @@ class Scheduler(CoordinationHandlers, Server):
     def _client_update_graph(self, client: str, msg: msgs.UpdateGraphMsg) -> None:
         tasks = tuple(
             ev.NewTask(key=t[0], run_spec=t[1], dependencies=tuple(t[2]), priority=int(t[3]))
+            if len(t) == 4
+            else _restricted_task(t)
             for t in msg["tasks"]
         )
         self._handle(
@@ -554,6 +558,9 @@ class Scheduler(CoordinationHandlers, Server):
                 "update_graph", scheduler=self, client=client, keys=set(msg["wanted"]),
                 tasks=[t.key for t in tasks], stimulus_id=msg["stimulus_id"],
             )
+
+    def _client_retry(self, client: str, msg: msgs.RetryMsg) -> None:
+        self._handle(ev.RetryTasks(client=client, keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
 
     def _client_release_keys(self, client: str, msg: msgs.ReleaseKeysMsg) -> None:
         self._handle(ev.ReleaseKeys(client=client, keys=tuple(msg["keys"]), stimulus_id=msg["stimulus_id"]))
@@ -959,6 +966,8 @@ class Scheduler(CoordinationHandlers, Server):
                 if i.who_has:  # the worker reads a missing one as none
                     task["who_has"] = {k: list(v) for k, v in i.who_has.items()}
                     task["nbytes"] = dict(i.nbytes)
+                if i.resources:
+                    task["resources"] = dict(i.resources)
                 link.send(task, urgent=i.urgent)
         elif kind is ins.KeyErred:
             if i.client == FIRE_AND_FORGET:
@@ -1026,6 +1035,7 @@ class Scheduler(CoordinationHandlers, Server):
                 "nbytes": w.nbytes_stored,
                 "status": "paused" if w.paused else "running",
                 "threads_held": w.held,
+                "resources": dict(w.resources),
                 "metrics": self.worker_metrics.get(address, {}),
             }
         return {
@@ -1036,6 +1046,7 @@ class Scheduler(CoordinationHandlers, Server):
             "started": self._started,
             "workers": workers,
             "tasks": self.state.tasks_by_state(),
+            "no_worker": self.state.unrunnable(),
             "clients": len(self.client_links),
         }
 
@@ -1046,6 +1057,19 @@ async def _await_logged(awaitable: Any, what: str) -> None:
         await awaitable
     except Exception:
         logger.exception("%s failed", what)
+
+
+def _restricted_task(t: list[Any]) -> ev.NewTask:
+    """A task of an update-graph with its options (protocol/messages.py's TaskOptions)."""
+    options: msgs.TaskOptions = t[4]
+    resources = options.get("resources")
+    return ev.NewTask(
+        key=t[0], run_spec=t[1], dependencies=tuple(t[2]), priority=int(t[3]),
+        workers=tuple(options.get("workers", ())),
+        allow_other_workers=bool(options.get("allow_other_workers", False)),
+        resources={str(k): float(v) for k, v in resources.items()} if resources else None,
+        retries=int(options.get("retries", 0)),
+    )
 
 
 class _WorkerPeer:
@@ -1127,4 +1151,6 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "list-datasets": Scheduler._client_list_datasets,
     "want-keys": Scheduler._client_want_keys,
     "fire-and-forget": Scheduler._client_fire_and_forget,
+    # placement and scheduling controls
+    "retry": Scheduler._client_retry,
 }

@@ -84,6 +84,7 @@ from trioclust.runtime.execution import (
     run_sync,
 )
 from trioclust.runtime.log_capture import process_logs, server_label
+from trioclust.runtime.resources import parse_resources
 from trioclust.runtime.server import Server
 from trioclust.runtime.spill import SpillStore, memory_thresholds, trim_memory
 from trioclust.runtime.thread_pool import ThreadPool
@@ -182,6 +183,11 @@ class Worker(Server):
         security: the :class:`~trioclust.Security` whose worker certificate it
             presents (to the scheduler, its peers and clients) and checks
             theirs against.
+        resources: what this worker has of abstract resources, e.g.
+            ``{"GPU": 2, "MEM": 10e9}`` (Dask's "Worker Resources"): tasks
+            submitted with ``resources={"GPU": 1}`` run only on workers that
+            have them, and only while that much is free here. A string
+            ``"GPU=2,MEM=10e9"`` is read the same way.
     """
 
     def __init__(
@@ -196,6 +202,7 @@ class Worker(Server):
         reconnect_timeout: float | None = None,
         heartbeat_interval: float | None = None,
         security: Security | None = None,
+        resources: dict[str, float] | str | None = None,
     ) -> None:
         super().__init__()
         if nthreads < 1:
@@ -205,6 +212,8 @@ class Worker(Server):
         self.nthreads = nthreads
         self.name = name
         self.memory_limit = int(memory_limit or 0)
+        #: what this worker has of each resource (``{"GPU": 2.0}``)
+        self.resources = parse_resources(resources)
         self._host = host
         self._port = port
         self.reconnect_timeout = (
@@ -274,6 +283,7 @@ class Worker(Server):
             transition_log_length=config.get_int("worker.transition-log-length"),
             validate=bool(config.get("worker.validate")),
             data=self._store,
+            resources=self.resources,
         )
 
     def _slots(self) -> int:
@@ -410,10 +420,13 @@ class Worker(Server):
                 await nursery.start(link.run)
                 try:
                     sent = time.time()
+                    register: dict[str, Any] = {}
+                    if self.resources:
+                        register["resources"] = self.resources
                     reply: msgs.RegisterWorkerReply = await link.request(
                         "register-worker", address=self.address, nthreads=self.nthreads,
                         name=self.name, memory_limit=self.memory_limit, metrics=self._metrics(),
-                        pid=os.getpid(), stimulus_id=f"register-worker-{sent}",
+                        pid=os.getpid(), stimulus_id=f"register-worker-{sent}", **register,
                     )
                 except (OSError, ProtocolError) as exc:  # CommClosedError is an OSError
                     if first:
@@ -655,7 +668,7 @@ class Worker(Server):
                 key=key, run_spec=msg["run_spec"],
                 who_has={k: tuple(v) for k, v in who_has.items()} if who_has else {},
                 nbytes=msg.get("nbytes") or {}, priority=msg["priority"],
-                stimulus_id=msg["stimulus_id"],
+                resources=msg.get("resources"), stimulus_id=msg["stimulus_id"],
             )
         )
         if self._held:

@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from trioclust.runtime.process_control import (
     CLOSE_COMMAND,
@@ -85,6 +85,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes; 0 for no limit")
     parser.add_argument("--host", default=None)
     parser.add_argument("--reconnect-timeout", type=float, default=None)
+    parser.add_argument("--resources", default=None, help='e.g. "GPU=2,MEM=10e9"')
     parser.add_argument(
         "--security-on-stdin", action="store_true",
         help="read the worker's Security (JSON) from the first line of stdin",
@@ -104,7 +105,9 @@ def _read_first_line(fd: int) -> str:
 
 
 async def _run(args: argparse.Namespace, factory: WorkerFactory, channel: IO[str]) -> int:
-    extra = {"security": args.security} if args.security is not None else {}
+    extra: dict[str, Any] = {"security": args.security} if args.security is not None else {}
+    if args.resources:
+        extra["resources"] = args.resources
     worker = factory(
         args.scheduler,
         nthreads=args.nthreads,
