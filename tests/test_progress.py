@@ -102,6 +102,21 @@ async def test_progress_in_a_stream_counts_only_remaining_when_asked() -> None:
             assert re.search(r"inc: 100%\|[^|]*\| 15/15", out.getvalue()), out.getvalue()
 
 
+@pytest.mark.trio
+@pytest.mark.skipif(importlib.util.find_spec("dask") is None, reason="needs dask (the dask extra)")
+async def test_progress_follows_a_persisted_collection() -> None:
+    """README's tour: ``y = x.persist(); progress(y)`` (a dask array)."""
+    import dask.array as da
+
+    async with Scheduler() as s, Worker(s.address, nthreads=2):
+        async with Client(s.address, asynchronous=True, set_as_default=False) as client:
+            x = client.persist(da.ones((40, 40), chunks=(10, 10)) + 1)
+            out = io.StringIO()
+            await progress(x, file=out)
+            assert re.search(r": 100%\|[^|]*\| 16/16", out.getvalue()), out.getvalue()
+            assert float((await client.compute(x.sum()))) == 3200.0
+
+
 def test_progress_refuses_what_is_not_a_future() -> None:
     with pytest.raises(TypeError, match="expects futures"):
         progress(42)

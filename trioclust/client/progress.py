@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from trioclust.client.collections import futures_of
 from trioclust.client.futures import Future
 from trioclust.client.waiting import as_completed
 from trioclust.dashboard.task_stream import key_prefix
@@ -36,10 +37,13 @@ def _futures_of(objects: Iterable[Any], out: list[Future]) -> None:
         elif isinstance(obj, list | tuple | set | frozenset):
             _futures_of(obj, out)
         elif hasattr(obj, "__dask_graph__"):
-            raise TypeError(
-                "progress() follows futures: persist the collection first "
-                "(client.persist(x)) and pass what that returns"
-            )
+            held = futures_of(obj)  # a persisted collection is backed by futures
+            if not held:
+                raise TypeError(
+                    "progress() follows futures: persist the collection first "
+                    "(client.persist(x)) and pass what that returns"
+                )
+            out.extend(held)
         else:
             raise TypeError(f"progress() expects futures (or lists/dicts of them), got {obj!r}")
 
