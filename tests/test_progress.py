@@ -114,7 +114,7 @@ async def test_progress_follows_a_persisted_collection() -> None:
             out = io.StringIO()
             await progress(x, file=out)
             assert re.search(r": 100%\|[^|]*\| 16/16", out.getvalue()), out.getvalue()
-            assert float((await client.compute(x.sum()))) == 3200.0
+            assert float(await client.compute(x.sum())) == 3200.0
 
 
 def test_progress_refuses_what_is_not_a_future() -> None:
