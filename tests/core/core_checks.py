@@ -73,8 +73,9 @@ def check_scheduler(s: SchedulerState) -> None:
         for key in ws.has_what:
             assert address in s.tasks[key].who_has, (ws, key)
         assert ws.nbytes_stored == sum(s.tasks[k].nbytes for k in ws.has_what), ws
-    if counts[QUEUED]:
-        assert all(len(ws.processing) >= ws.capacity for ws in s.workers.values())
+    if counts[QUEUED]:  # the best queued task fits nowhere (root tasks: see scheduler_placement)
+        best = min((t for t in s.tasks.values() if t.state == QUEUED), key=lambda t: (t.priority, t.seq))
+        assert not s._placement.has_room(best), best
     if counts[NO_WORKER]:
         assert not s.workers
 

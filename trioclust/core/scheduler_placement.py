@@ -22,6 +22,27 @@
 # than its ``capacity``; otherwise the caller queues it. Room is monotone in
 # occupancy (``n < ceil(t * s)`` iff ``n / t < s`` for whole ``n``), so if the
 # least occupied worker has no room, none has.
+#
+# A *root task* (no dependencies, but dependents: a reduction's leaf) has
+# its result held on the worker until its dependents run, and those can only
+# be sent once the scheduler hears that their inputs are done: with dozens of
+# leaves in flight per thread, a worker runs leaf after leaf meanwhile and
+# the partial sums lag behind, holding dozens of chunks (400 MB of 8 MB
+# chunks per worker). So a root task goes to a worker beyond its
+# ``root_capacity`` (about one per thread) only while the worker's stored
+# bytes plus its tasks in flight, each counted at the worker's mean stored
+# key size, stay within ``root_bytes`` (a fraction of its memory limit).
+# Big results thus flow about one per thread, and the dependents (ahead of
+# later leaves by dask.order's priorities, on the scheduler and in the
+# worker's ready heap) keep up; small ones (a sum of small chunks) keep the
+# full capacity, as do tasks that feed nothing (``map``, ``submit``): one
+# leaf per thread in flight makes each leaf wait a round trip, three times
+# slower for small chunks on a busy machine. A worker that has stored nothing
+# yet is not limited, so the first round of leaves may still be full size.
+# With this rule, room is monotone in occupancy only for tasks that feed
+# nothing: for a root task the least occupied worker may be full while
+# another is not; the queue then waits for a task to finish (one always runs
+# on the full worker, whose root_capacity is at least 1).
 
 from __future__ import annotations
 
@@ -68,10 +89,10 @@ class Placement:
             heapq.heappop(heap)
         return None
 
-    def has_room(self) -> bool:
-        """Whether some worker can take one more task without dependencies."""
+    def has_room(self, ts: TaskState) -> bool:
+        """Whether some worker can take ``ts``, a task without dependencies."""
         ws = self.least_occupied()
-        return ws is not None and len(ws.processing) < ws.capacity
+        return ws is not None and _has_room_for(ws, ts)
 
     def choose(self, ts: TaskState) -> WorkerInfo | None:
         """Where ``ts`` should run now.
@@ -85,7 +106,7 @@ class Placement:
         """
         if not ts.dependencies:
             ws = self.least_occupied()
-            if ws is not None and len(ws.processing) < ws.capacity:
+            if ws is not None and _has_room_for(ws, ts):
                 return ws
             return None
         candidates: Iterable[str]
@@ -107,3 +128,14 @@ class Placement:
             ):
                 best = ws
         return best if best is not None else self.least_occupied()
+
+
+def _has_room_for(ws: WorkerInfo, ts: TaskState) -> bool:
+    """Whether ``ws`` may take ``ts``, a task without dependencies, now."""
+    n = len(ws.processing)
+    if n >= ws.capacity:
+        return False
+    if not ts.dependents or n < ws.root_capacity:
+        return True
+    stored = ws.nbytes_stored
+    return stored + n * stored / max(len(ws.has_what), 1) <= ws.root_bytes

@@ -256,6 +256,11 @@ class WorkerInfo:
         nbytes_stored: Total size of ``has_what``.
         capacity: How many tasks without dependencies it may run before more
             wait on the scheduler (``inf`` when saturation is off).
+        root_capacity: The same for *root tasks* (tasks without dependencies
+            that other tasks depend on: a reduction's leaves) while the worker
+            stores more than ``root_bytes``.
+        root_bytes: ``memory_limit`` times the root memory fraction (``inf``
+            without a memory limit).
         stamp: Bumped whenever ``processing`` changes; the lowest stamp wins a
             tie between equally occupied workers, which spreads work evenly.
     """
@@ -269,6 +274,8 @@ class WorkerInfo:
         "nbytes_stored",
         "nthreads",
         "processing",
+        "root_bytes",
+        "root_capacity",
         "stamp",
     )
 
@@ -280,6 +287,8 @@ class WorkerInfo:
         name: str = "",
         memory_limit: int = 0,
         worker_saturation: float = math.inf,
+        root_saturation: float = math.inf,
+        root_memory_fraction: float = 0.0,
     ) -> None:
         self.address = address
         self.nthreads = nthreads
@@ -288,11 +297,9 @@ class WorkerInfo:
         self.processing: set[Key] = set()
         self.has_what: set[Key] = set()
         self.nbytes_stored = 0
-        self.capacity: float = (
-            math.inf
-            if math.isinf(worker_saturation)
-            else max(1, math.ceil(max(nthreads, 1) * worker_saturation))
-        )
+        self.capacity = _capacity(nthreads, worker_saturation)
+        self.root_capacity = min(self.capacity, _capacity(nthreads, root_saturation))
+        self.root_bytes = memory_limit * root_memory_fraction if memory_limit else math.inf
         self.stamp = 0
 
     @property
@@ -302,3 +309,10 @@ class WorkerInfo:
 
     def __repr__(self) -> str:
         return f"<WorkerInfo {self.address!r} processing={len(self.processing)}>"
+
+
+def _capacity(nthreads: int, saturation: float) -> float:
+    """``ceil(nthreads * saturation)``, at least 1; ``inf`` when saturation is off."""
+    if math.isinf(saturation):
+        return math.inf
+    return max(1, math.ceil(max(nthreads, 1) * saturation))
