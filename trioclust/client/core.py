@@ -147,13 +147,14 @@ def _graph_messages(
             }
         ]
     wanted_set = set(wanted)
-    chunk_of = {t[0]: i // GRAPH_CHUNK for i, t in enumerate(tasks)}
     bridges: set[Key] = set()  # tasks that a task of a later chunk depends on
-    for i, t in enumerate(tasks):
-        here = i // GRAPH_CHUNK
-        for dep in t[2]:
-            if chunk_of.get(dep, here) < here:
-                bridges.add(dep)
+    if any(t[2] for t in tasks):
+        chunk_of = {t[0]: i // GRAPH_CHUNK for i, t in enumerate(tasks)}
+        for i, t in enumerate(tasks):
+            here = i // GRAPH_CHUNK
+            for dep in t[2]:
+                if chunk_of.get(dep, here) < here:
+                    bridges.add(dep)
     messages: list[msgs.UpdateGraphMsg] = []
     for start in range(0, len(tasks), GRAPH_CHUNK):
         chunk = [list(t) for t in tasks[start : start + GRAPH_CHUNK]]
@@ -456,7 +457,7 @@ class ClientCore:
         # a key the scheduler already knows keeps its state there; resending is harmless
         messages = _graph_messages(tasks, wanted)
         bridges: list[Key] = []
-        if len(messages) > 1:
+        if len(messages) > 1 and any(t[2] for t in tasks):  # (a map has no dependencies)
             keep: set[Key] = set(wanted)
             with self._lock:
                 keep.update(self._states)
