@@ -53,7 +53,7 @@ $(BENCH_VENV)/bin/python:
 	$(BENCH_PY) -m pip install -q --upgrade pip
 
 $(BENCH_STAMP): pyproject.toml | $(BENCH_VENV)/bin/python
-	$(BENCH_PY) -m pip install -q -e '.[ucx]' 'dask[distributed]==$(DASK_VERSION)' numpy
+	$(BENCH_PY) -m pip install -q -e '.[ucx]' 'dask[array,dataframe,distributed]==$(DASK_VERSION)' numpy
 	touch $(BENCH_STAMP)
 
 ## bench: every scenario, trioclust against dask, WORKERS worker processes (default 2)

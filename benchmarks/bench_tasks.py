@@ -105,3 +105,23 @@ async def dask_fetch(key: str, holder: str, dask_worker: Any) -> tuple[float, fl
     value = response["data"][key]
     seconds = time.perf_counter() - start
     return seconds, float(value.sum())
+
+
+# ------------------------------------------------------ dask collections (scenario j)
+
+
+def make_frame(i: int, rows: int) -> Any:
+    """Partition ``i`` of scenario j's dataframe: ``rows`` rows, a group key of
+    1,000 values, a float to average, and a random float to sort by."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(i)
+    return pd.DataFrame(
+        {
+            "k": rng.integers(0, 1_000, rows),
+            "x": rng.random(rows),
+            "y": rng.random(rows),
+        },
+        index=pd.RangeIndex(i * rows, (i + 1) * rows),
+    )

@@ -177,7 +177,38 @@ def build_rows(results: Results, n_workers: int) -> list[Row]:
             share = f"{u / t:.2f}x tcp" if u is not None and t else "n/a"
             add(f"i  {nbytes / 1e6:.0f} MB A -> B, ucx:// (MB/s)", u, None, higher=True,
                 target=f"tcp:// in the same run: {fmt(t)} MB/s; ucx = {share}")
+
+    # j: dask collections
+    if "j" in results:
+        _collection_rows(results, add)
     return rows
+
+
+def _collection_rows(results: Results, add: Callable[..., None]) -> None:
+    record = results["j"].get("trioclust") or results["j"].get("dask") or {}
+
+    def both(*path: str) -> tuple[float | None, float | None]:
+        return _get(results, "j", "trioclust", *path), _get(results, "j", "dask", *path)
+
+    def times(name: str, path: tuple[str, ...], factor: float, target: str) -> None:
+        t, d = both(*path)
+        add(name, t, d, higher=False, target=target,
+            checks=(_check(lambda t, d: d >= factor * t, t, d),))
+
+    small, big = record.get("array_small_chunks", {}), record.get("array_big_chunks", {})
+    times(f"j1 da.ones({small.get('shape', 0):,}^2, chunks={small.get('chunk', 0)}).sum() (s)",
+          ("array_small_chunks", "seconds"), 4, ">= 4x")
+    times(f"j2 the same, chunks={big.get('chunk', 0):,} (s)",
+          ("array_big_chunks", "seconds"), 1, ">= dask")
+    frame = record.get("dataframe", {})
+    shape = f"{frame.get('rows', 0):,} rows / {frame.get('partitions', 0)}"
+    times(f"j3 groupby-mean, {shape} (s)", ("dataframe", "groupby_mean", "seconds"), 1.5, ">= 1.5x")
+    times(f"j3 set_index shuffle, {shape} (s)", ("dataframe", "set_index", "seconds"), 1.5, ">= 1.5x")
+    tasks = record.get("delayed", {}).get("tasks", 0)
+    times(f"j4 dask.delayed tree, {tasks:,} tasks (s)", ("delayed", "seconds"), 4, ">= 4x")
+    t, d = both("delayed", "bytes_per_task")
+    add("j4 scheduler bytes per task", t, d, higher=False, target="<= dask/3",
+        checks=(_check(lambda t, d: t <= d / 3, t, d),))
 
 
 def table(rows: list[Row]) -> str:

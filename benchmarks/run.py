@@ -1,6 +1,6 @@
 """Run trioclust's benchmarks against dask.distributed and print one table.
 
-    python benchmarks/run.py [--quick | --tiny] [--workers N] [--only abcdefghi]
+    python benchmarks/run.py [--quick | --tiny] [--workers N] [--only abcdefghij]
                              [--json PATH] [--no-dask]
 
 Each scenario runs for trioclust and then for dask, in this process, each on a
@@ -37,6 +37,7 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 import clusters  # noqa: E402 - after PYTHONPATH is set for the child processes
 import report  # noqa: E402
 import scenarios_asyncio  # noqa: E402
+import scenarios_collections  # noqa: E402
 import scenarios_latency  # noqa: E402
 import scenarios_memory  # noqa: E402
 import scenarios_raw  # noqa: E402
@@ -58,6 +59,8 @@ SCENARIOS: dict[str, tuple[str, Scenario, tuple[str, ...]]] = {
     "f": ("scheduler memory per pending task", scenarios_memory.run, ("trioclust", "dask")),
     "g": ("b and c from asyncio", scenarios_asyncio.run, ("trioclust", "dask")),
     "i": ("e over ucx:// and tcp://", scenarios_ucx.run_scenario, ("trioclust",)),
+    "j": ("dask collections: array, dataframe, delayed", scenarios_collections.run,
+          ("trioclust", "dask")),
 }
 """letter -> (what it measures, function, systems); run in this order (h first: b and e use it)."""
 

@@ -26,6 +26,13 @@ class Sizes:
     raw_messages: int  # h: small messages sent in batches
     raw_bulk_bytes: int  # h: bytes streamed into a reused buffer
     raw_bulk_buffer: int  # h: the reused receive buffer
+    collection_array: int  # j: side of the square dask array summed
+    collection_small_chunk: int  # j1: its chunks' side, small
+    collection_big_chunk: int  # j2: its chunks' side, big
+    collection_rows: int  # j3: dataframe rows
+    collection_partitions: int  # j3: dataframe partitions
+    collection_leaves: int  # j4: leaves of the dask.delayed tree (2 * leaves - 1 tasks)
+    collection_repeats: int  # j: runs of each (best reported)
 
 
 FULL = Sizes(
@@ -48,6 +55,13 @@ FULL = Sizes(
     raw_messages=2_000_000,
     raw_bulk_bytes=4_000_000_000,
     raw_bulk_buffer=200_000_000,
+    collection_array=20_000,
+    collection_small_chunk=200,
+    collection_big_chunk=2_000,
+    collection_rows=10_000_000,
+    collection_partitions=100,
+    collection_leaves=50_000,
+    collection_repeats=2,
 )
 
 QUICK = Sizes(
@@ -70,6 +84,13 @@ QUICK = Sizes(
     raw_messages=500_000,
     raw_bulk_bytes=1_000_000_000,
     raw_bulk_buffer=50_000_000,
+    collection_array=4_000,
+    collection_small_chunk=100,
+    collection_big_chunk=1_000,
+    collection_rows=1_000_000,
+    collection_partitions=20,
+    collection_leaves=5_000,
+    collection_repeats=1,
 )
 
 TINY = Sizes(
@@ -92,4 +113,11 @@ TINY = Sizes(
     raw_messages=10_000,
     raw_bulk_bytes=40_000_000,
     raw_bulk_buffer=4_000_000,
+    collection_array=400,
+    collection_small_chunk=100,
+    collection_big_chunk=200,
+    collection_rows=20_000,
+    collection_partitions=4,
+    collection_leaves=200,
+    collection_repeats=1,
 )

@@ -18,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 RUNNER = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
-SCENARIOS = "abcdefghi"
+SCENARIOS = "abcdefghij"
 
 
 @pytest.mark.timeout(300)

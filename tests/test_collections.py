@@ -266,6 +266,21 @@ async def test_async_client_compute_persist_and_get(c: tuple[Client, Scheduler])
     assert await client.submit(inc, 1) == 2
 
 
+@pytest.mark.anyio
+async def test_a_graph_over_several_update_graph_chunks(c: tuple[Client, Scheduler]) -> None:
+    """A chain of 2,500 tasks travels in three update-graph messages: a task
+    that finishes before the message with its dependent arrives is kept (the
+    chunk wants it until the last one is sent), and nothing is left after."""
+    client, s = c
+    n = 2_500
+    dsk: dict[object, object] = {("x", 0): 0}
+    for i in range(1, n):
+        dsk[("x", i)] = (inc, ("x", i - 1))
+    assert await client.get(dsk, ("x", n - 1)) == n - 1
+    assert await client.get(dsk, [("x", n - 1), ("x", 1_200)]) == [n - 1, 1_200]
+    await client.scheduler_info()  # a round trip: the releases before it are handled
+    assert not s.state.tasks
+
 
 # ---------------------------------------------------------------- memory order
 
@@ -312,3 +327,45 @@ async def test_a_reduction_runs_in_dask_order_holding_few_chunks(saturation: flo
             _workers.clear()
     assert len(_held) == n
     assert max(_held) < bound, f"workers held up to {max(_held)} chunks of {n}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_sum_over_4000_chunks_of_8_mb_stays_under_the_memory_limit() -> None:
+    """The issue's memory-order test: 32 GB of chunks summed on two workers of 1 GiB.
+
+    Run leaves first, the graph would hold all 4,000 chunks; with dask.order's
+    priorities and root tasks sent few at a time once chunks pile up
+    (``scheduler.root-saturation``), each worker holds a few dozen at most.
+    The scheduler's record of the bytes each worker stores (exact: every
+    task-finished reports its size) and the workers' RSS (heartbeats) are
+    sampled while the sum runs.
+    """
+    limit = 2**30
+    chunk = 1_000_000  # float64: 8 MB
+    x = da.ones((4_000, chunk), chunks=(1, chunk)).sum(axis=0)  # 4,000 blocks of 8 MB
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+        dashboard_address=None,
+    ) as cluster, Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        pids = _pids(client)
+        assert {w["memory_limit"] for w in client.scheduler_info()["workers"].values()} == {limit}
+        f = client.compute(x)
+        stored: list[int] = []
+        rss: list[int] = []
+        while True:  # sample until the sum is done, at most 50 ms apart
+            workers = client.scheduler_info()["workers"].values()
+            stored.append(max(w["nbytes"] for w in workers))
+            rss.append(max(int(w["metrics"].get("memory") or 0) for w in workers))
+            try:
+                wait(f, timeout=0.05)
+                break
+            except TimeoutError:
+                pass
+        result = f.result()
+        assert set(client.run(os.getpid).values()) == pids  # no worker was restarted
+    np.testing.assert_array_equal(result, np.full(chunk, 4_000.0))
+    assert len(stored) > 10
+    assert max(stored) < limit // 2, f"a worker stored {max(stored) / 2**20:.0f} MiB"
+    assert 0 < max(rss) < limit, f"a worker's RSS reached {max(rss) / 2**20:.0f} MiB"

@@ -63,6 +63,14 @@ DEFAULTS: dict[str, Any] = {
     # where workers that join later can still get them. Higher values mean
     # bigger message batches (throughput); "inf" sends everything at once.
     "scheduler.worker-saturation": 32.0,
+    # ... this many instead for root tasks (tasks without dependencies whose
+    # results other tasks wait for: a reduction's leaves) on a worker that
+    # stores more than root-memory-fraction of its memory limit. Their results
+    # stay there until the dependents run: sent few at a time, the partial
+    # sums keep up and a sum over thousands of 8 MB chunks holds a few chunks
+    # per worker instead of dozens; small results never slow down to that
+    "scheduler.root-saturation": 1.1,
+    "scheduler.root-memory-fraction": 0.1,
     # move tasks a busy worker has not started to hungry workers (docs/scheduling.md)
     "scheduler.work-stealing": False,
     # check the scheduler's state machine as it runs: a recommendation the

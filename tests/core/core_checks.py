@@ -75,8 +75,9 @@ def check_scheduler(s: SchedulerState) -> None:
             assert address in s.tasks[key].who_has, (ws, key)
         assert ws.nbytes_stored == sum(s.tasks[k].nbytes for k in ws.has_what), ws
     assert s._seceded == sum(len(ws.long_running) for ws in s.workers.values())
-    if counts[QUEUED]:
-        assert all(ws.busy >= ws.capacity for ws in s.workers.values() if ws.accepting)
+    if counts[QUEUED]:  # the best queued task fits nowhere (root tasks: see scheduler_placement)
+        best = min((t for t in s.tasks.values() if t.state == QUEUED), key=lambda t: (t.priority, t.seq))
+        assert not s._placement.has_room(best), best
     if counts[NO_WORKER]:
         # no worker at all, or none that fits the task's restrictions
         assert not s.workers or all(

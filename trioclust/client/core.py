@@ -138,7 +138,10 @@ def _graph_messages(tasks: list[GraphTask], wanted: list[Key]) -> list[msgs.Upda
 
     A task depends only on keys the scheduler knows or on tasks before it, so
     the chunks go in order; each names the wanted keys among its tasks, and
-    the last also those that are not tasks of this graph.
+    the last also those that are not tasks of this graph. A chunk also wants
+    its tasks that a later chunk depends on: the scheduler forgets a new task
+    that nothing wants or depends on, and the dependent is not there yet (the
+    sender releases those holds after the last chunk, see ``_bridge_keys``).
     """
     if len(tasks) <= GRAPH_CHUNK:
         return [
@@ -148,10 +151,18 @@ def _graph_messages(tasks: list[GraphTask], wanted: list[Key]) -> list[msgs.Upda
             }
         ]
     wanted_set = set(wanted)
+    bridges: set[Key] = set()  # tasks that a task of a later chunk depends on
+    if any(t[2] for t in tasks):
+        chunk_of = {t[0]: i // GRAPH_CHUNK for i, t in enumerate(tasks)}
+        for i, t in enumerate(tasks):
+            here = i // GRAPH_CHUNK
+            for dep in t[2]:
+                if chunk_of.get(dep, here) < here:
+                    bridges.add(dep)
     messages: list[msgs.UpdateGraphMsg] = []
     for start in range(0, len(tasks), GRAPH_CHUNK):
         chunk = [list(t) for t in tasks[start : start + GRAPH_CHUNK]]
-        keys = [t[0] for t in chunk if t[0] in wanted_set]
+        keys = [t[0] for t in chunk if t[0] in wanted_set or t[0] in bridges]
         messages.append(
             {
                 "op": "update-graph", "tasks": chunk, "wanted": keys,
@@ -161,6 +172,12 @@ def _graph_messages(tasks: list[GraphTask], wanted: list[Key]) -> list[msgs.Upda
     in_graph = {t[0] for t in tasks}
     messages[-1]["wanted"] += [key for key in wanted if key not in in_graph]
     return messages
+
+
+def _bridge_keys(messages: list[msgs.UpdateGraphMsg], keep: set[Key]) -> list[Key]:
+    """The keys that the chunks before the last want only to bridge to a later
+    chunk (not in ``keep``): released again once the last chunk is sent."""
+    return [key for msg in messages[:-1] for key in msg["wanted"] if key not in keep]
 
 
 def _release_message(keys: list[Key]) -> msgs.ReleaseKeysMsg:
@@ -450,10 +467,16 @@ class ClientCore:
         futures = [Future(key, self) for key in wanted]
         # a key the scheduler already knows keeps its state there; resending is harmless
         messages = _graph_messages(tasks, wanted)
+        bridges: list[Key] = []
+        if len(messages) > 1 and any(t[2] for t in tasks):  # (a map has no dependencies)
+            keep: set[Key] = set(wanted)
+            with self._lock:
+                keep.update(self._states)
+            bridges = _bridge_keys(messages, keep)
         if threading.get_ident() == self.loop_thread:
-            self._send_graph(messages)
-        elif not self._write_from_thread(messages):
-            self.inbox.call_soon(partial(self._send_graph, messages))
+            self._send_graph(messages, bridges)
+        elif bridges or not self._write_from_thread(messages):
+            self.inbox.call_soon(partial(self._send_graph, messages, bridges))
         return futures
 
     def _write_from_thread(self, messages: list[msgs.UpdateGraphMsg]) -> bool:
@@ -477,9 +500,11 @@ class ClientCore:
                 self.inbox.call_soon(partial(self._send_releases, keys))
         return False
 
-    def _send_graph(self, messages: list[msgs.UpdateGraphMsg]) -> None:
+    def _send_graph(self, messages: list[msgs.UpdateGraphMsg], bridges: list[Key]) -> None:
         for msg in messages:
             self.send(msg, weight=len(msg["tasks"]))
+        if bridges:  # the last chunk holds their dependents now
+            self.send(_release_message(bridges))
 
     # ------------------------------------------------------------- results
     async def result_of(self, future: Future, timeout: float | None) -> Any:

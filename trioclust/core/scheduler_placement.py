@@ -40,6 +40,29 @@
 # Finding them scans every worker, so only restricted tasks pay for it; they
 # are never queued for saturation (as in Dask): they go to their worker at
 # once, or wait as ``no-worker`` until one that fits joins.
+#
+# Root tasks
+# ----------
+# A *root task* (no dependencies, but dependents: a reduction's leaf) has
+# its result held on the worker until its dependents run, and those can only
+# be sent once the scheduler hears that their inputs are done: with dozens of
+# leaves in flight per thread, a worker runs leaf after leaf meanwhile and
+# the partial sums lag behind, holding dozens of chunks (400 MB of 8 MB
+# chunks per worker). So a root task goes to a worker beyond its
+# ``root_capacity`` (about one per thread) only while the worker's stored
+# bytes plus its tasks in flight, each counted at the worker's mean stored
+# key size, stay within ``root_bytes`` (a fraction of its memory limit).
+# Big results thus flow about one per thread, and the dependents (ahead of
+# later leaves by dask.order's priorities, on the scheduler and in the
+# worker's ready heap) keep up; small ones (a sum of small chunks) keep the
+# full capacity, as do tasks that feed nothing (``map``, ``submit``): one
+# leaf per thread in flight makes each leaf wait a round trip, three times
+# slower for small chunks on a busy machine. A worker that has stored nothing
+# yet is not limited, so the first round of leaves may still be full size.
+# With this rule, room is monotone in occupancy only for tasks that feed
+# nothing: for a root task the least occupied worker may be full while
+# another is not; the queue then waits for a task to finish (one always runs
+# on the full worker, whose root_capacity is at least 1).
 
 from __future__ import annotations
 
@@ -122,10 +145,10 @@ class Placement:
             heapq.heappop(heap)
         return None
 
-    def has_room(self) -> bool:
-        """Whether some worker can take one more task without dependencies."""
+    def has_room(self, ts: TaskState) -> bool:
+        """Whether some worker can take ``ts``, a task without dependencies."""
         ws = self.least_occupied()
-        return ws is not None and ws.busy < ws.capacity
+        return ws is not None and _has_room_for(ws, ts)
 
     def choose(self, ts: TaskState) -> WorkerInfo | None:
         """Where ``ts`` should run now.
@@ -139,7 +162,7 @@ class Placement:
         """
         if not ts.dependencies:
             ws = self.least_occupied()
-            if ws is not None and ws.busy < ws.capacity:
+            if ws is not None and _has_room_for(ws, ts):
                 return ws
             return None
         candidates: Iterable[str]
@@ -180,3 +203,14 @@ class Placement:
             for address in dep.who_has:
                 held[address] = held.get(address, 0) + dep.nbytes
         return min(able, key=lambda ws: (-held.get(ws.address, 0), ws.occupancy, ws.stamp))
+
+
+def _has_room_for(ws: WorkerInfo, ts: TaskState) -> bool:
+    """Whether ``ws`` may take ``ts``, a task without dependencies, now."""
+    n = ws.busy
+    if n >= ws.capacity:
+        return False
+    if not ts.dependents or n < ws.root_capacity:
+        return True
+    stored = ws.nbytes_stored
+    return stored + n * stored / max(len(ws.has_what), 1) <= ws.root_bytes

@@ -54,7 +54,9 @@
 # ---------
 # A task with dependencies runs where most of its dependencies' bytes are.
 # A task without dependencies runs on the least occupied worker, but only
-# while that worker runs fewer than ``ceil(nthreads * worker_saturation)``;
+# while that worker runs fewer than ``ceil(nthreads * worker_saturation)``
+# (``root_saturation`` if other tasks depend on it, a reduction's leaves,
+# and the worker stores more than ``root_memory_fraction`` of its memory);
 # otherwise it is queued, by priority, until a worker frees up. A task
 # that seceded (TaskSeceded: it waits on tasks it launched) stays processing
 # but counts against neither the worker's occupancy nor that limit.
@@ -189,6 +191,11 @@ class SchedulerState(SchedulerTransitions):
         worker_saturation: Tasks without dependencies are sent to a worker
             while it runs fewer than ``ceil(nthreads * worker_saturation)`` of
             them; the rest are queued here. ``float("inf")`` never queues.
+        root_saturation: The same for root tasks (tasks without dependencies
+            that other tasks depend on: a reduction's leaves) on a worker that
+            stores more than ``root_memory_fraction`` of its memory limit;
+            the smaller of the two applies (see scheduler_placement.py).
+        root_memory_fraction: See ``root_saturation``.
         transition_log_length: How many transitions ``transition_log`` keeps.
 
     Attributes:
@@ -199,6 +206,8 @@ class SchedulerState(SchedulerTransitions):
             transitions, for debugging.
         allowed_failures: As given.
         worker_saturation: As given.
+        root_saturation: As given.
+        root_memory_fraction: As given.
     """
 
     # ------------------------------------------------------------- public API
@@ -714,6 +723,8 @@ class SchedulerState(SchedulerTransitions):
             memory_limit=event.memory_limit,
             worker_saturation=self.worker_saturation,
             resources=event.resources,
+            root_saturation=self.root_saturation,
+            root_memory_fraction=self.root_memory_fraction,
         )
         self.workers[ws.address] = ws
         self._placement.touch(ws)

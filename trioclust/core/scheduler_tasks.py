@@ -307,6 +307,11 @@ class WorkerInfo:
         nbytes_stored: Total size of ``has_what``.
         capacity: How many tasks without dependencies it may run before more
             wait on the scheduler (``inf`` when saturation is off).
+        root_capacity: The same for *root tasks* (tasks without dependencies
+            that other tasks depend on: a reduction's leaves) while the worker
+            stores more than ``root_bytes``.
+        root_bytes: ``memory_limit`` times the root memory fraction (``inf``
+            without a memory limit).
         stamp: Bumped whenever ``processing`` changes; the lowest stamp wins a
             tie between equally occupied workers, which spreads work evenly.
         paused: Its memory is over the pause threshold: it gets no new task.
@@ -335,6 +340,8 @@ class WorkerInfo:
         "paused_reason",
         "processing",
         "resources",
+        "root_bytes",
+        "root_capacity",
         "saturation",
         "stamp",
     )
@@ -348,6 +355,8 @@ class WorkerInfo:
         memory_limit: int = 0,
         worker_saturation: float = math.inf,
         resources: Mapping[str, float] | None = None,
+        root_saturation: float = math.inf,
+        root_memory_fraction: float = 0.0,
     ) -> None:
         self.address = address
         self.host = address_host(address)
@@ -364,11 +373,9 @@ class WorkerInfo:
         self.paused = False
         self.paused_reason = ""
         self.held = 0
-        self.capacity: float = (
-            math.inf
-            if math.isinf(worker_saturation)
-            else max(1, math.ceil(max(nthreads, 1) * worker_saturation))
-        )
+        self.capacity = _capacity(nthreads, worker_saturation)
+        self.root_capacity = min(self.capacity, _capacity(nthreads, root_saturation))
+        self.root_bytes = memory_limit * root_memory_fraction if memory_limit else math.inf
         self.stamp = 0
 
     def set_held(self, held: int) -> None:
@@ -400,3 +407,10 @@ class WorkerInfo:
 
     def __repr__(self) -> str:
         return f"<WorkerInfo {self.address!r} processing={len(self.processing)}>"
+
+
+def _capacity(nthreads: int, saturation: float) -> float:
+    """``ceil(nthreads * saturation)``, at least 1; ``inf`` when saturation is off."""
+    if math.isinf(saturation):
+        return math.inf
+    return max(1, math.ceil(max(nthreads, 1) * saturation))

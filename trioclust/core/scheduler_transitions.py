@@ -40,6 +40,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -109,6 +110,8 @@ class SchedulerTransitions:
         *,
         allowed_failures: int = 3,
         worker_saturation: float = 4.0,
+        root_saturation: float = math.inf,
+        root_memory_fraction: float = 0.0,
         transition_log_length: int = 100_000,
         validate: bool = False,
         work_stealing: bool = True,
@@ -118,8 +121,12 @@ class SchedulerTransitions:
             raise ValueError(f"allowed_failures must be >= 0, got {allowed_failures!r}")
         if not worker_saturation > 0:
             raise ValueError(f"worker_saturation must be > 0, got {worker_saturation!r}")
+        if not root_saturation > 0:
+            raise ValueError(f"root_saturation must be > 0, got {root_saturation!r}")
         self.allowed_failures = allowed_failures
         self.worker_saturation = worker_saturation
+        self.root_saturation = root_saturation
+        self.root_memory_fraction = root_memory_fraction
         self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self.clients: set[str] = set()
@@ -328,7 +335,7 @@ class SchedulerTransitions:
             if ts is None or ts.state != QUEUED:
                 heapq.heappop(queue)
                 continue
-            if not self._placement.has_room():
+            if not self._placement.has_room(ts):
                 return
             heapq.heappop(queue)
             self._transitions({key: PROCESSING}, stimulus_id)

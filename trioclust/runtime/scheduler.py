@@ -133,6 +133,8 @@ class Scheduler(CoordinationHandlers, Server):
                 else config.get_int("scheduler.allowed-failures")
             ),
             worker_saturation=config.get_float("scheduler.worker-saturation"),
+            root_saturation=config.get_float("scheduler.root-saturation"),
+            root_memory_fraction=config.get_float("scheduler.root-memory-fraction"),
             transition_log_length=config.get_int("scheduler.transition-log-length"),
             validate=bool(config.get("scheduler.validate")),
             work_stealing=bool(config.get("scheduler.work-stealing")),
