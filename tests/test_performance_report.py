@@ -90,12 +90,3 @@ def test_sync_report_in_a_local_cluster(tmp_path: Path) -> None:
     assert "10 task runs" in page
     assert "test_sync_report_in_a_local_cluster" in page  # the code around the with block
     assert all(f'<section id="{sid}">' in page for sid in SECTIONS)
-
-
-def test_report_needs_a_client_where_none_is_current(tmp_path: Path) -> None:
-    import trioclust.client
-
-    if hasattr(trioclust.client, "get_client"):
-        pytest.skip("trioclust.get_client exists: the report finds the current client")
-    with pytest.raises(ValueError, match="client=client"), performance_report(tmp_path / "r.html"):
-        pass

@@ -31,6 +31,7 @@ from trioclust.client import (
 from trioclust.client.collections import futures_of
 from trioclust.client.performance_report import performance_report
 from trioclust.client.progress import progress
+from trioclust.client.task_stream import get_task_stream
 from trioclust.deploy import Adaptive, Cluster, LocalCluster, SLURMCluster, SSHCluster
 from trioclust.errors import (
     ActorLostError,
@@ -113,6 +114,7 @@ __all__ = [
     "fire_and_forget",
     "futures_of",
     "get_client",
+    "get_task_stream",
     "get_worker",
     "performance_report",
     "progress",

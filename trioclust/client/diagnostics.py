@@ -64,6 +64,9 @@ class TaskStreamRecording:
         self._count = count
         self._since: int | None = None
         self._data: list[dict[str, Any]] | None = None
+        #: When recording began and ended, on the scheduler's clock (None until then).
+        self.started: float | None = None
+        self.stopped: float | None = None
 
     def __repr__(self) -> str:
         state = f"{len(self._data)} runs" if self._data is not None else "not fetched"
@@ -106,6 +109,7 @@ class TaskStreamRecording:
     async def _begin(self) -> None:
         reply = await self._client._core.request("get-task-stream", count=0)
         self._since = int(reply["last_id"])
+        self.started = float(reply["time"])
         self._data = None
 
     async def _end(self) -> None:
@@ -113,6 +117,7 @@ class TaskStreamRecording:
         reply = await self._client._core.request(
             "get-task-stream", since=self._since, count=self._count
         )
+        self.stopped = float(reply["time"])
         self._data = list(reply["records"])
 
     def __enter__(self) -> Self:

@@ -12,7 +12,6 @@ more runs than ``dashboard.task-stream-length`` shows only the newest.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Self
 import anyio
 
 from trioclust.client.report_html import render_report
+from trioclust.client.worker_client import get_client
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client
@@ -47,7 +47,8 @@ class performance_report:
     Args:
         filename: where to write the report.
         client: the client whose cluster to record; default the current one
-            (``trioclust.get_client()`` where it exists).
+            (:func:`~trioclust.get_client`: the newest running client of this
+            process, or the task's client inside a task).
         stacklevel: which caller's code to include (1: the code around the
             ``with`` statement).
         title: the report's title.
@@ -70,9 +71,6 @@ class performance_report:
 
     def _client(self) -> Client:
         if self.client is None:
-            get_client = getattr(importlib.import_module("trioclust.client"), "get_client", None)
-            if get_client is None:
-                raise ValueError("performance_report needs the client: performance_report(filename, client=client)")
             self.client = get_client()
         assert self.client is not None
         return self.client

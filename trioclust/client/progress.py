@@ -164,7 +164,7 @@ async def _follow_async(bars: _Bars) -> None:
 
 def _notebook_progress(futures: list[Future], *, multi: bool, complete: bool) -> dict[str, Any]:
     try:
-        import ipywidgets  # type: ignore[import-not-found]  # noqa: F401
+        import ipywidgets  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401
     except ImportError:
         raise ImportError(
             "progress(notebook=True) needs ipywidgets: pip install ipywidgets"

@@ -17,7 +17,7 @@ from typing import Any
 
 from trioclust.sizes import format_bytes
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "render_task_stream"]
 
 _MAX_RECTS = 5000  # task stream rectangles drawn, at most (the newest)
 _WIDTH = 1000
@@ -215,4 +215,22 @@ def render_report(
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def render_task_stream(
+    records: Sequence[dict[str, Any]], start: float, stop: float, title: str = "Task stream"
+) -> str:
+    """A page of the task stream alone (``get_task_stream(plot=True)``), as self-contained as the report.
+
+    Args:
+        records: the task stream's runs (Dask's dicts with ``prefix``).
+        start: the left edge of the drawing (scheduler's clock).
+        stop: its right edge.
+        title: the page's title.
+    """
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f'<section id="task-stream">{_task_stream_svg(records, start, stop)}</section></body></html>\n'
     )

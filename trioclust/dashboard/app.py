@@ -98,8 +98,19 @@ def create_app(
         lambda: graph_view.graph(scheduler), min_interval=refresh_ms / 1000
     )
 
+    # what /json/status says besides the task stream (workers, task counts,
+    # progress) is the same for every reader: dumped once and shared by the
+    # polls that come within a quarter of a refresh (several pages open)
+    status_parts = snapshot.Throttled(
+        lambda: snapshot.dumps(snapshot.status_parts(scheduler, progress()[:50])),
+        min_interval=refresh_ms / 4000,
+    )
+
     def json(data: Any) -> JSONResponse:
         return JSONResponse(data, headers=_NO_STORE)
+
+    def json_text(text: str) -> Response:
+        return Response(text, media_type="application/json", headers=_NO_STORE)
 
     async def status_page(request: Request) -> Response:
         return HTMLResponse(page, headers=_NO_STORE)
@@ -133,10 +144,9 @@ def create_app(
         name = request.path_params["name"]
         if name == "status":
             since = _int_param(request, "since", 0) or 0
-            return json(
-                snapshot.status(
-                    scheduler, stream, stream_length=stream_length, since=since,
-                    progress_rows=progress()[:50],
+            return json_text(
+                snapshot.status_json(
+                    scheduler, stream, stream_length=stream_length, since=since, parts=status_parts()
                 )
             )
         if name == "workers":
@@ -147,7 +157,7 @@ def create_app(
             return json(progress()[: _int_param(request, "n", None)])
         if name == "task-stream":
             since = _int_param(request, "since", 0) or 0
-            return json(snapshot.task_stream(stream, _int_param(request, "n", None), since))
+            return json_text(snapshot.task_stream_json(stream, _int_param(request, "n", None), since))
         if name == "graph":
             return json(graph())
         if name == "identity":

@@ -9,6 +9,7 @@ and for the page's script.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -23,10 +24,15 @@ from trioclust.dashboard.task_stream import TaskRecord, TaskStream, key_prefix
 __all__ = [
     "SchedulerView",
     "Throttled",
+    "dumps",
+    "finished_json",
     "progress",
     "status",
+    "status_json",
+    "status_parts",
     "task_counts",
     "task_stream",
+    "task_stream_json",
     "workers",
 ]
 
@@ -168,6 +174,52 @@ def _record(record: TaskRecord) -> dict[str, Any]:
     }
 
 
+_encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def finished_json(stream: TaskStream, n: int | None = None, since: int = 0) -> str:
+    """The finished runs of :func:`task_stream`, as the text of a JSON array.
+
+    The same entries as ``[_record(r) for r in stream.recent(n, since=since)]``
+    dumped, built straight from the stream's rows: no record object and no
+    dict per run, and each worker's address and prefix escaped once. This
+    is what a dashboard poll spends most of its time on (up to
+    ``dashboard.page-stream-length`` runs when the page falls behind).
+    """
+    parts = []
+    workers: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
+    for rid, key, worker, sent, start, stop, status, thread, _, _, timed in stream.rows(n, since=since):
+        w = workers.get(worker)
+        if w is None:
+            w = workers[worker] = _encode_str(worker)
+        text = key if type(key) is str else key_str(key)
+        prefix = key_prefix(key)
+        p = prefixes.get(prefix)
+        if p is None:
+            p = prefixes[prefix] = _encode_str(prefix)
+        parts.append(
+            f'{{"id":{rid},"key":{_encode_str(text)},"prefix":{p},"worker":{w},'
+            f'"sent":{float(sent)!r},"start":{float(start)!r},"stop":{float(stop)!r},'
+            f'"status":"{status}","thread":{int(thread)},"timed":{"true" if timed else "false"}}}'
+        )
+    return "[" + ",".join(parts) + "]"
+
+
+def _running(stream: TaskStream) -> list[dict[str, Any]]:
+    return [
+        {"key": key_str(key), "prefix": key_prefix(key), "worker": worker, "sent": sent, "start": start}
+        for key, worker, sent, start in stream.running()
+    ]
+
+
+def task_stream_json(stream: TaskStream, n: int | None = None, since: int = 0) -> str:
+    """:func:`task_stream` as JSON text, its finished runs built by :func:`finished_json`."""
+    rest = _dumps({"running": _running(stream), "totals": stream.totals, "last_id": stream.last_id})
+    return '{"finished":' + finished_json(stream, n, since) + "," + rest[1:]
+
+
 def task_stream(stream: TaskStream, n: int | None = None, since: int = 0) -> dict[str, Any]:
     """The newest finished runs, the runs under way and the totals.
 
@@ -180,12 +232,37 @@ def task_stream(stream: TaskStream, n: int | None = None, since: int = 0) -> dic
     """
     return {
         "finished": [_record(r) for r in stream.recent(n, since=since)],
-        "running": [
-            {"key": key_str(key), "prefix": key_prefix(key), "worker": worker, "sent": sent, "start": start}
-            for key, worker, sent, start in stream.running()
-        ],
+        "running": _running(stream),
         "totals": dict(stream.totals),
         "last_id": stream.last_id,
+    }
+
+
+def status_parts(
+    scheduler: SchedulerView, progress_rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """:func:`status` without its ``task_stream``: the part that does not
+    depend on what the reader already has, so it can be shared by readers."""
+    ws = workers(scheduler)
+    return {
+        "now": time.time(),
+        "scheduler": {
+            "id": scheduler.id,
+            "address": scheduler.address,
+            "pid": os.getpid(),
+            "clients": len(scheduler.client_links),
+        },
+        "workers": ws,
+        "totals": {
+            "workers": len(ws),
+            "nthreads": sum(w["nthreads"] for w in ws),
+            "memory": sum(w["memory"] for w in ws),
+            "memory_limit": sum(w["memory_limit"] for w in ws),
+            "nbytes": sum(w["nbytes"] for w in ws),
+            "tasks": len(scheduler.state.tasks),
+        },
+        "tasks": task_counts(scheduler),
+        "progress": progress(scheduler, 50) if progress_rows is None else progress_rows,
     }
 
 
@@ -208,25 +285,32 @@ def status(
         progress_rows: :func:`progress` as computed by the caller (a cached
             value); computed here, 50 prefixes, if None.
     """
-    ws = workers(scheduler)
-    return {
-        "now": time.time(),
-        "scheduler": {
-            "id": scheduler.id,
-            "address": scheduler.address,
-            "pid": os.getpid(),
-            "clients": len(scheduler.client_links),
-        },
-        "workers": ws,
-        "totals": {
-            "workers": len(ws),
-            "nthreads": sum(w["nthreads"] for w in ws),
-            "memory": sum(w["memory"] for w in ws),
-            "memory_limit": sum(w["memory_limit"] for w in ws),
-            "nbytes": sum(w["nbytes"] for w in ws),
-            "tasks": len(scheduler.state.tasks),
-        },
-        "tasks": task_counts(scheduler),
-        "progress": progress(scheduler, 50) if progress_rows is None else progress_rows,
-        "task_stream": task_stream(stream, stream_length, since),
-    }
+    doc = status_parts(scheduler, progress_rows)
+    doc["task_stream"] = task_stream(stream, stream_length, since)
+    return doc
+
+
+def status_json(
+    scheduler: SchedulerView,
+    stream: TaskStream,
+    *,
+    stream_length: int,
+    since: int = 0,
+    progress_rows: list[dict[str, Any]] | None = None,
+    parts: str | None = None,
+) -> str:
+    """:func:`status` as JSON text, as ``/json/status`` serves it.
+
+    The same document, built without a dict per finished run (see
+    :func:`finished_json`); the arguments are :func:`status`'s, and
+    ``parts``, when given, :func:`status_parts` already dumped (shared by
+    the readers of one moment).
+    """
+    if parts is None:
+        parts = _dumps(status_parts(scheduler, progress_rows))
+    return parts[:-1] + ',"task_stream":' + task_stream_json(stream, stream_length, since) + "}"
+
+
+def dumps(value: Any) -> str:
+    """``value`` as compact JSON text (what the dashboard's JSON responses hold)."""
+    return _dumps(value)

@@ -302,11 +302,23 @@ class TaskStream:
             n: At most this many, the newest; all that are kept if None.
             since: Only runs whose ``id`` is greater than this.
         """
-        out: list[TaskRecord] = []
-        for row in reversed(self._records):
-            if row[0] <= since or (n is not None and len(out) >= n):
-                break
-            out.append(_record(row))
+        return [_record(row) for row in self.rows(n, since=since)]
+
+    def rows(self, n: int | None = None, *, since: int = 0) -> list[_Row]:
+        """Like :meth:`recent`, as the raw tuples kept (for serializers that
+        build their output straight from them, without a record per run).
+
+        Each row is ``(id, key, worker, sent, start, stop, status, thread,
+        transfers, nbytes, timed)``; ``transfers`` is None or a list of
+        ``[start, stop, source, nbytes]``. Ids increase by one per row, so
+        the rows wanted are the last ``last_id - since`` ones: finding them
+        costs nothing more when many runs are kept.
+        """
+        records = self._records
+        count = min(len(records), max(self.last_id - since, 0))
+        if n is not None:
+            count = min(count, n)
+        out = list(itertools.islice(reversed(records), count))
         out.reverse()
         return out
 

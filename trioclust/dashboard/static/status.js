@@ -253,6 +253,23 @@ function render(doc) {
   renderStream(doc);
 }
 
+// While nothing happens (no run finished or under way, the same counts),
+// each poll waits twice as long as the one before, up to IDLE_MAX times the
+// refresh interval; anything new brings it back to the refresh interval. A
+// hidden tab polls at the slowest pace.
+const IDLE_MAX = 8;
+let idlePolls = 0;
+let lastShape = "";
+
+function shapeOf(doc) {  // what changes when work happens (not CPU or memory)
+  return JSON.stringify([doc.tasks, doc.task_stream.totals, doc.workers.map((w) => [w.address, w.processing, w.stored])]);
+}
+
+function nextDelay() {
+  if (document.hidden) return REFRESH_MS * IDLE_MAX;
+  return REFRESH_MS * Math.min(2 ** Math.max(idlePolls - 1, 0), IDLE_MAX);
+}
+
 async function poll() {
   try {
     const response = await fetch(`json/status?since=${lastId}`, { cache: "no-store" });
@@ -264,15 +281,23 @@ async function poll() {
       if (run.id > lastId) { finished.push(run); lastId = run.id; }
     }
     if (finished.length > STREAM_KEEP) finished = finished.slice(-STREAM_KEEP);
+    const shape = shapeOf(doc);
+    const busy = doc.task_stream.finished.length > 0 || doc.task_stream.running.length > 0 || shape !== lastShape;
+    idlePolls = busy ? 0 : idlePolls + 1;
+    lastShape = shape;
     latest = doc;
     render(doc);
-    setConnected(true, "live");
+    setConnected(true, busy ? "live" : "live (idle)");
   } catch (err) {
+    idlePolls = 2;  // retry every other refresh interval
     setConnected(false, "offline: retrying");
   } finally {
-    setTimeout(poll, REFRESH_MS);
+    setTimeout(poll, nextDelay());
   }
 }
+
+// a tab shown again asks at once rather than at the end of a slow wait
+document.addEventListener("visibilitychange", () => { if (!document.hidden) idlePolls = 0; });
 
 window.addEventListener("resize", () => { if (latest) renderStream(latest); });
 poll();
