@@ -266,6 +266,28 @@ async def test_async_client_compute_persist_and_get(c: tuple[Client, Scheduler])
     assert await client.submit(inc, 1) == 2
 
 
+def _where(x: int) -> str:
+    from trioclust import get_worker
+
+    return str(get_worker().address)
+
+
+@pytest.mark.anyio
+async def test_compute_and_persist_take_placement_options() -> None:
+    """Client API reference: ``compute(collections, workers=...)``, also for
+    ``persist``; every task of the graph runs where it is told."""
+    async with Scheduler() as s, Worker(s.address, nthreads=1) as a, Worker(s.address, nthreads=1):
+        async with Client(s.address, asynchronous=True, set_as_default=False) as client:
+            parts = [dask.delayed(_where)(i) for i in range(8)]
+            assert set(await client.compute(parts, sync=True, workers=[a.address])) == {a.address}
+            persisted = client.persist(dask.delayed(_where)(99), workers=a.address)
+            assert await client.compute(persisted) == a.address
+            with pytest.raises(NotImplementedError, match="per key"):
+                client.compute(parts, workers={"x": a.address})
+            with pytest.raises(ValueError, match="retries="):
+                client.compute(parts, retries=-1)
+
+
 @pytest.mark.anyio
 async def test_a_graph_over_several_update_graph_chunks(c: tuple[Client, Scheduler]) -> None:
     """A chain of 2,500 tasks travels in three update-graph messages: a task

@@ -81,6 +81,24 @@ def _scheduler_address(address: Any) -> str:
     return normalize_address(address)
 
 
+def _graph_options(
+    workers: Any, allow_other_workers: bool, resources: Any, retries: int | None, actors: Any,
+    fifo_timeout: Any,
+) -> Any:
+    """The placement options of every task of a ``compute``/``persist`` graph."""
+    _unsupported(actors=actors)
+    if isinstance(workers, dict) or (isinstance(resources, dict) and any(
+        isinstance(v, dict) for v in resources.values()
+    )):
+        raise NotImplementedError(
+            "trioclust takes workers= and resources= for the whole graph of a compute/persist; "
+            "a dict of them per key or collection is not supported yet"
+        )
+    if fifo_timeout is not None:
+        check_fifo_timeout(fifo_timeout)
+    return task_options(workers, allow_other_workers, resources, retries)
+
+
 def _unsupported(**options: Any) -> None:
     used = sorted(name for name, value in options.items() if value not in (None, False))
     if used:
@@ -468,6 +486,7 @@ class Client:
         fifo_timeout: Any = None,
         actors: Any = None,
         traverse: bool = True,
+        allow_other_workers: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Compute dask collections on the cluster; a future per collection.
@@ -479,16 +498,21 @@ class Client:
                 asynchronous client).
             optimize_graph: run dask's optimizations first.
             priority: higher runs first among waiting tasks.
-            workers, resources, retries, actors: not supported yet; passing
-                them raises ``NotImplementedError``.
-            fifo_timeout, traverse, **kwargs: accepted for dask compatibility.
+            workers, resources, retries, allow_other_workers: as for
+                :meth:`submit`, for every task of the graph (a dict of them
+                per key or collection, which Dask also takes, is not
+                supported yet and raises ``NotImplementedError``).
+            actors: not supported yet; passing it raises ``NotImplementedError``.
+            fifo_timeout: checked, as for :meth:`submit`.
+            traverse, **kwargs: accepted for dask compatibility.
 
         Returns:
             A :class:`Future` for one collection, else a list in the order given.
         """
-        _unsupported(workers=workers, resources=resources, retries=retries, actors=actors)
+        options = _graph_options(workers, allow_other_workers, resources, retries, actors, fifo_timeout)
         return dask_collections.compute(
-            self, collections, sync=sync, optimize_graph=optimize_graph, priority=priority
+            self, collections, sync=sync, optimize_graph=optimize_graph, priority=priority,
+            options=options,
         )
 
     def persist(
@@ -501,6 +525,7 @@ class Client:
         retries: int | None = None,
         fifo_timeout: Any = None,
         actors: Any = None,
+        allow_other_workers: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Start computing dask collections; the same collections, backed by futures.
@@ -511,12 +536,13 @@ class Client:
         Args:
             collections: a dask collection or a list of them.
             optimize_graph, priority: as for :meth:`compute`.
-            workers, resources, retries, actors: not supported yet.
-            fifo_timeout, **kwargs: accepted for dask compatibility.
+            workers, resources, retries, allow_other_workers, actors,
+                fifo_timeout: as for :meth:`compute`.
+            **kwargs: accepted for dask compatibility.
         """
-        _unsupported(workers=workers, resources=resources, retries=retries, actors=actors)
+        options = _graph_options(workers, allow_other_workers, resources, retries, actors, fifo_timeout)
         return dask_collections.persist(
-            self, collections, optimize_graph=optimize_graph, priority=priority
+            self, collections, optimize_graph=optimize_graph, priority=priority, options=options
         )
 
     def get(self, dsk: Any, keys: Any, sync: bool = True, priority: int = 0, **kwargs: Any) -> Any:

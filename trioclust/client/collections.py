@@ -187,7 +187,9 @@ def _ordered(graph: dict[Key, Any], keys: list[Key], held: set[Key]) -> list[Key
     return sorted(graph, key=priorities.__getitem__)
 
 
-def submit_graph(client: Client, dsk: Any, keys: list[Key], priority: int = 0) -> dict[Key, Future]:
+def submit_graph(
+    client: Client, dsk: Any, keys: list[Key], priority: int = 0, options: Any = None
+) -> dict[Key, Future]:
     """Send a dask graph (an expression, a dict of nodes, or a legacy dict) to
     the scheduler; the futures of ``keys``.
 
@@ -196,6 +198,8 @@ def submit_graph(client: Client, dsk: Any, keys: list[Key], priority: int = 0) -
         dsk: what has ``__dask_graph__()``, or a mapping of keys to tasks.
         keys: the keys wanted (a flat list).
         priority: higher runs first among waiting tasks, as in ``submit``.
+        options: placement options for every task (``workers=``, ``resources=``,
+            ``retries=``: protocol/messages.py's TaskOptions), or None.
 
     Raises:
         ValueError: a task depends on a key that is neither in the graph nor
@@ -219,7 +223,8 @@ def submit_graph(client: Client, dsk: Any, keys: list[Key], priority: int = 0) -
             spec = dumps_task(run_graph_node, (node, refs), {})
         except Exception as exc:
             raise TypeError(f"Could not serialize the task {key!r} ({node!r}): {exc}") from exc
-        tasks.append((key, spec, sorted(deps, key=str), base + i))
+        task: tuple[Any, ...] = (key, spec, sorted(deps, key=str), base + i)
+        tasks.append((*task, options) if options else task)
     wanted = list(dict.fromkeys(keys))
     out = dict(zip(wanted, core.submit_tasks(tasks, wanted), strict=True))
     del futures  # held until the graph was queued
@@ -231,7 +236,7 @@ def submit_graph(client: Client, dsk: Any, keys: list[Key], priority: int = 0) -
 
 def compute(
     client: Client, collections: Any, *, sync: bool, optimize_graph: bool, priority: int,
-    traverse: bool = True,
+    traverse: bool = True, options: Any = None,
 ) -> Any:
     """``Client.compute``: a future per collection (see there)."""
     _dask()
@@ -246,7 +251,7 @@ def compute(
     if colls:
         expr = finalize(collections_to_expr(colls, optimize_graph)).optimize()
         per_collection = [list(_flatten(k)) for k in expr.__dask_keys__()]
-        futures = submit_graph(client, expr, [ks[0] for ks in per_collection], priority)
+        futures = submit_graph(client, expr, [ks[0] for ks in per_collection], priority, options)
         indices = [i for i, item in enumerate(items) if is_dask_collection(item)]
         for i, ks in zip(indices, per_collection, strict=True):
             by_index[i] = futures[ks[0]]
@@ -262,7 +267,9 @@ async def _first(awaitable: Any) -> Any:
     return (await awaitable)[0]
 
 
-def persist(client: Client, collections: Any, *, optimize_graph: bool, priority: int) -> Any:
+def persist(
+    client: Client, collections: Any, *, optimize_graph: bool, priority: int, options: Any = None
+) -> Any:
     """``Client.persist``: the collections, backed by futures (see there)."""
     _dask()
     from dask._expr import CompositeExpr, _ExprSequence
@@ -289,7 +296,7 @@ def persist(client: Client, collections: Any, *, optimize_graph: bool, priority:
         else:
             rebuild, state = coll.__dask_postpersist__()
             rebuilds.append((rebuild, flat, state))
-    futures = submit_graph(client, expr, keys, priority)
+    futures = submit_graph(client, expr, keys, priority, options)
     out = []
     for rebuild, flat, state in rebuilds:
         if state is None:
