@@ -186,6 +186,10 @@ async def test_metrics_in_prometheus_format() -> None:
         assert samples["trioclust_bytes_stored"] > 0
         assert samples[f'trioclust_worker_memory_limit_bytes{{worker="{workers[1].address}"}}'] == 2**30
         assert samples[f'trioclust_worker_memory_bytes{{worker="{workers[0].address}"}}'] > 0
+        # memory by kind, with Dask's worker metric's name: nothing spilled here
+        assert samples['dask_worker_memory_bytes{type="managed"}'] == samples["trioclust_bytes_stored"]
+        assert samples['dask_worker_memory_bytes{type="unmanaged"}'] > 0
+        assert samples['dask_worker_memory_bytes{type="spilled"}'] == 0
         # tasks by state: every state listed; the held results are in memory
         states = {k: v for k, v in samples.items() if k.startswith("trioclust_tasks{")}
         assert len(states) == 7

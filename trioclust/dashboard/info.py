@@ -44,7 +44,7 @@ async def worker_page(scheduler: SchedulerView, address: str, refresh_s: float) 
         return None
     logs = await _worker_logs(scheduler, address)
     log_text = logs if isinstance(logs, str) else "\n".join(str(line) for _, line in logs)
-    managed = int(worker["nbytes"])
+    managed = int(worker["managed"])
     rows = [
         ("Name", worker["name"]),
         ("Address", address),
@@ -53,6 +53,7 @@ async def worker_page(scheduler: SchedulerView, address: str, refresh_s: float) 
         ("Memory (process)", format_bytes(int(worker["memory"]))),
         ("Managed (results held)", format_bytes(managed)),
         ("Unmanaged", format_bytes(max(int(worker["memory"]) - managed, 0))),
+        ("Spilled to disk", format_bytes(int(worker["spilled"]))),
         ("Memory limit", format_bytes(int(worker["memory_limit"])) if worker["memory_limit"] else "none"),
         ("Processing", worker["processing"]),
         ("Executing", worker["executing"]),

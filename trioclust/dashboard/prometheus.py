@@ -73,6 +73,15 @@ def render_metrics(scheduler: SchedulerView, stream: TaskStream) -> str:
         [({}, sum(w["nbytes"] for w in ws))],
     )
     lines += _metric(
+        "dask_worker_memory_bytes", "gauge",
+        "Memory of all workers: results in memory, the rest of the processes, results on disk.",
+        [
+            ({"type": "managed"}, sum(w["managed"] for w in ws)),
+            ({"type": "unmanaged"}, sum(max(w["memory"] - w["managed"], 0) for w in ws)),
+            ({"type": "spilled"}, sum(w["spilled"] for w in ws)),
+        ],
+    )
+    lines += _metric(
         "trioclust_tasks_completed_total", "counter",
         "Task runs that finished with their result in memory.", [({}, stream.completed)],
     )

@@ -75,6 +75,10 @@ def workers(scheduler: SchedulerView) -> list[dict[str, Any]]:
                 "executing": int(_number(metrics.get("executing"))),
                 "stored": len(info.has_what),
                 "nbytes": info.nbytes_stored,
+                # results in memory: those stored less those the worker last
+                # said it spilled to disk (heartbeat)
+                "managed": max(info.nbytes_stored - int(_number(metrics.get("spilled"))), 0),
+                "spilled": int(_number(metrics.get("spilled"))),
                 "last_seen": _number(metrics.get("time")),
             }
         )

@@ -78,16 +78,16 @@ function renderSummary(doc) {
 }
 
 // ------------------------------------------------------------------ workers
-function memoryBar(used, limit, managed) {
+function memoryBar(used, limit, managed, spilled) {
   const frac = limit ? Math.min(used / limit, 1) : 0;
   const managedFrac = limit ? Math.min(managed / limit, frac) : 0;
   const cls = frac > 0.85 ? "fill-bad" : frac > 0.6 ? "fill-warn" : "fill-ok";
   const text = limit ? `${fmtBytes(used)} / ${fmtBytes(limit)}` : `${fmtBytes(used)} (no limit)`;
-  const title = `${text}; managed ${fmtBytes(managed)}, unmanaged ${fmtBytes(Math.max(used - managed, 0))}`;
+  const title = `${text}; managed ${fmtBytes(managed)}, unmanaged ${fmtBytes(Math.max(used - managed, 0))}, spilled to disk ${fmtBytes(spilled || 0)}`;
   return el("div", { class: "bar", title },
     el("div", { class: cls, style: { left: "0", width: `${frac * 100}%` } }),
     el("div", { class: "fill-managed", style: { left: "0", width: `${managedFrac * 100}%` } }),
-    el("span", { class: "text" }, text));
+    el("span", { class: "text" }, spilled ? `${text} (+${fmtBytes(spilled)} on disk)` : text));
 }
 
 function renderWorkers(doc) {
@@ -97,7 +97,7 @@ function renderWorkers(doc) {
       w.name !== w.address ? el("div", { class: "waddr mono" }, w.address) : null),
     el("td", { class: "num" }, w.nthreads),
     el("td", { class: "num" }, `${Math.round(w.cpu)} %`),
-    el("td", {}, memoryBar(w.memory, w.memory_limit, w.nbytes)),
+    el("td", {}, memoryBar(w.memory, w.memory_limit, w.managed, w.spilled)),
     el("td", { class: "num" }, w.processing),
     el("td", { class: "num" }, w.stored),
     el("td", { class: "num" }, fmtBytes(w.nbytes))));
