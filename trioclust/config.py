@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     # bigger message batches (throughput); "inf" sends everything at once.
     "scheduler.worker-saturation": 32.0,
     # move tasks a busy worker has not started to hungry workers (docs/scheduling.md)
-    "scheduler.work-stealing": False,
+    "scheduler.work-stealing": True,
     # check the scheduler's state machine as it runs: a recommendation the
     # transition table lacks (and that is not stale by design) raises
     # InvalidTransition with the key's story instead of being dropped

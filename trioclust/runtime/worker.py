@@ -131,7 +131,8 @@ class ClockOffset:
         return self.offset
 
 
-_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
+# values a worker sends a peer as they are: msgpack carries these, exactly
+_SENT_AS_IS = frozenset({bytes, str, int, float, bool, type(None)})
 
 _SKIPPED = object()  # a thread job's outcome when it was cancelled before it began
 
@@ -706,11 +707,14 @@ class Worker(Server):
 
     def _on_get_data(self, msg: msgs.GetDataMsg) -> msgs.GetDataReply:
         data = self.state.data
-        # a container is pickled whole: the codec would send it as msgpack
-        # with only the objects inside pickled, and the receiver unpickles
-        # top-level values only (a dask reduction's {"n": array, ...} chunk)
+        # Anything but a plain scalar is pickled whole: the codec would send a
+        # container as msgpack with only the objects inside pickled (and the
+        # receiver unpickles top-level values only: a dask reduction's
+        # {"n": array, ...} chunk), and a subclass of a msgpack type as its
+        # base type (a dask shuffle's groups, a dict subclass, would arrive a
+        # dict of still-pickled frames)
         found = {
-            k: serialize(v) if type(v) in _CONTAINERS else v
+            k: v if type(v) in _SENT_AS_IS else serialize(v)
             for k in msg["keys"] if k in data for v in (data[k],)
         }
         missing = [k for k in msg["keys"] if k not in data]
@@ -1053,6 +1057,8 @@ class Worker(Server):
             if isinstance(v, Serialized):
                 nbytes[k] = v.nbytes
                 v = v.deserialize()
+            elif isinstance(v, bytearray | memoryview):
+                v = bytes(v)  # a bytes value, sent out of band (see _on_get_data)
             data[k] = v
         return data, list(reply.get("missing") or ()), nbytes
 
