@@ -84,6 +84,7 @@ from trioclust.runtime.execution import (
     run_sync,
 )
 from trioclust.runtime.log_capture import process_logs, server_label
+from trioclust.runtime.nanny_plugins import NannyPipe
 from trioclust.runtime.resources import parse_resources
 from trioclust.runtime.server import Server
 from trioclust.runtime.spill import SpillStore, memory_thresholds, trim_memory
@@ -274,6 +275,9 @@ class Worker(Server):
         self.restart_requested = False
         #: worker plugins by name (``client.register_plugin``)
         self.plugins: dict[str, Any] = {}
+        #: the pipe to the nanny running this worker's process, if one does
+        #: (set by worker_process; see runtime/nanny_plugins.py)
+        self.nanny_pipe: NannyPipe | None = None
         self._actor_calls, self._actor_queue = trio.open_memory_channel[_ActorCall](math.inf)
 
     def _new_state(self) -> WorkerState:
@@ -413,6 +417,8 @@ class Worker(Server):
                     "upload-file": self._on_upload_file,  # client operations
                     "restart": self._on_restart,
                     "plugin-add": self._on_plugin_add,
+                    "nanny-plugin-add": self._on_nanny_plugin_add,
+                    "plugin-remove": self._on_plugin_remove,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -1239,6 +1245,35 @@ class Worker(Server):
         self.plugins[msg["name"]] = plugin
         setup = getattr(plugin, "setup", None)
         return setup(worker=self) if setup is not None else None
+
+    async def _on_nanny_plugin_add(self, msg: msgs.NannyPluginAddMsg) -> dict[str, Any] | None:
+        """Pass a ``NannyPlugin`` on to this worker's nanny; ``None`` without one."""
+        if self.nanny_pipe is None:
+            return None
+        answer = await self.nanny_pipe.request(msg["name"], msg["plugin"])
+        if answer["restart"] and "id" not in msg:
+            # given as this worker registered: nobody waits for an answer
+            self._on_restart({"op": "restart"})
+        return {"status": answer["error"] or "OK", "restart": answer["restart"]}
+
+    async def _on_plugin_remove(self, msg: msgs.PluginRemoveMsg) -> str | None:
+        """``client.unregister_worker_plugin``: tear the plugin down here (or in the nanny)."""
+        name = msg["name"]
+        if msg["nanny"]:
+            if self.nanny_pipe is None:
+                return None
+            answer = await self.nanny_pipe.request(name, None)
+            return str(answer["error"] or "OK")
+        plugin = self.plugins.pop(name, None)
+        teardown = getattr(plugin, "teardown", None)
+        if teardown is not None:
+            try:
+                result = teardown(worker=self)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+        return "OK"
 
     def _plugin_transitions(self, mark: Any) -> None:
         log = self.state.transition_log
