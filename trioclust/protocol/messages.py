@@ -364,24 +364,28 @@ class ScatterDataReply(TypedDict):
 
 
 class ActorExecuteMsg(TypedDict):
-    """Request: call ``method`` of the actor ``key`` held here with the
-    pickled ``args`` and ``kwargs``; the answer is its pickled result, or
-    the method's exception. Calls run one at a time, in the order they came."""
+    """Call ``method`` of the actor ``key`` held here with the pickled
+    ``args`` and ``kwargs``; the answer is a ``reply`` with id ``call`` (the
+    caller's ``Link.expect_reply``): the pickled result, or the method's
+    exception. Calls run one at a time, in the order they came, on the
+    worker's actor thread, which writes the reply (runtime/actor_calls.py)."""
 
     op: Literal["actor-execute"]
     key: Key
     method: str
     args: object
     kwargs: object
+    call: int
 
 
 class ActorAttributeMsg(TypedDict):
-    """Request: the pickled value of ``attribute`` of the actor ``key`` held
-    here, read in order with the calls before it."""
+    """The pickled value of ``attribute`` of the actor ``key`` held here, read
+    in order with the calls before it; answered as ``actor-execute`` is."""
 
     op: Literal["actor-attribute"]
     key: Key
     attribute: str
+    call: int
 
 
 # -------------------------------------------------------- client -> scheduler

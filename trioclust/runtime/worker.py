@@ -35,7 +35,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import math
 import os
 import shutil
 import sys
@@ -55,6 +54,7 @@ from trioclust import config, task_context
 from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm import serve as comm_serve
+from trioclust.comm.link import error_reply
 from trioclust.comm.pool import ConnectionPool
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
@@ -75,6 +75,7 @@ from trioclust.protocol.actors import ActorRef, CreateActor
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime import profiling
+from trioclust.runtime.actor_calls import ActorCalls
 from trioclust.runtime.execution import (
     Failure,
     Success,
@@ -278,7 +279,7 @@ class Worker(Server):
         #: the pipe to the nanny running this worker's process, if one does
         #: (set by worker_process; see runtime/nanny_plugins.py)
         self.nanny_pipe: NannyPipe | None = None
-        self._actor_calls, self._actor_queue = trio.open_memory_channel[_ActorCall](math.inf)
+        self._actor_calls: ActorCalls  # made once the worker serves
 
     def _new_state(self) -> WorkerState:
         return WorkerState(
@@ -370,7 +371,7 @@ class Worker(Server):
                 nursery.start_soon(self._heartbeat)
                 if self.memory_limit:
                     nursery.start_soon(self._monitor_memory)
-                nursery.start_soon(self._run_actor_calls)
+                self._actor_calls = ActorCalls(str(self.name), self._token, nursery)
                 self.status = "running"
                 logger.info(
                     "Worker %s at %s registered with %s", self.name, self.address, self.scheduler_address
@@ -534,6 +535,8 @@ class Worker(Server):
         if client is not None:
             await trio.to_thread.run_sync(client.close)
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
+        if hasattr(self, "_actor_calls"):
+            await self._actor_calls.aclose(config.get_float("runtime.close-timeout"))
         await self._teardown_plugins()
         self.state.data.clear()
         if self._store is not None:
@@ -704,8 +707,9 @@ class Worker(Server):
             comm,
             {
                 "get-data": self._on_get_data, "update-data": self._on_update_data,
-                # actors
-                "actor-execute": self._on_actor_execute, "actor-attribute": self._on_actor_attribute,
+                # actors: calls answered on this link (runtime/actor_calls.py)
+                "actor-execute": lambda msg: self._on_actor_execute(link, msg),
+                "actor-attribute": lambda msg: self._on_actor_attribute(link, msg),
             },
             name=f"worker {self.address} <- {comm.peer_address}",
         )
@@ -1139,9 +1143,10 @@ class Worker(Server):
     # ``actors`` while the scheduler keeps its key here; the task's result is
     # an ``ActorRef``. Clients call its methods over this worker's port. Each
     # call or attribute read goes into one queue as it arrives (the link's
-    # handlers run in the order the messages came) and ``_run_actor_calls``
-    # runs them one at a time, plain methods in a thread of their own as
-    # Dask's single actor thread does, coroutine methods on this event loop.
+    # handlers run in the order the messages came) and ``ActorCalls``
+    # (runtime/actor_calls.py) runs them one at a time, plain methods in a
+    # thread of their own as Dask's single actor thread does, coroutine
+    # methods on this event loop.
 
     def _create_actor(self, key: Key, cls: type, *args: Any, **kwargs: Any) -> ActorRef:
         """On a task thread: make the instance and keep it; the task's result is its reference."""
@@ -1158,36 +1163,28 @@ class Worker(Server):
                 f"worker restarted since it was made (actors are not recovered)"
             ) from None
 
-    def _on_actor_execute(self, msg: msgs.ActorExecuteMsg) -> Any:
-        method = getattr(self._actor(msg["key"]), msg["method"])
-        args: Any = msg["args"]
-        kwargs: Any = msg["kwargs"]
-        if isinstance(args, Serialized):
-            args = args.deserialize()
-        if isinstance(kwargs, Serialized):
-            kwargs = kwargs.deserialize()
-        call = _ActorCall(partial(method, *(args or ()), **(kwargs or {})), inspect.iscoroutinefunction(method))
-        self._actor_calls.send_nowait(call)
-        return call.outcome()
+    def _on_actor_execute(self, link: Link, msg: msgs.ActorExecuteMsg) -> None:
+        try:
+            method = getattr(self._actor(msg["key"]), msg["method"])
+            args: Any = msg["args"]
+            kwargs: Any = msg["kwargs"]
+            if isinstance(args, Serialized):
+                args = args.deserialize()
+            if isinstance(kwargs, Serialized):
+                kwargs = kwargs.deserialize()
+        except Exception as exc:
+            link.send(error_reply(msg["call"], exc))
+            return
+        call = partial(method, *(args or ()), **(kwargs or {}))
+        self._actor_calls.submit(link, msg["call"], call, inspect.iscoroutinefunction(method))
 
-    def _on_actor_attribute(self, msg: msgs.ActorAttributeMsg) -> Any:
-        instance = self._actor(msg["key"])
-        attribute = msg["attribute"]
-        call = _ActorCall(lambda: getattr(instance, attribute), None)
-        self._actor_calls.send_nowait(call)
-        return call.outcome()
-
-    async def _run_actor_calls(self) -> None:
-        assert self._nursery is not None
-        async for call in self._actor_queue:
-            if call.coroutine:
-                self._nursery.start_soon(call.run_async)
-                continue
-            if call.coroutine is None:  # an attribute read
-                call.run()
-            else:
-                await trio.to_thread.run_sync(call.run)
-            call.done.set()
+    def _on_actor_attribute(self, link: Link, msg: msgs.ActorAttributeMsg) -> None:
+        try:
+            instance = self._actor(msg["key"])
+        except ValueError as exc:
+            link.send(error_reply(msg["call"], exc))
+            return
+        self._actor_calls.submit(link, msg["call"], partial(getattr, instance, msg["attribute"]), False)
 
     # --------------------------------------------------- client operations
     def _on_upload_file(self, msg: msgs.UploadFileWorkerMsg) -> None:
@@ -1310,40 +1307,6 @@ class Worker(Server):
             return
         sys.path[:] = [p for p in sys.path if not (p == directory or p.startswith(directory + os.sep))]
         shutil.rmtree(directory, ignore_errors=True)
-
-
-class _ActorCall:
-    """One call to an actor's method (or read of an attribute), and its outcome."""
-
-    __slots__ = ("coroutine", "done", "error", "fn", "value")
-
-    def __init__(self, fn: Callable[[], Any], coroutine: bool | None) -> None:
-        self.fn = fn
-        self.coroutine = coroutine  # None: an attribute read, done on the loop
-        self.done = trio.Event()
-        self.value: Any = None
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        """Call it here (the actor thread, or the loop for an attribute read);
-        the caller sets ``done`` after, on the loop."""
-        try:
-            self.value = self.fn()
-        except Exception as exc:
-            self.error = exc
-
-    async def run_async(self) -> None:
-        try:
-            self.value = await self.fn()
-        except Exception as exc:
-            self.error = exc
-        self.done.set()
-
-    async def outcome(self) -> Any:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return serialize(self.value)
 
 
 def _call_logged(fn: Callable[..., Any], arg: Any, what: str) -> None:
