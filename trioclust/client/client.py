@@ -747,16 +747,21 @@ class Client:
         )
 
     # ------------------------------------------------------------- results
-    def gather(self, futures: Any, errors: str = "raise") -> Any:
+    def gather(self, futures: Any, errors: str = "raise", asynchronous: bool | None = None) -> Any:
         """The results of futures, in the same structure (lists, tuples, dicts, sets).
 
         Args:
             futures: a future, or a (nested) list, tuple, dict or set of them.
             errors: ``"raise"`` re-raises the first task error; ``"skip"``
                 leaves erred futures out of the result.
+            asynchronous: True returns an awaitable even from a synchronous
+                client, for a coroutine run on its loop by :meth:`sync`
+                (Dask's "Asynchronous Operation" page).
         """
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+        if asynchronous:
+            return self._gather(futures, errors)
         return self._sync(self._gather, futures, errors)
 
     async def _gather(self, futures: Any, errors: str) -> Any:
