@@ -38,6 +38,7 @@ class Environ(NannyPlugin):
 
     async def setup(self, nanny: Any) -> None:
         nanny.env.update(self.environ)
+        nanny.env["ENVIRON_SETUPS"] = str(int(nanny.env.get("ENVIRON_SETUPS", 0)) + 1)  # for the test
 
     def teardown(self, nanny: Any) -> None:
         for key in self.environ:
@@ -85,11 +86,13 @@ async def test_environ_nanny_plugin_restarts_the_worker_with_its_environment(clu
     assert await client.submit(getenv, var, workers=["nannied"], pure=False) == "123"
     assert nanny.restarts == 1
 
-    # the new worker passes the plugin on again: the nanny holds it already
-    assert set(nanny.plugins) == {"environ"}
-    assert nanny.restarts == 1
+    # the new worker passed the plugin on again as it registered: the nanny
+    # holds it already, so no second setup and no second restart (the
+    # unregistering below reaches the nanny after that, on the same pipe)
 
     assert await client.unregister_worker_plugin("environ", nanny=True) == {nanny.worker_address: "OK"}
+    assert nanny.restarts == 1
+    assert nanny.env["ENVIRON_SETUPS"] == "1"
     assert var not in nanny.env
     assert nanny.plugins == {}
     with pytest.raises(ValueError, match="unknown nanny plugin 'environ'"):
@@ -97,23 +100,30 @@ async def test_environ_nanny_plugin_restarts_the_worker_with_its_environment(clu
 
 
 async def test_a_nanny_that_joins_later_gets_the_plugin_and_tears_it_down_on_close(cluster: Any) -> None:
-    client, s, _nanny, _ = cluster
+    client, s, nanny, _ = cluster
 
     class Marker(NannyPlugin):
         def setup(self, nanny: Any) -> None:
-            nanny.env["MARKED"] = "yes"
+            nanny.env["SETUPS"] = str(int(nanny.env.get("SETUPS", 0)) + 1)
 
         def teardown(self, nanny: Any) -> None:
-            nanny.env["TORN_DOWN"] = "yes"
+            nanny.env["TEARDOWNS"] = str(int(nanny.env.get("TEARDOWNS", 0)) + 1)
 
-    await client.register_plugin(Marker(), name="marker")
+    marker = Marker()
+    await client.register_plugin(marker, name="marker")
     async with Nanny(s.address, name="late") as late:
         await client.wait_for_workers(3)
-        # it got the plugin as its worker registered, before any task
-        assert await client.submit(getenv, "MARKED", workers=["late"], pure=False) is None
-        assert late.env["MARKED"] == "yes"
+        # its worker passed the plugin on as it registered; registering the
+        # plugin again waits behind that (a nanny answers in order), and
+        # a nanny holding it already does not set it up twice
+        # same plugin again waits behind that (a nanny answers in order); it
+        # is a new registration, so it replaces the plugin (as in Dask)
+        replies = await client.register_plugin(marker, name="marker")
+        assert replies == {nanny.worker_address: "OK", late.worker_address: "OK"}
+        assert late.env["SETUPS"] == "2"  # once as it joined, once now
+        assert late.env["TEARDOWNS"] == "1"
         assert set(late.plugins) == {"marker"}
-    assert late.env["TORN_DOWN"] == "yes"
+    assert late.env["TEARDOWNS"] == "2"  # and as it closed
     assert late.plugins == {}
 
 
@@ -142,7 +152,10 @@ def test_nanny_plugin_under_the_sync_client() -> None:
     from trioclust import LocalCluster
 
     var = f"TRIOCLUST_TEST_{uuid.uuid4().hex[:8].upper()}"
-    with LocalCluster(n_workers=1, threads_per_worker=1) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         (address,) = client.register_plugin(Environ({var: "x"}))
         client.wait_for_workers(1)
         # the restarted worker has a new address: wait until it is the one here

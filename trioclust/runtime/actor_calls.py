@@ -86,8 +86,8 @@ class ActorCalls:
                 # runs concurrently with the calls after it, as in Dask)
                 try:
                     trio.from_thread.run(self._nursery.start, self._run_async, link, rid, fn, trio_token=self._token)
-                except (trio.RunFinishedError, trio.Cancelled):
-                    return  # the worker is closing
+                except (trio.RunFinishedError, trio.Cancelled, RuntimeError):
+                    return  # the worker is closing (its nursery is closed)
                 continue
             try:
                 reply = _ok(rid, fn())
