@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from trioclust import Client, LocalCluster, Nanny, Scheduler, Worker, as_completed, config, wait
+from trioclust import Client, LocalCluster, Nanny, Scheduler, Worker, as_completed, wait
 from trioclust.runtime.resources import parse_resources
 
 pytestmark = pytest.mark.anyio
@@ -327,10 +327,8 @@ def slow(i: int, data: Any) -> str:
 
 async def test_a_worker_that_joins_mid_graph_steals_queued_tasks() -> None:
     """200 tasks of 0.2 s, all on one worker (their input lives there); a second
-    worker joins and runs some of them within 2 s."""
-    with config.set(**{"scheduler.work-stealing": True}):
-        scheduler = Scheduler()
-    async with scheduler as s, Worker(s.address, nthreads=1, name="first"):
+    worker joins and runs some of them within 2 s (stealing is on by default)."""
+    async with Scheduler() as s, Worker(s.address, nthreads=1, name="first"):
         async with Client(s.address, asynchronous=True) as client:
             (data,) = await client.scatter([list(range(1000))])
             futures = client.map(slow, range(200), data=data, pure=False)

@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "scheduler.root-saturation": 1.1,
     "scheduler.root-memory-fraction": 0.1,
     # move tasks a busy worker has not started to hungry workers (docs/scheduling.md)
-    "scheduler.work-stealing": False,
+    "scheduler.work-stealing": True,
     # check the scheduler's state machine as it runs: a recommendation the
     # transition table lacks (and that is not stale by design) raises
     # InvalidTransition with the key's story instead of being dropped

@@ -9,19 +9,23 @@ instance) while a handle exists.
 
 Calls go straight to the actor's worker over the client's pooled link to it
 (``actor-execute``, ``actor-attribute``), never through the scheduler. Order
-is kept end to end: a call is queued into the client's event loop in the
-order the user made it (the inbox is a FIFO), written to the link there at
-once (``Link.request_soon``), and the worker runs the calls it receives one
-at a time in that order. While the link is being opened, calls wait in
-``_WorkerCalls.waiting`` and go out in order once it is open. Each call's
-reply resolves its :class:`ActorFuture` from the loop.
+is kept end to end: a synchronous client's thread writes a call itself when
+the link is open and idle and nothing of the client's is queued for its
+loop (``Link.send_from_thread``, the trick ``submit`` uses; see core.py's
+notes); otherwise the call is queued into the client's event loop in the
+order the user made it (the inbox is a FIFO) and written to the link there.
+The worker runs the calls it receives one at a time in that order. While
+the link is being opened, calls wait in ``_WorkerCalls.waiting`` and go out
+in order once it is open. Each call's reply resolves its
+:class:`ActorFuture` in the loop as the link reads it
+(``Link.expect_reply``: no task wakes for it), and the user's thread wakes.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Awaitable, Generator
+from collections.abc import Callable, Generator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -156,18 +160,18 @@ class Actor:
             raise AttributeError(f"{self._cls.__name__!r} actor has no attribute {name!r}")
         if callable(getattr(self._cls, name)):
             return partial(self._call_method, name)
-        attribute: msgs.ActorAttributeMsg = {"op": "actor-attribute", "key": self.key, "attribute": name}
+        attribute: _Msg = {"op": "actor-attribute", "key": self.key, "attribute": name, "call": 0}
         future = self._send(attribute)
         return future if self._future._core.client.asynchronous else future.result()
 
     def _call_method(self, method: str, *args: Any, **kwargs: Any) -> ActorFuture:
         call: msgs.ActorExecuteMsg = {
             "op": "actor-execute", "key": self.key, "method": method,
-            "args": serialize(args), "kwargs": serialize(kwargs),
+            "args": serialize(args), "kwargs": serialize(kwargs), "call": 0,
         }
         return self._send(call)
 
-    def _send(self, msg: msgs.ActorExecuteMsg | msgs.ActorAttributeMsg) -> ActorFuture:
+    def _send(self, msg: _Msg) -> ActorFuture:
         core = self._future._core
         future = ActorFuture(core.client.asynchronous)
         calls = _worker_calls(core, self._ref.address)
@@ -175,7 +179,8 @@ class Actor:
             future._set(error=FutureCancelledError(self.key, f"the client is {core.status}"))
         elif threading.get_ident() == core.loop_thread:
             calls.call(msg, future)
-        else:  # in order with this thread's other calls and submissions
+        elif not calls.write_from_thread(msg, future):
+            # in order with this thread's other calls and submissions
             core.inbox.call_soon(partial(calls.call, msg, future))
         return future
 
@@ -185,16 +190,38 @@ class Actor:
         )
 
 
+_Msg = msgs.ActorExecuteMsg | msgs.ActorAttributeMsg
+
+
 class _WorkerCalls:
-    """A client's calls to the actors on one worker, in order (loop thread only)."""
+    """A client's calls to the actors on one worker, in order (loop thread,
+    but for :meth:`write_from_thread`)."""
 
     def __init__(self, core: ClientCore, address: str) -> None:
         self.core = core
         self.address = address
         self.link: Link | None = None
-        self.waiting: list[tuple[msgs.ActorExecuteMsg | msgs.ActorAttributeMsg, ActorFuture]] = []
+        self.waiting: list[tuple[_Msg, ActorFuture]] = []
 
-    def call(self, msg: msgs.ActorExecuteMsg | msgs.ActorAttributeMsg, future: ActorFuture) -> None:
+    def write_from_thread(self, msg: _Msg, future: ActorFuture) -> bool:
+        """Write the call from this (user) thread if the link to the worker is
+        open and idle and nothing of this client's is queued for its loop (so
+        the call keeps its place after the calls made before); False if not
+        written, and the caller queues it for the loop."""
+        link = self.link
+        inbox = self.core.inbox
+        if link is None or link.closed or not inbox.idle():
+            return False
+        msg["call"] = link.expect_reply(partial(self._resolve, msg, future))
+        if link.send_from_thread([msg]):  # type: ignore[list-item]
+            if link.comm.unsent:  # the kernel took only part: the loop's writer sends the rest
+                inbox.call_soon(link.wake)
+            return True
+        # the reply is expected already: the loop sends the call, in order
+        inbox.call_soon(partial(self._send_expected, link, msg, future))
+        return True
+
+    def call(self, msg: _Msg, future: ActorFuture) -> None:
         link = self.link
         if link is not None:
             if link.closed:  # the worker went: its actors went with it
@@ -223,25 +250,26 @@ class _WorkerCalls:
         for msg, future in waiting:
             self._send(link, msg, future)
 
-    def _send(self, link: Link, msg: msgs.ActorExecuteMsg | msgs.ActorAttributeMsg, future: ActorFuture) -> None:
-        fields: dict[str, Any] = dict(msg)
-        op = fields.pop("op")
+    def _send(self, link: Link, msg: _Msg, future: ActorFuture) -> None:
+        msg["call"] = link.expect_reply(partial(self._resolve, msg, future))
+        self._send_expected(link, msg, future)
+
+    def _send_expected(self, link: Link, msg: _Msg, future: ActorFuture) -> None:
         try:
-            reply = link.request_soon(op, **fields)
+            link.send(msg)  # type: ignore[arg-type]
         except CommClosedError as exc:
             future._set(error=self._lost(msg, exc))
-            return
-        assert self.core._task_group is not None
-        self.core._task_group.start_soon(self._wait, reply, msg, future)
 
-    async def _wait(
-        self, reply: Awaitable[Any], msg: msgs.ActorExecuteMsg | msgs.ActorAttributeMsg, future: ActorFuture
-    ) -> None:
+    def _resolve(self, msg: _Msg, future: ActorFuture, result: Callable[[], Any]) -> None:
+        """The reply came (in the loop, as the link reads it), or the link ended."""
         try:
-            value = await reply
+            value = result()
         except RemoteError as exc:
             future._set(error=rebuild_exception(exc.exception, None, exc.text))
         except (OSError, ProtocolError) as exc:  # CommClosedError is an OSError
+            if self.core.status != "running":
+                future._set(error=FutureCancelledError(msg["key"], "the client was closed"))
+                return
             if self.core._pool is not None:
                 self.core._pool.forget(self.address)
             future._set(error=self._lost(msg, exc))
@@ -250,10 +278,8 @@ class _WorkerCalls:
                 future._set(deserialized(value))
             except Exception as exc:
                 future._set(error=exc)
-        finally:  # the client closed meanwhile
-            future._set(error=FutureCancelledError(msg["key"], "the client was closed"))
 
-    def _lost(self, msg: msgs.ActorExecuteMsg | msgs.ActorAttributeMsg, exc: BaseException) -> ActorLostError:
+    def _lost(self, msg: _Msg, exc: BaseException) -> ActorLostError:
         return ActorLostError(
             f"The worker {self.address} holding actor {msg['key']!r} cannot be reached "
             f"({type(exc).__name__}: {exc}); the actor is lost with it. Submit a new one."

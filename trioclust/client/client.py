@@ -682,7 +682,8 @@ class Client:
         self, plugin: Any, name: str | None = None, idempotent: bool | None = None
     ) -> Any:
         """Install a :class:`WorkerPlugin` on every worker (also those that join
-        later) or a :class:`SchedulerPlugin` on the scheduler.
+        later), a :class:`NannyPlugin` in every worker's nanny (likewise), or
+        a :class:`SchedulerPlugin` on the scheduler.
 
         Args:
             plugin: the plugin object; it is pickled and sent.
@@ -692,7 +693,8 @@ class Client:
                 the plugin's ``idempotent`` attribute, else False).
 
         A worker plugin's ``setup`` errors are returned as ``{worker: text}``
-        (``"OK"`` for the others); a scheduler plugin's ``start`` error is raised.
+        (``"OK"`` for the others); a scheduler plugin's ``start`` error, and a
+        nanny plugin's ``setup`` error (as ``RuntimeError``), are raised.
         """
         if name is None:
             name = getattr(plugin, "name", None) or f"{funcname(type(plugin))}-{uuid.uuid4()}"
@@ -704,24 +706,51 @@ class Client:
                 idempotent=idempotent,
             )
         if isinstance(plugin, NannyPlugin):
-            raise NotImplementedError(
-                "trioclust does not run NannyPlugins yet; a WorkerPlugin runs in every worker "
-                "process (and again in each new one a nanny starts)"
-            )
+            return self._sync(self._register_nanny_plugin, plugin, name, idempotent)
         if not isinstance(plugin, WorkerPlugin) and not hasattr(plugin, "setup"):
             raise TypeError(
-                f"register_plugin takes a WorkerPlugin or a SchedulerPlugin, got {plugin!r}"
+                f"register_plugin takes a WorkerPlugin, a SchedulerPlugin or a NannyPlugin, "
+                f"got {plugin!r}"
             )
         return self._sync(
             self._core.request, "register-worker-plugin", plugin=serialize(plugin), name=name,
             idempotent=idempotent,
         )
 
+    async def _register_nanny_plugin(self, plugin: Any, name: str, idempotent: bool) -> dict[str, str]:
+        replies: dict[str, str] = await self._core.request(
+            "register-nanny-plugin", plugin=serialize(plugin), name=name, idempotent=idempotent
+        )
+        for worker, status in replies.items():
+            if status != "OK":  # as in Dask: a nanny's setup error is raised
+                raise RuntimeError(f"NannyPlugin {name!r} failed in the nanny of {worker}: {status}")
+        return replies
+
     def register_worker_plugin(self, plugin: Any, name: str | None = None, nanny: bool | None = None) -> Any:
-        """Dask's older name for :meth:`register_plugin` with a worker plugin."""
-        if nanny:
-            raise NotImplementedError("trioclust does not run NannyPlugins yet")
+        """Dask's older name for :meth:`register_plugin` with a worker plugin
+        (or, with ``nanny=True`` or a :class:`NannyPlugin`, a nanny plugin)."""
+        if nanny and not isinstance(plugin, NannyPlugin):
+            raise TypeError(f"register_worker_plugin(nanny=True) takes a NannyPlugin, got {plugin!r}")
         return self.register_plugin(plugin, name=name)
+
+    def unregister_worker_plugin(self, name: str, nanny: bool | None = None) -> Any:
+        """Tear down and forget the worker plugin ``name`` (with ``nanny=True``,
+        the nanny plugin) on every worker; workers that join later no longer
+        get it.
+
+        Args:
+            name: the name it was registered under.
+            nanny: whether it is a :class:`NannyPlugin`.
+
+        Returns:
+            ``{worker: "OK" or the teardown error's text}``.
+
+        Raises:
+            ValueError: no plugin of that kind has that name.
+        """
+        return self._sync(
+            self._core.request, "unregister-worker-plugin", name=name, nanny=bool(nanny)
+        )
 
     def register_scheduler_plugin(
         self, plugin: Any, name: str | None = None, idempotent: bool | None = None
@@ -744,16 +773,21 @@ class Client:
         )
 
     # ------------------------------------------------------------- results
-    def gather(self, futures: Any, errors: str = "raise") -> Any:
+    def gather(self, futures: Any, errors: str = "raise", asynchronous: bool | None = None) -> Any:
         """The results of futures, in the same structure (lists, tuples, dicts, sets).
 
         Args:
             futures: a future, or a (nested) list, tuple, dict or set of them.
             errors: ``"raise"`` re-raises the first task error; ``"skip"``
                 leaves erred futures out of the result.
+            asynchronous: True returns an awaitable even from a synchronous
+                client, for a coroutine run on its loop by :meth:`sync`
+                (Dask's "Asynchronous Operation" page).
         """
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+        if asynchronous:
+            return self._gather(futures, errors)
         return self._sync(self._gather, futures, errors)
 
     async def _gather(self, futures: Any, errors: str) -> Any:

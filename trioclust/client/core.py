@@ -619,7 +619,9 @@ class ClientCore:
                 return
             for key, value in reply["data"].items():
                 try:
-                    values[key] = deserialized(value)
+                    # a worker pickles all but scalars and bytes; a large
+                    # bytes arrives as the buffer its frame was read into
+                    values[key] = bytes(value) if isinstance(value, bytearray) else deserialized(value)
                 except Exception as exc:  # this key's error; the others are fine
                     unloadable[key] = exc
 

@@ -9,6 +9,9 @@ exception in a hook is logged and does not stop the server (``setup`` and
 ``start``, called at registration, raise to the registering client instead).
 The scheduler calls ``transition`` after each pass of its state machine, for
 the transitions the pass made, in order; a worker does the same for its own.
+A nanny plugin runs in the nanny process of each worker that has one; the
+worker passes it on (runtime/nanny_plugins.py). ``unregister_worker_plugin``
+tears a worker or nanny plugin down everywhere.
 """
 
 from __future__ import annotations
@@ -80,7 +83,9 @@ class NannyPlugin:
     """Code run in every nanny (Dask's ``distributed.NannyPlugin``).
 
     ``restart = True`` asks for the worker process to be restarted once the
-    plugin is set up (for plugins that change its environment).
+    plugin is set up (for plugins that change its environment, such as
+    ``nanny.env``). A nanny sets up a plugin once, however many worker
+    processes it starts; ``setup`` and ``teardown`` may be ``async``.
     """
 
     name: str | None = None

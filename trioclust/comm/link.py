@@ -70,6 +70,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -147,6 +148,28 @@ class _Pending:
         self.event = anyio.Event()
         self.reply: dict[str, Any] | None = None
         self.error: Exception | None = None  # the request itself could not be encoded
+
+
+class _ReplyCallback:
+    """A request answered by a callback, run in the loop where the reply is
+    read, instead of by a waiting task (:meth:`Link.expect_reply`)."""
+
+    __slots__ = ("_link", "_on_reply", "_rid", "error", "event", "reply")
+
+    def __init__(self, link: Link, rid: int, on_reply: Callable[[Callable[[], Any]], object]) -> None:
+        self.event = self  # set() below is called where a waiting request's event is
+        self.reply: dict[str, Any] | None = None
+        self.error: Exception | None = None
+        self._link, self._rid, self._on_reply = link, rid, on_reply
+
+    def set(self) -> None:
+        self._link._pending.pop(self._rid, None)
+        self._on_reply(partial(self._link._result_of, self))  # type: ignore[arg-type]
+
+
+def error_reply(rid: Any, exc: BaseException) -> dict[str, Any]:
+    """The reply carrying ``exc`` to the request ``rid`` (what a failing handler sends)."""
+    return _error_reply(rid, exc)
 
 
 def _error_reply(rid: Any, exc: BaseException) -> dict[str, Any]:
@@ -375,11 +398,30 @@ class Link:
             raise
         return self._reply_to(rid, pending)
 
+    def expect_reply(self, on_reply: Callable[[Callable[[], Any]], object]) -> int:
+        """An id for a request sent as a plain message (any thread may call
+        this, then send it, also with :meth:`send_from_thread`): its reply,
+        a ``reply`` message with this ``id``, calls ``on_reply`` in the loop
+        with a function that returns the result or raises (as
+        :meth:`request`), also when the link ends first."""
+        rid = next(self._ids)
+        self._pending[rid] = _ReplyCallback(self, rid, on_reply)  # type: ignore[assignment]
+        if self._closed:  # ended meanwhile: _finish may have missed it
+            self._pending.pop(rid, None)
+            on_reply(self._closed_result)
+        return rid
+
+    def _closed_result(self) -> Any:
+        raise self._closed_error()
+
     async def _reply_to(self, rid: int, pending: _Pending) -> Any:
         try:
             await pending.event.wait()
         finally:
             self._pending.pop(rid, None)
+        return self._result_of(pending)
+
+    def _result_of(self, pending: _Pending) -> Any:
         reply = pending.reply
         if reply is None:
             if pending.error is not None:
@@ -448,7 +490,7 @@ class Link:
         callbacks = self._batches.discard()
         if callbacks:
             self._run_on_written(callbacks)
-        for pending in self._pending.values():
+        for pending in list(self._pending.values()):
             pending.event.set()  # reply stays None: the request raises CommClosedError
         if self._drained is not None:
             self._drained.set()

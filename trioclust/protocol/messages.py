@@ -293,6 +293,30 @@ class PluginAddMsg(TypedDict):
     name: str
 
 
+# nanny plugins and unregistering plugins (issue 17)
+
+
+class NannyPluginAddMsg(TypedDict):
+    """Hand this pickled ``NannyPlugin`` to the nanny that runs this worker,
+    which sets it up under ``name`` (unless it holds the same plugin already):
+    a request for ``register_plugin``, answered ``None`` by a worker without
+    a nanny, else ``{"status": "OK" or the error's text, "restart": bool}``;
+    a plain message to a worker that registers afterwards."""
+
+    op: Literal["nanny-plugin-add"]
+    plugin: object
+    name: str
+
+
+class PluginRemoveMsg(TypedDict):
+    """Request: tear down the worker plugin (or, with ``nanny``, the nanny
+    plugin) ``name``; the answer is ``"OK"`` or the teardown error's text."""
+
+    op: Literal["plugin-remove"]
+    name: str
+    nanny: bool
+
+
 class ProfileWorkerMsg(TypedDict):
     """Request: sample the stacks of the threads running tasks for ``duration``
     seconds, every ``interval``; the answer is the tree of counts
@@ -340,24 +364,28 @@ class ScatterDataReply(TypedDict):
 
 
 class ActorExecuteMsg(TypedDict):
-    """Request: call ``method`` of the actor ``key`` held here with the
-    pickled ``args`` and ``kwargs``; the answer is its pickled result, or
-    the method's exception. Calls run one at a time, in the order they came."""
+    """Call ``method`` of the actor ``key`` held here with the pickled
+    ``args`` and ``kwargs``; the answer is a ``reply`` with id ``call`` (the
+    caller's ``Link.expect_reply``): the pickled result, or the method's
+    exception. Calls run one at a time, in the order they came, on the
+    worker's actor thread, which writes the reply (runtime/actor_calls.py)."""
 
     op: Literal["actor-execute"]
     key: Key
     method: str
     args: object
     kwargs: object
+    call: int
 
 
 class ActorAttributeMsg(TypedDict):
-    """Request: the pickled value of ``attribute`` of the actor ``key`` held
-    here, read in order with the calls before it."""
+    """The pickled value of ``attribute`` of the actor ``key`` held here, read
+    in order with the calls before it; answered as ``actor-execute`` is."""
 
     op: Literal["actor-attribute"]
     key: Key
     attribute: str
+    call: int
 
 
 # -------------------------------------------------------- client -> scheduler
@@ -570,6 +598,27 @@ class RegisterWorkerPluginMsg(TypedDict):
     plugin: object
     name: str
     idempotent: bool
+
+
+class RegisterNannyPluginMsg(TypedDict):
+    """Request: give this pickled ``NannyPlugin`` to every nanny, through its
+    worker, now and joining later; the answer is ``{worker: "OK" or the
+    error's text}`` for the workers that run under a nanny."""
+
+    op: Literal["register-nanny-plugin"]
+    plugin: object
+    name: str
+    idempotent: bool
+
+
+class UnregisterPluginMsg(TypedDict):
+    """Request: forget the worker plugin (with ``nanny``, the nanny plugin)
+    ``name`` and tear it down everywhere; the answer is ``{worker: "OK" or
+    the error's text}``. Unknown names are a ``ValueError``."""
+
+    op: Literal["unregister-worker-plugin"]
+    name: str
+    nanny: bool
 
 
 class NthreadsMsg(TypedDict):
@@ -884,6 +933,7 @@ SCHEDULER_TO_WORKER = _channel(
     ComputeTaskMsg, FreeKeysMsg, RunMsg, CloseMsg, AcquireReplicasMsg,
     GetWorkerLogsMsg, ProfileWorkerMsg,  # diagnostics
     UploadFileWorkerMsg, RestartWorkerMsg, PluginAddMsg,  # client operations
+    NannyPluginAddMsg, PluginRemoveMsg,  # nanny plugins, unregistering plugins
 )
 #: A worker's own port: peers fetching data, clients gathering and scattering.
 WORKER_TO_WORKER = _channel(GetDataMsg)
@@ -898,6 +948,7 @@ CLIENT_TO_SCHEDULER = _channel(
     # client operations
     GetWhoHasMsg, HasWhatMsg, NthreadsMsg, UploadFileMsg, ReplicateMsg, RebalanceMsg, RestartMsg,
     RegisterSchedulerPluginMsg, RegisterWorkerPluginMsg,
+    RegisterNannyPluginMsg, UnregisterPluginMsg,  # nanny plugins, unregistering plugins
     # diagnostics
     GetTaskStreamMsg, GetWorkerHistoryMsg, GetLogsMsg, ProfileMsg,
     # coordination

@@ -73,6 +73,7 @@ import trio
 from trioclust import config
 from trioclust.core.memory_policy import MemoryPolicy
 from trioclust.errors import NannyClosedError, WorkerStartError
+from trioclust.runtime.nanny_plugins import NannyPlugins
 from trioclust.runtime.process_control import CLOSE_COMMAND, EXIT_STOPPED_BY_ITSELF
 from trioclust.runtime.resources import format_resources, parse_resources
 from trioclust.runtime.server import Server
@@ -129,6 +130,9 @@ class _Child:
     close_reason: str | None = None
     timed_out: bool = False
     last_lines: deque[str] = field(default_factory=lambda: deque(maxlen=_START_ERROR_LINES))
+    # nanny-plugin requests read from stdout, carried out while the worker serves
+    plugin_requests: list[dict[str, Any]] = field(default_factory=list)
+    plugin_requested: trio.Event = field(default_factory=trio.Event)
 
 
 def _describe_exit(returncode: int | None) -> str:
@@ -227,6 +231,10 @@ class Nanny(Server):
         self.close_reason: str | None = None
         self.recent_logs: deque[str] = deque(maxlen=RECENT_LOG_LINES)
 
+        self._plugins = NannyPlugins(self)
+        #: nanny plugins (``client.register_plugin(NannyPlugin())``), by name
+        self.plugins: dict[str, Any] = self._plugins.plugins
+
         self._serving = False
         self._run_scope: trio.CancelScope | None = None
         self._changed = trio.Event()
@@ -272,6 +280,10 @@ class Nanny(Server):
         finally:
             self._run_scope = None
             self._set_worker(None, None)
+            if self.plugins:
+                with trio.move_on_after(config.get_float("nanny.close-timeout")) as scope:
+                    scope.shield = True
+                    await self._plugins.teardown_all()
             self.status = "closed"
             self._closed.set()
             self._notify()
@@ -504,8 +516,22 @@ class Nanny(Server):
         async with trio.open_nursery() as nursery:
             if self.memory_limit:
                 nursery.start_soon(self._monitor_memory, child)
+            nursery.start_soon(self._serve_plugin_requests, child)
             await child.process.wait()
             nursery.cancel_scope.cancel()
+
+    async def _serve_plugin_requests(self, child: _Child) -> None:
+        """Set up the nanny plugins the worker passes on, answering on its stdin."""
+        stdin = child.process.stdin
+        assert stdin is not None
+        while True:
+            await child.plugin_requested.wait()
+            child.plugin_requested = trio.Event()
+            requests, child.plugin_requests = child.plugin_requests, []
+            for request in requests:
+                answer = await self._plugins.handle(request)
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stdin.send_all(json.dumps(answer).encode() + b"\n")
 
     async def _monitor_memory(self, child: _Child) -> None:
         """Kill the worker past ``worker.memory.terminate`` (a new one starts;
@@ -594,6 +620,9 @@ class Nanny(Server):
             child.announced.set()
         elif isinstance(message, dict) and "close_reason" in message:
             child.close_reason = str(message["close_reason"])
+        elif isinstance(message, dict) and isinstance(message.get("nanny_plugin"), dict):
+            child.plugin_requests.append(message["nanny_plugin"])
+            child.plugin_requested.set()
         elif line:
             self._on_log_line(child, line, logging.INFO)
 

@@ -14,7 +14,9 @@ nothing else:
   or fill an unread pipe, :func:`open_control_channel` points file descriptor
   1 at stderr and keeps a private duplicate of the original stdout.
 * stdin is the control channel, parent to child: a line ``close``
-  (:data:`CLOSE_COMMAND`) asks for a graceful close, and so does end of file.
+  (:data:`CLOSE_COMMAND`) asks for a graceful close, and so does end of file;
+  a line holding a JSON object goes to the server's handler (a nanny's
+  answers to its worker: :mod:`trioclust.runtime.nanny_plugins`).
   A parent that dies closes the pipe by dying, so a child never outlives it.
 * stderr carries the log lines, in :data:`LOG_FORMAT`.
 
@@ -106,8 +108,13 @@ def send(channel: IO[str], message: dict[str, Any]) -> None:
     channel.flush()
 
 
-async def _watch_stdin(request_close: Callable[[str], None], parent: str) -> None:
-    """Ask for a close on a ``close`` line or at end of file; ignore anything else."""
+async def _watch_stdin(
+    request_close: Callable[[str], None],
+    parent: str,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Ask for a close on a ``close`` line or at end of file; give a line holding
+    a JSON object to ``on_message``; ignore anything else."""
     stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with stream:
         buffer = b""
@@ -122,6 +129,14 @@ async def _watch_stdin(request_close: Callable[[str], None], parent: str) -> Non
                 if line.strip().decode(errors="replace") == CLOSE_COMMAND:
                     request_close(f"{parent} asked it to close")
                     return
+                if on_message is not None and line.lstrip().startswith(b"{"):
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        message = None
+                    if isinstance(message, dict):
+                        on_message(message)
+                        continue
                 logger.warning("Ignoring an unknown command on stdin: %r", line[:200])
 
 
@@ -131,7 +146,12 @@ async def _watch_signals(signals: AsyncIterator[int], request_close: Callable[[s
 
 
 async def serve_until_closed(
-    server: ProcessServer, channel: IO[str], *, noun: str, parent: str
+    server: ProcessServer,
+    channel: IO[str],
+    *,
+    noun: str,
+    parent: str,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
 ) -> bool:
     """Serve until asked to close (stdin, signals) or until the server stops by itself.
 
@@ -142,6 +162,8 @@ async def serve_until_closed(
         channel: the control channel from :func:`open_control_channel`.
         noun: what the server is, for log lines ("worker", "scheduler").
         parent: who writes ``close`` on stdin, for log lines ("the nanny").
+        on_message: called with each JSON object the parent writes on stdin
+            (a nanny's answers, see runtime/nanny_plugins.py).
 
     Returns:
         True when the server closed because it was asked to, False when it
@@ -172,7 +194,7 @@ async def serve_until_closed(
                 close_done.set()
 
             # watchers first, so that a close asked for during start-up is honoured
-            nursery.start_soon(_watch_stdin, request_close, parent)
+            nursery.start_soon(_watch_stdin, request_close, parent, on_message)
             nursery.start_soon(_watch_signals, signals, request_close)
             await nursery.start(server.serve)
             starting = False

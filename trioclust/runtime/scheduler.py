@@ -168,6 +168,8 @@ class Scheduler(CoordinationHandlers, Server):
         self.plugins: dict[str, Any] = {}
         #: worker plugins by name, sent to every worker that joins
         self.worker_plugins: dict[str, msgs.PluginAddMsg] = {}
+        #: nanny plugins by name, sent through every worker that joins to its nanny
+        self.nanny_plugins: dict[str, msgs.NannyPluginAddMsg] = {}
         self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
@@ -290,6 +292,8 @@ class Scheduler(CoordinationHandlers, Server):
             peer.link.send(upload)
         for plugin in self.worker_plugins.values():
             peer.link.send(plugin)
+        for nanny_plugin in self.nanny_plugins.values():
+            peer.link.send(nanny_plugin)
         self._handle(
             ev.AddWorker(
                 address=address, nthreads=msg["nthreads"], name=msg["name"] or address,
@@ -781,6 +785,64 @@ class Scheduler(CoordinationHandlers, Server):
                 nursery.start_soon(one, address, link)
         return replies
 
+    async def _client_register_nanny_plugin(
+        self, client: str, msg: msgs.RegisterNannyPluginMsg
+    ) -> dict[str, str]:
+        name = msg["name"]
+        add: msgs.NannyPluginAddMsg = {"op": "nanny-plugin-add", "plugin": msg["plugin"], "name": name}
+        if name in self.nanny_plugins and msg["idempotent"]:
+            return {}
+        self.nanny_plugins[name] = add
+        replies: dict[str, str] = {}
+        restart: list[str] = []
+
+        async def one(address: str, link: Link) -> None:
+            try:
+                reply = await link.request("nanny-plugin-add", plugin=add["plugin"], name=name)
+            except (RemoteError, CommClosedError) as exc:
+                replies[address] = str(exc)
+                return
+            if reply is not None:  # None: this worker runs without a nanny
+                replies[address] = reply["status"]
+                if reply["restart"]:
+                    restart.append(address)
+
+        async with trio.open_nursery() as nursery:
+            for address, link in list(self.worker_links.items()):
+                nursery.start_soon(one, address, link)
+        for address in restart:  # NannyPlugin.restart: a fresh worker process
+            to_restart = self.worker_links.get(address)
+            if to_restart is not None and not to_restart.closed:
+                restart_msg: msgs.RestartWorkerMsg = {"op": "restart"}
+                to_restart.send(restart_msg)
+        return replies
+
+    async def _client_unregister_worker_plugin(
+        self, client: str, msg: msgs.UnregisterPluginMsg
+    ) -> dict[str, str]:
+        name, nanny = msg["name"], msg["nanny"]
+        known: dict[str, Any] = self.nanny_plugins if nanny else self.worker_plugins
+        if known.pop(name, None) is None:
+            kind = "nanny" if nanny else "worker"
+            raise ValueError(
+                f"Tried to remove the unknown {kind} plugin {name!r}; registered: {sorted(known)}"
+            )
+        replies: dict[str, str] = {}
+
+        async def one(address: str, link: Link) -> None:
+            try:
+                reply = await link.request("plugin-remove", name=name, nanny=nanny)
+            except (RemoteError, CommClosedError) as exc:
+                replies[address] = str(exc)
+                return
+            if reply is not None:
+                replies[address] = reply
+
+        async with trio.open_nursery() as nursery:
+            for address, link in list(self.worker_links.items()):
+                nursery.start_soon(one, address, link)
+        return replies
+
     def _plugins_call(self, hook: str, *args: Any, **kwargs: Any) -> None:
         """Call ``hook`` of every scheduler plugin that has it; an async one runs
         in the scheduler's nursery. Errors are logged, never raised."""
@@ -1125,6 +1187,9 @@ _CLIENT_HANDLERS: dict[str, Callable[..., Any]] = {
     "restart": Scheduler._client_restart,
     "register-scheduler-plugin": Scheduler._client_register_scheduler_plugin,
     "register-worker-plugin": Scheduler._client_register_worker_plugin,
+    # nanny plugins, unregistering plugins
+    "register-nanny-plugin": Scheduler._client_register_nanny_plugin,
+    "unregister-worker-plugin": Scheduler._client_unregister_worker_plugin,
     # diagnostics
     "get-task-stream": Scheduler._client_get_task_stream,
     "get-worker-history": Scheduler._client_get_worker_history,

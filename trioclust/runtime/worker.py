@@ -35,7 +35,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import math
 import os
 import shutil
 import sys
@@ -55,6 +54,7 @@ from trioclust import config, task_context
 from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm import serve as comm_serve
+from trioclust.comm.link import error_reply
 from trioclust.comm.pool import ConnectionPool
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
@@ -75,6 +75,7 @@ from trioclust.protocol.actors import ActorRef, CreateActor
 from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime import profiling
+from trioclust.runtime.actor_calls import ActorCalls
 from trioclust.runtime.execution import (
     Failure,
     Success,
@@ -84,6 +85,7 @@ from trioclust.runtime.execution import (
     run_sync,
 )
 from trioclust.runtime.log_capture import process_logs, server_label
+from trioclust.runtime.nanny_plugins import NannyPipe
 from trioclust.runtime.resources import parse_resources
 from trioclust.runtime.server import Server
 from trioclust.runtime.spill import SpillStore, memory_thresholds, trim_memory
@@ -131,7 +133,8 @@ class ClockOffset:
         return self.offset
 
 
-_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
+# values a worker sends a peer as they are: msgpack carries these, exactly
+_SENT_AS_IS = frozenset({bytes, str, int, float, bool, type(None)})
 
 _SKIPPED = object()  # a thread job's outcome when it was cancelled before it began
 
@@ -273,7 +276,10 @@ class Worker(Server):
         self.restart_requested = False
         #: worker plugins by name (``client.register_plugin``)
         self.plugins: dict[str, Any] = {}
-        self._actor_calls, self._actor_queue = trio.open_memory_channel[_ActorCall](math.inf)
+        #: the pipe to the nanny running this worker's process, if one does
+        #: (set by worker_process; see runtime/nanny_plugins.py)
+        self.nanny_pipe: NannyPipe | None = None
+        self._actor_calls: ActorCalls  # made once the worker serves
 
     def _new_state(self) -> WorkerState:
         return WorkerState(
@@ -365,7 +371,7 @@ class Worker(Server):
                 nursery.start_soon(self._heartbeat)
                 if self.memory_limit:
                     nursery.start_soon(self._monitor_memory)
-                nursery.start_soon(self._run_actor_calls)
+                self._actor_calls = ActorCalls(str(self.name), self._token, nursery)
                 self.status = "running"
                 logger.info(
                     "Worker %s at %s registered with %s", self.name, self.address, self.scheduler_address
@@ -412,6 +418,8 @@ class Worker(Server):
                     "upload-file": self._on_upload_file,  # client operations
                     "restart": self._on_restart,
                     "plugin-add": self._on_plugin_add,
+                    "nanny-plugin-add": self._on_nanny_plugin_add,
+                    "plugin-remove": self._on_plugin_remove,
                 },
                 name=f"worker {self.address} -> scheduler",
             )
@@ -527,6 +535,8 @@ class Worker(Server):
         if client is not None:
             await trio.to_thread.run_sync(client.close)
         await self._threads.aclose(config.get_float("runtime.close-timeout"))
+        if hasattr(self, "_actor_calls"):
+            await self._actor_calls.aclose(config.get_float("runtime.close-timeout"))
         await self._teardown_plugins()
         self.state.data.clear()
         if self._store is not None:
@@ -697,8 +707,9 @@ class Worker(Server):
             comm,
             {
                 "get-data": self._on_get_data, "update-data": self._on_update_data,
-                # actors
-                "actor-execute": self._on_actor_execute, "actor-attribute": self._on_actor_attribute,
+                # actors: calls answered on this link (runtime/actor_calls.py)
+                "actor-execute": lambda msg: self._on_actor_execute(link, msg),
+                "actor-attribute": lambda msg: self._on_actor_attribute(link, msg),
             },
             name=f"worker {self.address} <- {comm.peer_address}",
         )
@@ -706,11 +717,14 @@ class Worker(Server):
 
     def _on_get_data(self, msg: msgs.GetDataMsg) -> msgs.GetDataReply:
         data = self.state.data
-        # a container is pickled whole: the codec would send it as msgpack
-        # with only the objects inside pickled, and the receiver unpickles
-        # top-level values only (a dask reduction's {"n": array, ...} chunk)
+        # Anything but a plain scalar is pickled whole: the codec would send a
+        # container as msgpack with only the objects inside pickled (and the
+        # receiver unpickles top-level values only: a dask reduction's
+        # {"n": array, ...} chunk), and a subclass of a msgpack type as its
+        # base type (a dask shuffle's groups, a dict subclass, would arrive a
+        # dict of still-pickled frames)
         found = {
-            k: serialize(v) if type(v) in _CONTAINERS else v
+            k: v if type(v) in _SENT_AS_IS else serialize(v)
             for k in msg["keys"] if k in data for v in (data[k],)
         }
         missing = [k for k in msg["keys"] if k not in data]
@@ -1053,6 +1067,8 @@ class Worker(Server):
             if isinstance(v, Serialized):
                 nbytes[k] = v.nbytes
                 v = v.deserialize()
+            elif isinstance(v, bytearray | memoryview):
+                v = bytes(v)  # a bytes value, sent out of band (see _on_get_data)
             data[k] = v
         return data, list(reply.get("missing") or ()), nbytes
 
@@ -1127,9 +1143,10 @@ class Worker(Server):
     # ``actors`` while the scheduler keeps its key here; the task's result is
     # an ``ActorRef``. Clients call its methods over this worker's port. Each
     # call or attribute read goes into one queue as it arrives (the link's
-    # handlers run in the order the messages came) and ``_run_actor_calls``
-    # runs them one at a time, plain methods in a thread of their own as
-    # Dask's single actor thread does, coroutine methods on this event loop.
+    # handlers run in the order the messages came) and ``ActorCalls``
+    # (runtime/actor_calls.py) runs them one at a time, plain methods in a
+    # thread of their own as Dask's single actor thread does, coroutine
+    # methods on this event loop.
 
     def _create_actor(self, key: Key, cls: type, *args: Any, **kwargs: Any) -> ActorRef:
         """On a task thread: make the instance and keep it; the task's result is its reference."""
@@ -1146,36 +1163,28 @@ class Worker(Server):
                 f"worker restarted since it was made (actors are not recovered)"
             ) from None
 
-    def _on_actor_execute(self, msg: msgs.ActorExecuteMsg) -> Any:
-        method = getattr(self._actor(msg["key"]), msg["method"])
-        args: Any = msg["args"]
-        kwargs: Any = msg["kwargs"]
-        if isinstance(args, Serialized):
-            args = args.deserialize()
-        if isinstance(kwargs, Serialized):
-            kwargs = kwargs.deserialize()
-        call = _ActorCall(partial(method, *(args or ()), **(kwargs or {})), inspect.iscoroutinefunction(method))
-        self._actor_calls.send_nowait(call)
-        return call.outcome()
+    def _on_actor_execute(self, link: Link, msg: msgs.ActorExecuteMsg) -> None:
+        try:
+            method = getattr(self._actor(msg["key"]), msg["method"])
+            args: Any = msg["args"]
+            kwargs: Any = msg["kwargs"]
+            if isinstance(args, Serialized):
+                args = args.deserialize()
+            if isinstance(kwargs, Serialized):
+                kwargs = kwargs.deserialize()
+        except Exception as exc:
+            link.send(error_reply(msg["call"], exc))
+            return
+        call = partial(method, *(args or ()), **(kwargs or {}))
+        self._actor_calls.submit(link, msg["call"], call, inspect.iscoroutinefunction(method))
 
-    def _on_actor_attribute(self, msg: msgs.ActorAttributeMsg) -> Any:
-        instance = self._actor(msg["key"])
-        attribute = msg["attribute"]
-        call = _ActorCall(lambda: getattr(instance, attribute), None)
-        self._actor_calls.send_nowait(call)
-        return call.outcome()
-
-    async def _run_actor_calls(self) -> None:
-        assert self._nursery is not None
-        async for call in self._actor_queue:
-            if call.coroutine:
-                self._nursery.start_soon(call.run_async)
-                continue
-            if call.coroutine is None:  # an attribute read
-                call.run()
-            else:
-                await trio.to_thread.run_sync(call.run)
-            call.done.set()
+    def _on_actor_attribute(self, link: Link, msg: msgs.ActorAttributeMsg) -> None:
+        try:
+            instance = self._actor(msg["key"])
+        except ValueError as exc:
+            link.send(error_reply(msg["call"], exc))
+            return
+        self._actor_calls.submit(link, msg["call"], partial(getattr, instance, msg["attribute"]), False)
 
     # --------------------------------------------------- client operations
     def _on_upload_file(self, msg: msgs.UploadFileWorkerMsg) -> None:
@@ -1234,6 +1243,35 @@ class Worker(Server):
         setup = getattr(plugin, "setup", None)
         return setup(worker=self) if setup is not None else None
 
+    async def _on_nanny_plugin_add(self, msg: msgs.NannyPluginAddMsg) -> dict[str, Any] | None:
+        """Pass a ``NannyPlugin`` on to this worker's nanny; ``None`` without one."""
+        if self.nanny_pipe is None:
+            return None
+        answer = await self.nanny_pipe.request(msg["name"], msg["plugin"])
+        if answer["restart"] and "id" not in msg:
+            # given as this worker registered: nobody waits for an answer
+            self._on_restart({"op": "restart"})
+        return {"status": answer["error"] or "OK", "restart": answer["restart"]}
+
+    async def _on_plugin_remove(self, msg: msgs.PluginRemoveMsg) -> str | None:
+        """``client.unregister_worker_plugin``: tear the plugin down here (or in the nanny)."""
+        name = msg["name"]
+        if msg["nanny"]:
+            if self.nanny_pipe is None:
+                return None
+            answer = await self.nanny_pipe.request(name, None)
+            return str(answer["error"] or "OK")
+        plugin = self.plugins.pop(name, None)
+        teardown = getattr(plugin, "teardown", None)
+        if teardown is not None:
+            try:
+                result = teardown(worker=self)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+        return "OK"
+
     def _plugin_transitions(self, mark: Any) -> None:
         log = self.state.transition_log
         new = []
@@ -1269,40 +1307,6 @@ class Worker(Server):
             return
         sys.path[:] = [p for p in sys.path if not (p == directory or p.startswith(directory + os.sep))]
         shutil.rmtree(directory, ignore_errors=True)
-
-
-class _ActorCall:
-    """One call to an actor's method (or read of an attribute), and its outcome."""
-
-    __slots__ = ("coroutine", "done", "error", "fn", "value")
-
-    def __init__(self, fn: Callable[[], Any], coroutine: bool | None) -> None:
-        self.fn = fn
-        self.coroutine = coroutine  # None: an attribute read, done on the loop
-        self.done = trio.Event()
-        self.value: Any = None
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        """Call it here (the actor thread, or the loop for an attribute read);
-        the caller sets ``done`` after, on the loop."""
-        try:
-            self.value = self.fn()
-        except Exception as exc:
-            self.error = exc
-
-    async def run_async(self) -> None:
-        try:
-            self.value = await self.fn()
-        except Exception as exc:
-            self.error = exc
-        self.done.set()
-
-    async def outcome(self) -> Any:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return serialize(self.value)
 
 
 def _call_logged(fn: Callable[..., Any], arg: Any, what: str) -> None:

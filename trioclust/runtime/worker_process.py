@@ -28,8 +28,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Any, Protocol
+from functools import partial
+from typing import IO, Any, Protocol, cast
 
+from trioclust.runtime.nanny_plugins import NannyPipe
 from trioclust.runtime.process_control import (
     CLOSE_COMMAND,
     EXIT_FAILED,
@@ -117,7 +119,12 @@ async def _run(args: argparse.Namespace, factory: WorkerFactory, channel: IO[str
         reconnect_timeout=args.reconnect_timeout,
         **extra,
     )
-    if await serve_until_closed(worker, channel, noun="worker", parent="the nanny"):
+    pipe = NannyPipe(partial(send, channel))
+    if hasattr(worker, "nanny_pipe"):
+        cast(Any, worker).nanny_pipe = pipe  # NannyPlugins pass through it (runtime/nanny_plugins.py)
+    if await serve_until_closed(
+        worker, channel, noun="worker", parent="the nanny", on_message=pipe.deliver
+    ):
         return EXIT_OK
     if getattr(worker, "restart_requested", False):
         return EXIT_OK  # client.restart: the nanny starts a fresh worker
