@@ -211,6 +211,19 @@ class SpillStore(MutableMapping[Key, object]):
 
     # ------------------------------------------------------------ spilling
 
+    @property
+    def target(self) -> float:
+        """The most bytes kept in memory; setting it moves the excess to disk."""
+        return self._buffer.n
+
+    @target.setter
+    def target(self, nbytes: float) -> None:
+        self._buffer.n = nbytes
+        try:
+            self._buffer.fast.evict_until_below_target()
+        except OSError as exc:  # a full disk: keep the rest in memory
+            logger.error("Could not spill to %s: %s", self.directory, exc)
+
     def evict(self, nbytes: int) -> int:
         """Move the least recently used values to disk until ``nbytes`` have
         gone (or none is left in memory).
