@@ -183,3 +183,25 @@ def test_24_results_of_40_mib_spill_on_a_300_mib_worker_and_all_come_back() -> N
         (again,) = client.run(os.getpid).values()
         assert again == pid  # never restarted
         assert peak < 300 * MiB * 0.95
+
+
+def test_deleting_or_looking_up_a_spilled_key_does_not_read_its_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import zict
+
+    store = SpillStore(0)
+    try:
+        store["k"] = b"x" * 1000
+        assert store.spilled_count == 1
+
+        def no_read(self: object, key: str) -> bytes:
+            raise AssertionError(f"read {key} from disk")
+
+        monkeypatch.setattr(zict.File, "__getitem__", no_read)
+        assert "k" in store
+        del store["k"]
+        assert store.spilled_bytes == 0
+        assert "k" not in store
+    finally:
+        store.close()

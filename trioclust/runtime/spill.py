@@ -303,6 +303,10 @@ class _FilesByKey(MutableMapping[Key, object]):
     def __delitem__(self, key: Key) -> None:
         del self._files[self._names.pop(key)]
 
+    def __contains__(self, key: object) -> bool:
+        # MutableMapping's would read the whole file (``self[key]``)
+        return key in self._names
+
     def __iter__(self) -> Iterator[Key]:
         return iter(self._names)
 
