@@ -205,3 +205,28 @@ def test_deleting_or_looking_up_a_spilled_key_does_not_read_its_file(
         assert "k" not in store
     finally:
         store.close()
+
+
+def test_small_values_stay_in_memory_up_to_a_hundredth_of_target() -> None:
+    from trioclust.runtime.spill import SMALL
+
+    store = SpillStore(100 * SMALL)  # room for one SMALL value outside zict
+    try:
+        store.expect_size("a", SMALL)
+        store["a"] = 1
+        store.expect_size("b", SMALL)
+        store["b"] = 2  # over the budget: zict's, spillable
+        assert store.memory_bytes == 2 * SMALL
+        assert store.evict(10**9) == SMALL  # only "b" can go
+        assert store.memory_bytes == SMALL
+        assert store.spilled_count == 1
+        assert (store["a"], store["b"]) == (1, 2)
+        assert sorted(store) == ["a", "b"]
+        store["a"] = 3  # replaced: its size is measured again
+        assert store["a"] == 3
+        del store["a"]
+        del store["b"]
+        assert len(store) == 0
+        assert store.memory_bytes == 0
+    finally:
+        store.close()
