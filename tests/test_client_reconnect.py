@@ -67,7 +67,10 @@ async def test_past_the_reconnect_timeout_every_call_raises_at_once() -> None:
         await scheduler.__aenter__()
         try:
             async with Client(scheduler.address, asynchronous=True) as client:
+                pending = client.submit(inc, 1)  # no worker: it waits
                 await scheduler.close()
+                with anyio.fail_after(10), pytest.raises(SchedulerLostError, match="reconnect"):
+                    await pending  # the client saw the loss
                 with anyio.fail_after(10), pytest.raises(SchedulerLostError, match="disconnected"):
                     await client._core.wait_connected()  # it gives up after 0.3 s
                 assert client.status == "disconnected"
