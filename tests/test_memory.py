@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from trioclust import Client, KilledWorker, LocalCluster
+from trioclust import Client, KilledWorker, LocalCluster, wait
 from trioclust.runtime.spill import SpillStore
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,11 @@ def test_spill_store_keeps_target_bytes_in_memory_and_reads_back_from_disk() -> 
         assert store["k0"] == bytes([0]) * 40  # read back, least recently used goes out
         assert store.memory_bytes == 80
         assert store.spilled_bytes == 120
-        assert store.evict(50) == 80
+        store.target = 40  # less room: the least recently used goes at once
+        assert store.memory_bytes == 40
+        assert store.spilled_bytes == 160
+        store.target = 100
+        assert store.evict(50) == 40
         assert store.memory_bytes == 0
         del store["k0"]
         assert store.spilled_bytes == 160
@@ -126,3 +130,103 @@ def test_a_task_past_terminate_is_killed_worker_after_three_workers(
             f.result(timeout=60)
         assert "3 workers" in str(info.value)
         assert client.submit(lambda: 5).result(timeout=30) == 5  # a new worker serves
+
+
+def test_24_results_of_40_mib_spill_on_a_300_mib_worker_and_all_come_back() -> None:
+    """Issue 18's spill case: 24 results of 40 MiB kept on a 300 MiB worker.
+    They are all retrievable, the worker's RSS stays under the limit all along
+    (measured here every few ms, and the nanny would have restarted it past
+    95%), and scheduler_info() shows the spilled bytes."""
+    import os
+    import threading
+
+    import psutil
+
+    def make(i: int) -> bytes:
+        return bytes([i]) * (40 * MiB)
+
+    with (
+        LocalCluster(  # two threads: two results being made while others spill
+            n_workers=1, threads_per_worker=2, memory_limit="300MiB", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        (pid,) = client.run(os.getpid).values()
+        worker = psutil.Process(pid)
+        peak = 0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            while not done.wait(0.003):
+                try:
+                    peak = max(peak, worker.memory_info().rss)
+                except psutil.Error:
+                    return
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            futures = client.map(make, range(24))
+            wait(futures, timeout=60)
+            metrics = _worker_info(client)["metrics"]
+            assert isinstance(metrics, dict)
+            assert metrics["spilled"] >= 10 * 40 * MiB
+            assert metrics["spilled_count"] >= 10
+            for i, f in enumerate(futures):
+                value = f.result(timeout=30)
+                assert len(value) == 40 * MiB
+                assert value[0] == value[-1] == i
+        finally:
+            done.set()
+            watcher.join()
+        (again,) = client.run(os.getpid).values()
+        assert again == pid  # never restarted
+        assert peak < 300 * MiB * 0.95
+
+
+def test_deleting_or_looking_up_a_spilled_key_does_not_read_its_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import zict
+
+    store = SpillStore(0)
+    try:
+        store["k"] = b"x" * 1000
+        assert store.spilled_count == 1
+
+        def no_read(self: object, key: str) -> bytes:
+            raise AssertionError(f"read {key} from disk")
+
+        monkeypatch.setattr(zict.File, "__getitem__", no_read)
+        assert "k" in store
+        del store["k"]
+        assert store.spilled_bytes == 0
+        assert "k" not in store
+    finally:
+        store.close()
+
+
+def test_small_values_stay_in_memory_up_to_a_hundredth_of_target() -> None:
+    from trioclust.runtime.spill import SMALL
+
+    store = SpillStore(100 * SMALL)  # room for one SMALL value outside zict
+    try:
+        store.expect_size("a", SMALL)
+        store["a"] = 1
+        store.expect_size("b", SMALL)
+        store["b"] = 2  # over the budget: zict's, spillable
+        assert store.memory_bytes == 2 * SMALL
+        assert store.evict(10**9) == SMALL  # only "b" can go
+        assert store.memory_bytes == SMALL
+        assert store.spilled_count == 1
+        assert (store["a"], store["b"]) == (1, 2)
+        assert sorted(store) == ["a", "b"]
+        store["a"] = 3  # replaced: its size is measured again
+        assert store["a"] == 3
+        del store["a"]
+        del store["b"]
+        assert len(store) == 0
+        assert store.memory_bytes == 0
+    finally:
+        store.close()

@@ -79,6 +79,11 @@ DEFAULTS: dict[str, Any] = {
     "scheduler.validate": False,
     # transitions the scheduler keeps for Scheduler.story(key)
     "scheduler.transition-log-length": 100_000,
+    # a client whose scheduler link broke fails its pending futures and tries
+    # to reconnect to the same address this long, seconds (every call raises
+    # SchedulerLostError meanwhile; new work goes through once it is back);
+    # then, or at once with 0, every call raises SchedulerLostError
+    "client.reconnect-timeout": 30.0,
     "worker.heartbeat-interval": 1.0,
     # a worker that lost its scheduler keeps trying to reconnect this long, seconds
     "worker.reconnect-timeout": 60.0,

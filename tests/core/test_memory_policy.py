@@ -70,6 +70,17 @@ def test_over_spill_spills_until_the_process_would_be_under_target() -> None:
     assert policy.worker_sample(MemorySample(process=79 * MiB, managed=0)) == []
 
 
+def test_the_store_keeps_target_less_the_unmanaged_memory() -> None:
+    """Results being made and the interpreter count against ``target`` too:
+    the store keeps what is left of it (never below 0)."""
+    policy = MemoryPolicy(LIMIT)
+    assert policy.managed_target(MemorySample(process=30 * MiB, managed=10 * MiB)) == 40 * MiB
+    assert policy.managed_target(MemorySample(process=90 * MiB, managed=10 * MiB)) == 0
+    assert MemoryPolicy(0).managed_target(MemorySample(process=1, managed=0)) is None
+    off = MemoryPolicy(LIMIT, MemoryThresholds(target=None))
+    assert off.managed_target(MemorySample(process=30 * MiB, managed=10 * MiB)) is None
+
+
 def test_over_pause_trims_first_then_pauses_then_resumes_below() -> None:
     policy = MemoryPolicy(LIMIT)
     over = MemorySample(process=85 * MiB, managed=0)

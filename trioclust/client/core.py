@@ -219,6 +219,8 @@ class ClientCore:
         self._link: Link | None = None
         self._pool: ConnectionPool | None = None
         self._priority = 0
+        # set (and replaced) at each reconnect to a scheduler that came back
+        self._reconnected: anyio.Event | None = None
 
     # --------------------------------------------------------- life cycle
     async def __aenter__(self) -> ClientCore:
@@ -226,20 +228,12 @@ class ClientCore:
             self.address, role="client", name=self.name, timeout=self.timeout, security=self.security
         )
         self.loop_thread = threading.get_ident()
+        self._reconnected = anyio.Event()
         self.inbox = ThreadInbox(after_drain=partial(self._flush_releases, at_drain_end=True))
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
-            self._link = Link(
-                comm,
-                {
-                    "keys-in-memory": self._on_keys_in_memory,
-                    "task-erred": self._on_task_erred,
-                    "lost-data": self._on_lost_data,
-                    "restart": self._on_restart,
-                },
-                name=f"client {self.name} -> scheduler",
-            )
+            self._link = self._new_link(comm)
             await self._task_group.start(self._run_link, self._link)
             self.id = await self._link.request("client-id")
             self._pool = ConnectionPool(
@@ -284,25 +278,113 @@ class ClientCore:
         self.inbox.close()  # after its reader task has ended
         self.inbox = _NO_INBOX
         self.status = "closed"
+        self._wake_reconnect_waiters()
         self._dropped.clear()  # nothing counts them any more (release_ref checks)
+
+    def _new_link(self, comm: Any) -> Link:
+        return Link(
+            comm,
+            {
+                "keys-in-memory": self._on_keys_in_memory,
+                "task-erred": self._on_task_erred,
+                "lost-data": self._on_lost_data,
+                "restart": self._on_restart,
+            },
+            name=f"client {self.name} -> scheduler",
+        )
 
     async def _run_link(self, link: Link, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         try:
             await link.run(task_status=task_status)
         finally:
             if self.status == "running":
+                self._lost_scheduler()
+
+    def _lost_scheduler(self) -> None:
+        """The link broke: fail the pending futures, then try to reconnect for
+        ``client.reconnect-timeout`` seconds (status ``"reconnecting"``; every
+        call raises :class:`SchedulerLostError` meanwhile) or give up at once
+        (``"disconnected"``)."""
+        reconnect = config.get_float("client.reconnect-timeout")
+        self.status = "reconnecting" if reconnect > 0 else "disconnected"
+        logger.error("Lost the connection to the scheduler at %s", self.address)
+        error = SchedulerLostError(
+            f"The connection to the scheduler at {self.address} broke; the results of "
+            f"pending futures are lost. "
+            + (
+                f"This client reconnects to a scheduler at that address for up to "
+                f"{reconnect:g} s (client.reconnect-timeout); submit again then."
+                if reconnect > 0
+                else "Check that the scheduler is running, then create a new Client."
+            )
+        )
+        with self._lock:
+            states = list(self._states.values())
+        for state in states:
+            if not state.done():
+                state.fail(error, None, str(error))
+        if reconnect > 0 and self._task_group is not None:
+            self._task_group.start_soon(self._reconnect, reconnect)
+
+    async def _reconnect(self, timeout: float) -> None:
+        """Connect again to ``address``, retrying whatever fails (refused,
+        reset mid-handshake, timeouts) with a growing pause, for ``timeout``
+        seconds; then every call raises at once (status ``"disconnected"``)."""
+        deadline = anyio.current_time() + timeout
+        pause = 0.05
+        while self.status == "reconnecting":
+            left = deadline - anyio.current_time()
+            if left <= 0:
                 self.status = "disconnected"
-                logger.error("Lost the connection to the scheduler at %s", self.address)
-                error = SchedulerLostError(
-                    f"The connection to the scheduler at {self.address} broke; the results of "
-                    f"pending futures are lost. Check that the scheduler is running, then "
-                    f"create a new Client."
+                self._wake_reconnect_waiters()
+                logger.error(
+                    "Could not reconnect to the scheduler at %s within %g s (client.reconnect-timeout)",
+                    self.address, timeout,
                 )
-                with self._lock:
-                    states = list(self._states.values())
-                for state in states:
-                    if not state.done():
-                        state.fail(error, None, str(error))
+                return
+            link: Link | None = None
+            try:
+                with anyio.fail_after(left):
+                    comm = await comm_connect(
+                        self.address, role="client", name=self.name, timeout=left,
+                        security=self.security,
+                    )
+                    link = self._new_link(comm)
+                    assert self._task_group is not None
+                    await self._task_group.start(self._run_link, link)
+                    client_id = await link.request("client-id")
+            except (OSError, CommClosedError, ProtocolError, TimeoutError) as exc:
+                logger.debug("Reconnecting to %s: %s", self.address, exc)
+                if link is not None:
+                    await link.aclose()
+                await anyio.sleep(min(pause, max(0.0, deadline - anyio.current_time())))
+                pause = min(2 * pause, 1.0)
+                continue
+            if self.status != "reconnecting":  # closed meanwhile
+                await link.aclose()
+                return
+            self.id, self._link = client_id, link
+            self.status = "running"
+            self._wake_reconnect_waiters()
+            logger.info("Reconnected to the scheduler at %s", self.address)
+            return
+
+    def _wake_reconnect_waiters(self) -> None:
+        if self._reconnected is not None:
+            self._reconnected.set()
+            self._reconnected = anyio.Event()
+
+    async def wait_connected(self) -> None:
+        """Return once this client is connected: at once while it is, after a
+        reconnect while it reconnects (see ``client.reconnect-timeout``).
+
+        Raises:
+            SchedulerLostError: It is disconnected or closed, or gave up meanwhile.
+        """
+        while self.status == "reconnecting" and self._reconnected is not None:
+            await self._reconnected.wait()
+        if self.status != "running":
+            raise SchedulerLostError(f"This client is {self.status}; it cannot reach {self.address}.")
 
     # ------------------------------------------------------ future states
     def take_ref(self, key: Key, state: FutureState | None = None) -> FutureState:

@@ -8,7 +8,14 @@
 #
 #   target     0.6   managed data beyond it moves to disk, least recently
 #                    used first. The spill store enforces this one by
-#                    itself, as data comes in (``target_bytes``).
+#                    itself, as data comes in (``target_bytes``), less the
+#                    unmanaged memory of the last measurement
+#                    (:meth:`MemoryPolicy.managed_target`): the interpreter,
+#                    results still being made, a value being written out.
+#                    Without that, a store filled to ``target`` plus the
+#                    results running tasks build passes ``terminate`` before
+#                    a measurement sees ``spill`` (24 results of 40 MiB on a
+#                    300 MiB worker with two threads do).
 #   spill      0.7   process memory (RSS) beyond it: spill managed data, the
 #                    least recently used first, until the process would be
 #                    back under ``target`` (SpillData with the bytes to move).
@@ -149,6 +156,15 @@ class MemoryPolicy:
     def target_bytes(self) -> int | None:
         """The most managed bytes kept in memory (the spill store's size), or None."""
         return self._bytes(self.thresholds.target)
+
+    def managed_target(self, sample: MemorySample) -> int | None:
+        """The most managed bytes to keep in memory after this measurement:
+        ``target`` less the unmanaged memory, so that the process as a whole
+        stays near ``target``; None for no limit."""
+        target = self.target_bytes
+        if target is None:
+            return None
+        return max(0, target - sample.unmanaged)
 
     def worker_sample(self, sample: MemorySample) -> list[MemoryAction]:
         """What the worker does about this measurement, in order."""

@@ -33,6 +33,9 @@ class Failure:
     text: str
 
 
+_BYTES_SIZED = 2**16  # bytes longer than this are sized, not pickled
+
+
 def pack_success(value: Any, inline_limit: int) -> Success | Failure:
     """Measure (by pickling, which is free of copies for large buffers) and maybe inline.
 
@@ -42,6 +45,11 @@ def pack_success(value: Any, inline_limit: int) -> Success | Failure:
     type ...``, as in Dask.
     """
     type_name = type(value).__qualname__
+    if type(value) is bytes and len(value) > max(inline_limit, _BYTES_SIZED):
+        # its pickle is the bytes themselves and a 9-byte frame: sized without
+        # copying them (a copy as big as the result, while the worker's memory
+        # is being watched)
+        return Success(value, len(value) + 9, type_name, None)
     try:
         s = serialize(value)
     except Exception as exc:

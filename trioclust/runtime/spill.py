@@ -14,6 +14,13 @@ moves more to disk when the process as a whole is over the spill threshold
 (see :mod:`trioclust.core.memory_policy`). The directory is removed by
 :meth:`close`.
 
+Small values (at most :data:`SMALL` bytes) skip zict: they stay in a plain
+dict, up to 1% of ``target`` bytes of them, and are never spilled. Most
+tasks' results are that small, and zict's bookkeeping (locks, weights, LRU
+order) costs about 20 us per stored and deleted value, a tenth of what a
+short task costs the worker in all; writing a few bytes to a file of their
+own would free nothing worth it.
+
 Sizes: a value's size is the one its task reported (its pickled size), given
 through :meth:`expect_size` before it is stored; otherwise an estimate
 (``nbytes`` of arrays, the length of bytes and strings, a shallow sum for
@@ -109,6 +116,9 @@ def trim_memory() -> bool:
     return True
 
 
+SMALL = 1024
+"""Values of at most this many bytes stay in memory, outside zict (see above)."""
+
 _RAW_BYTES = 1  # a bytes value, written as it is
 _PICKLED = 0  # a pickle (protocol 5) and its out-of-band buffers
 
@@ -158,6 +168,9 @@ class SpillStore(MutableMapping[Key, object]):
         self.directory = tempfile.mkdtemp(prefix="trioclust-spill-", dir=directory)
         self._sizes: dict[Key, int] = {}
         self._expected: dict[Key, int] = {}
+        self._small: dict[Key, object] = {}  # values of at most SMALL bytes
+        self._small_bytes = 0
+        self._small_budget = float("inf") if target is None else target / 100
         self.spilled_bytes = 0
         self.spill_count = 0  # values moved to disk, ever
         self.unspill_count = 0  # values read back from disk, ever
@@ -177,7 +190,7 @@ class SpillStore(MutableMapping[Key, object]):
     @property
     def memory_bytes(self) -> int:
         """Bytes of the values held in memory ("managed" memory)."""
-        return int(self._buffer.fast.total_weight)
+        return int(self._buffer.fast.total_weight) + self._small_bytes
 
     @property
     def spilled_count(self) -> int:
@@ -211,6 +224,19 @@ class SpillStore(MutableMapping[Key, object]):
 
     # ------------------------------------------------------------ spilling
 
+    @property
+    def target(self) -> float:
+        """The most bytes kept in memory; setting it moves the excess to disk."""
+        return self._buffer.n
+
+    @target.setter
+    def target(self, nbytes: float) -> None:
+        self._buffer.n = nbytes
+        try:
+            self._buffer.fast.evict_until_below_target()
+        except OSError as exc:  # a full disk: keep the rest in memory
+            logger.error("Could not spill to %s: %s", self.directory, exc)
+
     def evict(self, nbytes: int) -> int:
         """Move the least recently used values to disk until ``nbytes`` have
         gone (or none is left in memory).
@@ -232,30 +258,50 @@ class SpillStore(MutableMapping[Key, object]):
     # --------------------------------------------------- the mapping itself
 
     def __getitem__(self, key: Key) -> object:
-        return self._buffer[key]
+        try:
+            return self._small[key]
+        except KeyError:
+            return self._buffer[key]
 
     def __setitem__(self, key: Key, value: object) -> None:
-        if key in self._buffer:
+        if key in self._sizes:  # every stored key has its size there
             del self[key]
+        size = self._expected.get(key)
+        if size is None:
+            size = sizeof(value)
+        if size <= SMALL and self._small_bytes + size <= self._small_budget:
+            self._expected.pop(key, None)
+            self._small[key] = value
+            self._sizes[key] = size
+            self._small_bytes += size
+            return
+        self._expected[key] = size  # for _weight
         self._buffer[key] = value
 
     def __delitem__(self, key: Key) -> None:
+        if key in self._small:
+            del self._small[key]
+            self._small_bytes -= self._sizes.pop(key)
+            return
         if key in self._buffer.slow:
             self.spilled_bytes -= self._sizes.get(key, 0)
         del self._buffer[key]
         self._sizes.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._buffer
+        return key in self._small or key in self._buffer
 
     def __iter__(self) -> Iterator[Key]:
-        return iter(self._buffer)
+        yield from self._small
+        yield from self._buffer
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        return len(self._small) + len(self._buffer)
 
     def clear(self) -> None:
         """Drop every value, on disk too."""
+        self._small.clear()
+        self._small_bytes = 0
         self._buffer.clear()
         self._sizes.clear()
         self._expected.clear()
@@ -289,6 +335,10 @@ class _FilesByKey(MutableMapping[Key, object]):
 
     def __delitem__(self, key: Key) -> None:
         del self._files[self._names.pop(key)]
+
+    def __contains__(self, key: object) -> bool:
+        # MutableMapping's would read the whole file (``self[key]``)
+        return key in self._names
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self._names)

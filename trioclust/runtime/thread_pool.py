@@ -223,6 +223,9 @@ class ThreadPool:
                 duration = time.perf_counter() - start
                 self.mean_duration += (duration - self.mean_duration) * _DURATION_WEIGHT
                 self._finished.append((done, outcome))
+                # hold nothing of this job while waiting for the next: a
+                # result kept alive here would survive its spill to disk
+                del item, job, done, outcome
                 self._hand_over(token)
                 if _local.seceded:
                     return  # replaced in the pool already

@@ -240,6 +240,7 @@ class Worker(Server):
         self._memory_policy = MemoryPolicy(self.memory_limit, memory_thresholds())
         self._monitor_interval = config.get_float("worker.memory.monitor-interval")
         self._store: SpillStore | None = None
+        self._memory_poke = trio.Event()  # a big result came in: measure now
         self.paused = False
         # held threads: jobs of thread tasks by key, and those cancelled while running
         self._thread_jobs: dict[Key, _ThreadJob] = {}
@@ -612,16 +613,26 @@ class Worker(Server):
         return MemorySample(process=rss, managed=managed)
 
     async def _monitor_memory(self) -> None:
+        """Measure every ``worker.memory.monitor-interval``, and at once when
+        a big result comes in (``_memory_poke``)."""
         while True:
-            await trio.sleep(self._monitor_interval)
+            with trio.move_on_after(self._monitor_interval):
+                await self._memory_poke.wait()
             self._check_memory()
 
     def _check_memory(self) -> None:
         """One turn of the memory monitor (core/memory_policy.py decides)."""
+        if self._memory_poke.is_set():
+            self._memory_poke = trio.Event()
         spilled_before = self._store.spilled_bytes if self._store is not None else 0
         for _ in range(2):  # after a trim or a spill, measure again at once
             again = False
-            for action in self._memory_policy.worker_sample(self._memory_sample()):
+            sample = self._memory_sample()
+            if self._store is not None:
+                managed_target = self._memory_policy.managed_target(sample)
+                if managed_target is not None:
+                    self._store.target = managed_target
+            for action in self._memory_policy.worker_sample(sample):
                 if isinstance(action, SpillData):
                     if self._store is not None and self._store.evict(action.nbytes):
                         again = True
@@ -885,6 +896,10 @@ class Worker(Server):
                     task_context.unbind_thread()
 
             def start() -> None:
+                if self._memory_poke.is_set():
+                    # a big result came in since the last measure: spill first,
+                    # so that this task's memory does not add to it
+                    self._check_memory()
                 self._threads.submit(
                     run, lambda timed: self._thread_done(key, generation, job, timed, transfers)
                 )
@@ -1041,8 +1056,10 @@ class Worker(Server):
             store.drop_expected(key)  # not stored after all (cancelled meanwhile)
             if isinstance(outcome, Success) and outcome.nbytes * 100 >= self.memory_limit:
                 # a big result: measure now rather than at the next tick, as
-                # tasks that make such results quickly outrun the monitor
-                self._check_memory()
+                # tasks that make such results quickly outrun the monitor; in
+                # the monitor's task, once the result is referenced by the
+                # store alone (so that spilling it frees its memory)
+                self._memory_poke.set()
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[Key]) -> tuple[dict[Key, Any], list[Key], dict[Key, int]]:
