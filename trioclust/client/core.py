@@ -774,6 +774,8 @@ class ClientCore:
                 f"{self.address} has none. Start workers (or wait_for_workers) first."
             )
         futures = [Future(key, self) for key in data]
+        for future, value in zip(futures, data.values(), strict=True):
+            future._state.type_name = type(value).__qualname__  # the scheduler's report has none
         targets: dict[str, dict[Key, Any]] = {}
         start = random.randrange(len(workers))
         for i, (key, value) in enumerate(data.items()):

@@ -112,7 +112,7 @@ class FutureState:
                 self.fail_here(exc)
                 return
         self.status = "finished"
-        self.type_name = type_name
+        self.type_name = type_name or self.type_name  # scatter knows it before any report
         self.value = value
         self._changed()
 
