@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from trioclust.client.core import stimulus_id
 from trioclust.client.futures import Future
@@ -31,6 +31,33 @@ from trioclust.protocol.messages import Key
 
 if TYPE_CHECKING:
     from trioclust.client.client import Client
+
+
+class _Held:
+    """``with x:`` / ``async with x:`` for what has ``acquire`` and ``release``
+    (awaitable with an asynchronous client)."""
+
+    def acquire(self) -> Any:
+        raise NotImplementedError
+
+    def release(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Self:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.release()
 
 
 class _Named:
@@ -206,7 +233,7 @@ class Queue(_Named):
 # ----------------------------------------------------------- Semaphore, Lock
 
 
-class Semaphore(_Named):
+class Semaphore(_Held, _Named):
     """At most ``max_leases`` holders at once, cluster-wide
     (``dask.distributed.Semaphore``).
 
@@ -289,22 +316,6 @@ class Semaphore(_Named):
                 await client._core.request("semaphore-release", name=self.name, lease=lease)
 
         return client._sync(release_all)
-
-    def __enter__(self) -> Semaphore:
-        self.acquire()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.release()
-
-    async def __aenter__(self) -> Semaphore:
-        await self.acquire()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.release()
 
     def __reduce__(self) -> Any:
         return (type(self), (self.max_leases, self.name))
@@ -389,7 +400,7 @@ class Event(_Named):
 # ----------------------------------------------------------------- MultiLock
 
 
-class MultiLock(_Named):
+class MultiLock(_Held, _Named):
     """Several locks taken at once, or none (``dask.distributed.MultiLock``).
 
     Args:
@@ -445,22 +456,6 @@ class MultiLock(_Named):
                 raise RuntimeError(f"Released too often: MultiLock {self.names} was not held any more")
 
         return _then(client, reply, check)
-
-    def __enter__(self) -> MultiLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.release()
-
-    async def __aenter__(self) -> MultiLock:
-        await self.acquire()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.release()
 
     def __reduce__(self) -> Any:
         return (type(self), (self.names,))
