@@ -96,6 +96,26 @@ def test_actors_page_counter_example(client: Client) -> None:
     assert counter.n == 11  # "Access Attributes": blocks until finished
 
 
+def _increment_n_times(counter: Actor, n: int) -> int:
+    for _ in range(n):
+        counter.increment().result()
+    return int(counter.n)
+
+
+def test_an_actor_passed_to_tasks_is_called_from_their_workers(client: Client) -> None:
+    """"Execution on the Worker": "If you do this from a worker this
+    communication is direct": a handle given to tasks (on both workers)
+    calls the one instance, which sees every call."""
+    counter = client.submit(Counter, actor=True).result()
+    futures = client.map(_increment_n_times, [counter] * 4, [5] * 4, pure=False)
+    seen = client.gather(futures)
+    assert counter.n == 20
+    assert max(seen) == 20
+    assert all(5 <= n <= 20 for n in seen)
+    # the instance lives on while the client's handle does
+    assert counter.increment().result() == 21
+
+
 def test_actor_calls_run_in_order_on_one_thread(client: Client) -> None:
     """"Execution on the Worker": one thread for actors, calls in order."""
     counter = client.submit(Counter, actor=True).result()

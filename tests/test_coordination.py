@@ -124,6 +124,32 @@ def test_queues_page_example(client: Client) -> None:
     assert queue.get(batch=True) == []
 
 
+def test_a_bounded_queue_holds_back_producers(client: Client) -> None:
+    """``Queue(maxsize=...)``, as dask.distributed's: a task putting into a
+    full queue waits until a consumer gets, a put with a timeout raises
+    TimeoutError and puts nothing; the first user of a name sets its size."""
+    queue = Queue("bounded", maxsize=2)
+
+    def produce(n: int) -> int:
+        q = Queue("bounded")  # the queue's maxsize is the one it was made with
+        for i in range(n):
+            q.put(i)
+        return n
+
+    queue.put(-1)  # makes the queue, with maxsize=2
+    producer = client.submit(produce, 5)
+    got = [queue.get(timeout=BOUND) for _ in range(6)]
+    assert got == [-1, 0, 1, 2, 3, 4]
+    assert producer.result(timeout=BOUND) == 5
+    queue.put("x")
+    queue.put("y")
+    with pytest.raises(TimeoutError, match="room in queue 'bounded'"):
+        queue.put("z", timeout=SHORT)
+    assert queue.get(batch=True) == ["x", "y"]
+    with pytest.raises(ValueError, match="maxsize"):
+        Queue("other", maxsize=-1)
+
+
 # ---------------------------------------------------------------------- Locks
 
 
@@ -309,6 +335,14 @@ async def test_the_primitives_under_the_asynchronous_client(
         assert await queue.qsize() == 2
         assert await queue.get() == 1
         assert await queue.get(batch=True) == [2]
+        bounded = Queue("bounded", client=client, maxsize=1)
+        await bounded.put("a")
+        with pytest.raises(TimeoutError, match="room in queue 'bounded'"):
+            await bounded.put("b", timeout=SHORT)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bounded.put, "c")  # waits for the get below
+            assert await bounded.get() == "a"
+        assert await bounded.get(batch=True) == ["c"]
         lock = Lock("l", client=client)
         async with lock:
             assert await lock.locked()

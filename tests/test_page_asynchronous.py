@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from trioclust import Client
+from trioclust import Client, Event, Future, Variable
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +84,29 @@ def test_an_async_function_with_a_synchronous_client() -> None:
             return result
 
         assert client.sync(f) == 11
+
+        # the other methods that take ``asynchronous=`` in Dask's Client
+        divisor = Variable("divisor")
+        divisor.set(0)
+
+        def divide(x: int) -> int:
+            return x // int(Variable("divisor").get())
+
+        async def first() -> tuple[list[Future], Future, Future]:
+            scattered = await client.scatter([5], asynchronous=True)
+            slow = client.submit(lambda name: Event(name).wait(), "never-set")
+            await client.cancel(slow, asynchronous=True)
+            flaky = client.submit(divide, 10)
+            assert await client.gather([flaky], errors="skip", asynchronous=True) == []
+            return scattered, slow, flaky
+
+        scattered, slow, flaky = client.sync(first)
+        assert slow.cancelled()
+        assert flaky.status == "error"
+        divisor.set(2)
+
+        async def second() -> list[int]:
+            await client.retry(flaky, asynchronous=True)
+            return list(await client.gather([*scattered, flaky], asynchronous=True))
+
+        assert client.sync(second) == [5, 5]

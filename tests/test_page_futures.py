@@ -4,10 +4,6 @@ the page shows it, with only the import changed and the page's placeholders
 functions. Its coordination sections (Queues, Global Variables, Locks, Events,
 Semaphore, Fire and Forget) are in test_coordination.py.
 
-Left out, they hang under the module's sync in-process client (see the
-report of issue 17): "Submit Tasks from Tasks" (get_client, secede/rejoin,
-compute in a task) and the sync actor examples (Counter, Parameter Server).
-
 The synchronous examples share one in-process cluster (``processes=False``,
 two workers, no dashboard); the page's ``await`` examples (the actors'
 "Asynchronous Operation") run under trio and asyncio.
@@ -32,8 +28,13 @@ from trioclust import (
     Client,
     Event,
     Future,
+    Queue,
     Variable,
     as_completed,
+    fire_and_forget,
+    get_client,
+    rejoin,
+    secede,
     wait,
 )
 
@@ -257,6 +258,88 @@ def test_variable_from_another_client(client: Client) -> None:
     assert result == 42
 
 
+# -- "Submit Tasks from Tasks" ----------------------------------------------
+
+
+def test_submit_tasks_from_tasks(client: Client) -> None:
+    """"Submit Tasks from Tasks": a task gets its own client, submits and
+    gathers. (The page warns this can deadlock when every thread waits; the
+    task waits on two sub-tasks while the other worker is free.)"""
+
+    def my_function(x: int) -> int:
+        client = get_client()
+        a = client.submit(inc, x)
+        b = client.submit(inc, x + 10)
+        a, b = client.gather([a, b])
+        return a + b  # type: ignore[no-any-return]
+
+    assert client.submit(my_function, 1).result() == 2 + 12
+
+
+def test_submit_tasks_from_tasks_secede_rejoin(client: Client) -> None:
+    """"Submit Tasks from Tasks": ``secede()`` while waiting on ``client.map``'s
+    results, ``rejoin()`` before analysing them; a task per worker thread at
+    once, so without secede nothing else could run."""
+
+    def func(i: int) -> int:
+        return i * i
+
+    def f(n: int) -> int:  # assume that this runs as a task
+        client = get_client()
+
+        secede()  # secede while we wait for results to come back
+        futures = client.map(func, range(n))
+        results = client.gather(futures)
+
+        rejoin()  # block until a slot is open in the thread pool
+        result = sum(results)  # analyze(results)
+        return result
+
+    outer = client.map(f, [10, 20, 30, 40], pure=False)
+    assert client.gather(outer) == [sum(i * i for i in range(n)) for n in (10, 20, 30, 40)]
+
+
+def test_compute_inside_a_task(client: Client) -> None:
+    """"Submit Tasks from Tasks": ``result.compute()`` of a dask collection
+    inside a task secedes, runs the graph on the cluster (this worker too)
+    and rejoins. The page reads a CSV; a dataframe built in the task here."""
+
+    def f(name: str, fn: list[str]) -> int:
+        import dask.dataframe as dd
+
+        df = dd.from_pandas(pd.DataFrame({"name": fn}), npartitions=4)
+        result = df[df.name == name].count()
+        # This calls secede, then runs the computation on the cluster
+        # (including this worker), then blocks on rejoin
+        return int(result.compute()["name"])
+
+    names = ["Alice", "Bob", "Alice", "Carol", "Alice", "Dan", "Bob", "Eve"]
+    # one task per worker thread: each waits on a graph of its own
+    outer = [client.submit(f, who, names, pure=False) for who in ("Alice", "Bob")]
+    assert client.gather(outer) == [3, 2]
+
+
+def test_fire_and_forget_monitor(client: Client) -> None:
+    """"Submit Tasks from Tasks": a long-running task that secedes and
+    submits work it fires and forgets (the page's ``monitor``, with a device
+    that yields three readings and the results counted through a Queue)."""
+
+    def process(data: int) -> None:
+        Queue("monitor-readings").put(data * 10)
+
+    def monitor(device: list[int]) -> int:
+        client = get_client()
+        secede()  # remove this task from the thread pool
+        for data in device:  # the page: while True: data = device.read_data()
+            future = client.submit(process, data, pure=False)
+            fire_and_forget(future)
+        return len(device)
+
+    queue = Queue("monitor-readings")
+    fire_and_forget(client.submit(monitor, [1, 2, 3]))
+    assert sorted(queue.get(timeout=30) for _ in range(3)) == [10, 20, 30]
+
+
 # -- Future.add_done_callback (the page's API list) -----------------------------
 
 
@@ -291,6 +374,56 @@ class Counter:
     def increment(self) -> int:
         self.n += 1
         return self.n
+
+
+def test_actor_counter(client: Client) -> None:
+    """"Actors", "Example: Counter": the actor's repr, a method call's
+    ``ActorFuture`` and its result, a blocking attribute read."""
+    future = client.submit(Counter, actor=True)
+    counter = future.result()
+    assert re.fullmatch(r"<Actor: Counter, key=Counter-[0-9a-f]+>", repr(counter))
+
+    future = counter.increment()
+    assert repr(future) == "<ActorFuture>"
+    assert future.result() == 1
+    assert counter.n == 1
+
+
+class ParameterServer:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = dict()
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def get(self, key: str) -> Any:
+        return self.data[key]
+
+
+def test_actor_parameter_server(client: Client) -> None:
+    """"Actors", "Example: Parameter Server": twenty rounds of gradient
+    steps through the actor; the mean goes to 1 as the page's prints show
+    (k=0 about 0.6, k=10 about 0.96)."""
+    import numpy as np
+
+    def train(params: Any, lr: float = 0.1) -> Any:
+        grad = 2 * (params - 1)  # gradient of (params - 1)**2
+        new_params = params - lr * grad
+        return new_params
+
+    ps_future = client.submit(ParameterServer, actor=True)
+    ps = ps_future.result()
+
+    ps.put("parameters", np.random.default_rng(0).random(1000))
+    means = []
+    for _k in range(20):
+        params = ps.get("parameters").result()
+        new_params = train(params)
+        ps.put("parameters", new_params)
+        means.append(new_params.mean())
+    assert 0.55 < means[0] < 0.65
+    assert 0.94 < means[10] < 0.97
+    assert ps.get("parameters").result().mean() == pytest.approx(means[-1])
 
 
 @pytest.mark.anyio

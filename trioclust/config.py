@@ -73,6 +73,10 @@ DEFAULTS: dict[str, Any] = {
     "scheduler.root-memory-fraction": 0.1,
     # move tasks a busy worker has not started to hungry workers (docs/scheduling.md)
     "scheduler.work-stealing": True,
+    # seconds between the scheduler's looks for stranded tasks (queued behind
+    # a long task while another worker has a thread free); one still stranded
+    # on the next look moves
+    "scheduler.work-stealing-interval": 0.1,
     # check the scheduler's state machine as it runs: a recommendation the
     # transition table lacks (and that is not stale by design) raises
     # InvalidTransition with the key's story instead of being dropped

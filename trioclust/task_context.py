@@ -41,9 +41,11 @@ class TaskContext:
     generation: int
     in_thread: bool
 
-    def secede(self) -> None:
-        """Take the task out of the worker's thread count (see :func:`trioclust.secede`)."""
-        self.worker._secede(self.key, self.generation, self.in_thread)
+    def secede(self) -> bool:
+        """Take the task out of the worker's thread count (see
+        :func:`trioclust.secede`); False when it was out already."""
+        result: bool = self.worker._secede(self.key, self.generation, self.in_thread)
+        return result
 
     def rejoin(self) -> None:
         """Bring a seceded thread task back into the pool (see :func:`trioclust.rejoin`)."""

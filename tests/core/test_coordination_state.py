@@ -83,6 +83,59 @@ def test_queue_first_in_first_out_batches_and_held_futures() -> None:
     assert c.handle(QueuePut(name="q", item=one, stimulus_id=S)) == [ok("g4", [one, one])]
 
 
+def test_a_bounded_queue_makes_puts_wait_for_room() -> None:
+    """Queue(maxsize=2): the third put waits until a get makes room; a put
+    given up is never stored (its future's hold goes), and a get of n takes
+    items as they come, more than maxsize in all."""
+    c = CoordinationState()
+    one, two, three = Item(value=b"1"), Item(value=b"2"), Item(value=b"3", keys=("k",))
+    assert c.handle(QueuePut(name="q", item=one, waiter="p1", maxsize=2, stimulus_id=S)) == [ok("p1")]
+    # later requests keep the first one's maxsize
+    assert c.handle(QueuePut(name="q", item=two, waiter="p2", stimulus_id=S)) == [ok("p2")]
+    assert c.handle(QueuePut(name="q", item=three, waiter="p3", client="a", stimulus_id=S)) == [
+        HoldKeys(keys=("k",), stimulus_id=S)
+    ]
+    assert c.qsize("q") == 2
+    assert c.handle(QueueGet(name="q", client="b", waiter="g1", stimulus_id=S)) == [
+        ok("g1", [one]), ok("p3")
+    ]
+    assert [i.value for i in c.queues["q"].items] == [b"2", b"3"]
+    # a put that times out while full is dropped, with its hold
+    four = Item(value=b"4", keys=("k4",))
+    assert c.handle(QueuePut(name="q", item=four, waiter="p4", stimulus_id=S)) == [
+        HoldKeys(keys=("k4",), stimulus_id=S)
+    ]
+    assert c.handle(CancelWait(waiter="p4", stimulus_id=S)) == [
+        DropKeys(keys=("k4",), stimulus_id=S), Reply(waiter="p4", status=TIMED_OUT, stimulus_id=S)
+    ]
+    assert c.qsize("q") == 2
+    # a get of 3 from a queue of at most 2 takes what comes
+    assert c.handle(QueueGet(name="q", client="b", waiter="g2", batch=True, n=3, stimulus_id=S)) == []
+    assert c.qsize("q") == 0
+    assert c.handle(QueuePut(name="q", item=one, waiter="p5", stimulus_id=S)) == [
+        ok("p5"), ok("g2", [two, three, one]), DropKeys(keys=("k",), stimulus_id=S)
+    ]
+
+
+def test_a_get_of_n_given_up_puts_its_items_back() -> None:
+    c = CoordinationState()
+    one, two = Item(value=b"1"), Item(value=b"2")
+    c.handle(QueuePut(name="q", item=one, maxsize=1, stimulus_id=S))
+    c.handle(QueueGet(name="q", client="b", waiter="g", batch=True, n=3, stimulus_id=S))
+    c.handle(QueuePut(name="q", item=two, stimulus_id=S))
+    assert c.qsize("q") == 0
+    assert c.handle(CancelWait(waiter="g", stimulus_id=S)) == [
+        Reply(waiter="g", status=TIMED_OUT, stimulus_id=S)
+    ]
+    assert [i.value for i in c.queues["q"].items] == [b"1", b"2"]
+    # a client that goes takes its waiting puts with it
+    c.handle(QueuePut(name="q", item=one, waiter="p", client="gone", stimulus_id=S))
+    c.handle(ClientGone(client="gone", stimulus_id=S))
+    assert c.handle(QueueGet(name="q", client="b", waiter="g2", batch=True, stimulus_id=S)) == [
+        ok("g2", [one, two])
+    ]
+
+
 def test_semaphore_leases_queue_and_go_with_their_client() -> None:
     c = CoordinationState()
     c.handle(SemaphoreCreate(name="db", max_leases=2, stimulus_id=S))

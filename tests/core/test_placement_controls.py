@@ -20,6 +20,7 @@ from trioclust.core.events import (
     RemoveWorker,
     RetryTasks,
     SchedulerEvent,
+    StealLook,
     TaskErred,
     TaskFinished,
     TaskStarted,
@@ -296,6 +297,65 @@ def test_a_result_from_the_victim_after_a_steal_is_dropped() -> None:
     h.finish(stolen)
     assert h.s.tasks[stolen].who_has == {"tcp://b:1"}
     assert stolen not in h.s._stolen
+
+
+def test_a_task_stranded_behind_a_long_task_moves_to_an_idle_worker() -> None:
+    """The Futures page's get_client example: a task waits on two sub-tasks
+    while holding a's only thread; the second sub-task, handed to a's threads
+    behind it (reported started), moves to b once b is idle on two steal
+    looks an interval apart, and never while a's queue moves."""
+    now = [0.0]
+    h = Harness(clock=lambda: now[0], stranded_after=0.1)
+    h.worker("tcp://a:1")
+    h.worker("tcp://b:1")
+    h.submit(NewTask(key="outer", run_spec="r"))
+    assert h.where("outer") == "tcp://a:1"
+    h(TaskStarted(worker="tcp://a:1", key="outer", stimulus_id="s-outer"))
+    h.submit(NewTask(key="sub1", run_spec="r"), NewTask(key="sub2", run_spec="r"))
+    assert {h.where("sub1"), h.where("sub2")} == {"tcp://a:1", "tcp://b:1"}
+    stuck = "sub1" if h.where("sub1") == "tcp://a:1" else "sub2"
+    other = "sub2" if stuck == "sub1" else "sub1"
+    h(TaskStarted(worker="tcp://a:1", key=stuck, stimulus_id="s-stuck"))
+    h(TaskStarted(worker="tcp://b:1", key=other, stimulus_id="s-other"))
+    # b busy: nothing moves however long a's queue waits
+    now[0] = 5.0
+    assert computes(h(StealLook(stimulus_id="look-1"))) == []
+    h.finish(other)
+    # b idle: the first look notes the stranded task, the next one moves it
+    now[0] = 5.05
+    assert computes(h(StealLook(stimulus_id="look-2"))) == []
+    now[0] = 5.1
+    assert computes(h(StealLook(stimulus_id="look-3"))) == []
+    now[0] = 5.2
+    out = h(StealLook(stimulus_id="look-4"))
+    assert computes(out) == [(stuck, "tcp://b:1")]
+    assert [(i.worker, i.keys, i.cancel) for i in out if isinstance(i, FreeKeys)] == [
+        ("tcp://a:1", (stuck,), True)
+    ]
+    # the long task itself, started first, is never the one taken
+    assert h.where("outer") == "tcp://a:1"
+    now[0] = 9.0
+    assert computes(h(StealLook(stimulus_id="look-5"))) == []
+
+
+def test_a_queue_that_moves_strands_nothing() -> None:
+    """Tasks queued behind others that finish between looks are noted anew
+    each time: nothing moves while a worker's queue keeps moving."""
+    now = [0.0]
+    h = Harness(clock=lambda: now[0], stranded_after=0.1)
+    h.worker("tcp://a:1")
+    _pile_on_one_worker(h, 2)  # one running, one queued behind it
+    assert computes(h.worker("tcp://b:1")) == []  # b idle from now on
+    h(TaskStarted(worker="tcp://a:1", key="t000", stimulus_id="s-t000"))
+    for step in range(5):
+        running, queued = f"t{step:03d}", f"t{step + 1:03d}"
+        h(TaskStarted(worker="tcp://a:1", key=queued, stimulus_id=f"s-{queued}"))
+        now[0] += 0.08
+        assert computes(h(StealLook(stimulus_id=f"look-{step}"))) == []
+        h.finish(running)
+        new = f"t{step + 2:03d}"  # the next one comes to a, where its data is
+        h.submit(NewTask(key=new, run_spec="r", dependencies=("data",)))
+        assert h.where(new) == "tcp://a:1"
 
 
 # ---------------------------------------------- the worker's resource accounting

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from trioclust import task_context
 from trioclust.client.core import deserialized
 from trioclust.client.futures import Future
 from trioclust.client.remote_exceptions import rebuild_exception
@@ -113,11 +114,8 @@ class ActorFuture:
         return self._result(None).__await__()
 
     def __repr__(self) -> str:
-        if not self.done():
-            return "<ActorFuture: pending>"
-        if self._error is not None:
-            return f"<ActorFuture: error, {type(self._error).__name__}: {self._error}>"
-        return f"<ActorFuture: finished, type: {type(self._value).__name__}>"
+        # Dask's repr, which its Futures page shows; done() tells the state
+        return "<ActorFuture>"
 
 
 class Actor:
@@ -130,14 +128,38 @@ class Actor:
     asynchronous client). A method's exception is raised by ``result()``
     with its own type. If the worker dies the actor is lost with it: calls
     raise :class:`~trioclust.ActorLostError`.
+
+    A handle passed to a task (an argument of ``submit``, a value in a
+    ``Variable`` or ``Queue``) arrives there as a handle of its own, whose
+    calls go from the task's worker straight to the actor's worker through
+    the task's client (``get_client()``), as in Dask. Only the client's
+    handle keeps the actor alive.
     """
 
-    __slots__ = ("_cls", "_future", "_ref")
+    __slots__ = ("_cls", "_core", "_future", "_ref")
 
-    def __init__(self, ref: ActorRef, future: Future) -> None:
+    def __init__(self, ref: ActorRef, future: Future | None) -> None:
         self._ref = ref
         self._cls = ref.cls
         self._future = future  # keeps the key (and so the instance) on the cluster
+        self._core: ClientCore | None = None if future is None else future._core
+
+    def _client_core(self) -> ClientCore:
+        """The core that carries this handle's calls: its future's client's,
+        or for a handle unpickled in a task, the task's client's (found on
+        the first call: unpickling happens in the worker's event loop, which
+        must not wait for a client to connect)."""
+        core = self._core
+        if core is None:
+            context = task_context.current_task()
+            if context is not None:
+                client = context.worker.get_task_client()
+            elif current_client is not None:
+                client = current_client()
+            else:  # pragma: no cover - importing trioclust sets it
+                raise RuntimeError("an Actor handle needs trioclust's Client imported")
+            core = self._core = client._core
+        return core
 
     @property
     def key(self) -> msgs.Key:
@@ -162,7 +184,7 @@ class Actor:
             return partial(self._call_method, name)
         attribute: _Msg = {"op": "actor-attribute", "key": self.key, "attribute": name, "call": 0}
         future = self._send(attribute)
-        return future if self._future._core.client.asynchronous else future.result()
+        return future if self._client_core().client.asynchronous else future.result()
 
     def _call_method(self, method: str, *args: Any, **kwargs: Any) -> ActorFuture:
         call: msgs.ActorExecuteMsg = {
@@ -172,7 +194,7 @@ class Actor:
         return self._send(call)
 
     def _send(self, msg: _Msg) -> ActorFuture:
-        core = self._future._core
+        core = self._client_core()
         future = ActorFuture(core.client.asynchronous)
         calls = _worker_calls(core, self._ref.address)
         if core.status != "running":
@@ -185,12 +207,14 @@ class Actor:
         return future
 
     def __reduce__(self) -> Any:
-        raise TypeError(
-            "An Actor handle cannot be sent to tasks yet; call its methods from the client."
-        )
+        return (Actor, (self._ref, None))
 
 
 _Msg = msgs.ActorExecuteMsg | msgs.ActorAttributeMsg
+
+#: ``Client.current`` (set by the client module, which imports this one): the
+#: client of a handle unpickled outside of a task
+current_client: Callable[[], Any] | None = None
 
 
 class _WorkerCalls:

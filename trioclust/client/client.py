@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from trioclust import config
+from trioclust.client import actors as _actors
 from trioclust.client import collections as dask_collections
 from trioclust.client.actors import actor_futures, as_actor
 from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized, stimulus_id
@@ -798,7 +799,7 @@ class Client:
 
     def scatter(
         self, data: Any, workers: list[str] | str | None = None, broadcast: bool = False,
-        hash: bool = True,
+        hash: bool = True, asynchronous: bool | None = None,
     ) -> Any:
         """Send local data to workers; returns futures in the same shape as ``data``.
 
@@ -811,9 +812,13 @@ class Client:
             broadcast: send every item to every chosen worker.
             hash: key by content (the same data scatters to the same key);
                 False: a new random key each time.
+            asynchronous: True returns an awaitable even from a synchronous
+                client (as for :meth:`gather`).
         """
         if isinstance(workers, str):
             workers = [workers]
+        if asynchronous:
+            return self._scatter(data, workers, broadcast, hash)
         return self._sync(self._scatter, data, workers, broadcast, hash)
 
     async def _scatter(self, data: Any, workers: list[str] | None, broadcast: bool, hash: bool) -> Any:
@@ -839,14 +844,17 @@ class Client:
         return futures[0]
 
     # ------------------------------------------------- placement: retries
-    def retry(self, futures: Any) -> Any:
+    def retry(self, futures: Any, asynchronous: bool | None = None) -> Any:
         """Rerun erred futures, and the erred tasks they depend on.
 
         Their status goes back to ``"pending"`` and they compute again (with
-        the ``retries`` they had left). Awaitable with an asynchronous client.
+        the ``retries`` they had left). Awaitable with an asynchronous client,
+        or with ``asynchronous=True`` (as for :meth:`gather`).
         """
         found: list[Future] = []
         _collect_futures(futures, found)
+        if asynchronous:
+            return self._retry(found)
         return self._sync(self._retry, found)
 
     async def _retry(self, futures: list[Future]) -> None:
@@ -858,19 +866,24 @@ class Client:
                 "retry", keys=[f.key for f in erred], stimulus_id=stimulus_id("retry")
             )
 
-    def cancel(self, futures: Any) -> Any:
+    def cancel(self, futures: Any, asynchronous: bool | None = None) -> Any:
         """Stop computing these futures and release their results on the cluster.
 
         Their ``result()`` then raises :class:`CancelledError`. Awaitable with an
-        asynchronous client.
+        asynchronous client, or with ``asynchronous=True`` (as for :meth:`gather`).
         """
         found: list[Future] = []
         _collect_futures(futures, found)
+        if asynchronous and not self.asynchronous:
+            return self._cancel_in_loop(found)
         if self.asynchronous:
             self._core.cancel(found)
             return _done()
         self._call_in_loop(self._core.cancel, found)
         return None
+
+    async def _cancel_in_loop(self, found: list[Future]) -> None:
+        self._core.cancel(found)
 
     # --------------------------------------------------------------- admin
     def run(self, function: Callable[..., Any], *args: Any, workers: list[str] | None = None, **kwargs: Any) -> Any:
@@ -1158,3 +1171,5 @@ def _replace_futures(obj: Any, values: dict[Key, Any]) -> Any:
         }
     return obj
 
+
+_actors.current_client = Client.current

@@ -43,6 +43,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from trioclust import task_context
 from trioclust.client.futures import Future
 from trioclust.protocol.messages import Key
 from trioclust.protocol.run_spec import dumps_task, run_graph_node
@@ -318,7 +319,18 @@ def get(client: Client, dsk: Any, keys: Any, *, sync: bool, priority: int = 0) -
     packed = _pack(keys, futures)
     if not sync:
         return packed
-    return client.gather(packed)
+    # In a thread task (``x.compute()`` inside a task, as the Futures page's
+    # "Submit Tasks from Tasks" shows) the thread leaves the worker's pool
+    # while the graph runs, so the graph's tasks can use its place, and
+    # takes a place again before the task goes on, as in Dask.
+    context = task_context.current_task()
+    seceded = context is not None and context.in_thread and context.secede()
+    try:
+        return client.gather(packed)
+    finally:
+        if seceded:
+            assert context is not None
+            context.rejoin()
 
 
 def futures_of(obj: Any) -> list[Future]:

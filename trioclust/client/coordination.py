@@ -180,26 +180,44 @@ class Queue(_Named):
     Args:
         name: its name; the same name is the same queue everywhere.
         client: the client to use; default :func:`get_client`.
-        maxsize: accepted for Dask's signature; the queue is unbounded
-            (a ``put`` never waits).
+        maxsize: the most items it holds (0: no limit); a ``put`` waits for
+            room. The first put or get that reaches the scheduler for a
+            name makes the queue, with its ``maxsize``; later ones keep it.
 
-    Futures put in a queue stay computed until someone gets them.
+    Futures put in a queue stay computed until someone gets them. The queue
+    lives on the scheduler and outlives the client that made it.
     """
 
     _prefix = "queue"
 
     def __init__(self, name: str | None = None, client: Client | None = None, maxsize: int = 0) -> None:
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be 0 (no limit) or more, got {maxsize}")
         super().__init__(name, client)
         self.maxsize = maxsize
 
     def put(self, value: Any, timeout: float | None = None) -> Any:
-        """Append ``value`` (a future, or any picklable value)."""
+        """Append ``value`` (a future, or any picklable value), waiting while
+        the queue is full.
+
+        Raises:
+            TimeoutError: when no room came within ``timeout`` seconds (the
+                value is not put).
+        """
+        client = self.client
+        return client._sync(self._put, client, value, timeout)
+
+    async def _put(self, client: Client, value: Any, timeout: float | None) -> None:
         packed, keys = pack(value)
-        msg: msgs.QueuePutMsg = {
-            "op": "queue-put", "name": self.name, "value": packed, "keys": keys,
-            "stimulus_id": stimulus_id("queue-put"),
-        }
-        return self._send(msg)
+        reply = await client._core.request(
+            "queue-put", name=self.name, value=packed, keys=keys, timeout=timeout,
+            maxsize=self.maxsize, stimulus_id=stimulus_id("queue-put"),
+        )
+        if reply["status"] != "OK":
+            raise TimeoutError(
+                f"Timed out after {timeout} s waiting for room in queue {self.name!r} "
+                f"(maxsize {self.maxsize})"
+            )
 
     def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
         """The oldest item, waiting for one; ``batch=True``: every item there
@@ -215,7 +233,8 @@ class Queue(_Named):
     async def _get(self, client: Client, timeout: float | None, batch: bool | int) -> Any:
         n = None if isinstance(batch, bool) else int(batch)
         reply = await client._core.request(
-            "queue-get", name=self.name, timeout=timeout, batch=batch is not False, n=n
+            "queue-get", name=self.name, timeout=timeout, batch=batch is not False, n=n,
+            maxsize=self.maxsize,
         )
         if reply["status"] != "OK":
             raise _timed_out("an item of queue", self.name, timeout)

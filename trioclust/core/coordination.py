@@ -30,6 +30,7 @@ dropped. A release of a lease that is not held answers ``NOT_HELD``.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -104,21 +105,30 @@ class VariableDelete:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueuePut:
+    """Answered None once the item is in the queue: at once, or when a
+    bounded queue has room (``waiter`` empty: nobody waits for the answer).
+    ``maxsize`` bounds the queue if this request is the first to name it."""
+
     name: str
     item: Item
+    client: str = ""
+    waiter: str = ""
+    maxsize: int = 0
     stimulus_id: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueGet:
     """Answered with a list of Items: one (waiting for it), or with ``batch``
-    every item there (``n``: at most that many, waiting until there are)."""
+    every item there, or ``n`` of them (taken as they come, waiting until
+    there are ``n``). ``maxsize`` as for QueuePut."""
 
     name: str
     client: str
     waiter: str
     batch: bool = False
     n: int | None = None
+    maxsize: int = 0
     stimulus_id: str
 
 
@@ -280,6 +290,18 @@ class _QueueWaiter:
     client: str
     batch: bool
     n: int | None
+    taken: list[Item] = field(default_factory=list)  # items a get of n holds so far
+
+
+@dataclass(slots=True)
+class _Queue:
+    """A queue's items, oldest first; the gets waiting for items and the
+    puts waiting for room (a bounded queue's), first come first served."""
+
+    maxsize: int = 0  # 0: unbounded
+    items: deque[Item] = field(default_factory=deque)
+    getters: deque[_QueueWaiter] = field(default_factory=deque)
+    putters: deque[tuple[str, str, Item]] = field(default_factory=deque)  # (waiter, client, item)
 
 
 class CoordinationState:
@@ -287,7 +309,8 @@ class CoordinationState:
 
     Attributes:
         variables: Each set variable's Item, by name.
-        queues: Each queue's Items, oldest first.
+        queues: Each queue (made by the first request that names it, with
+            that request's ``maxsize``): its items, waiting gets and puts.
         semaphores: Each semaphore's leases and waiters.
         events: Names of the events that are set.
         datasets: Each published dataset's Item, by name.
@@ -295,7 +318,7 @@ class CoordinationState:
 
     def __init__(self) -> None:
         self.variables: dict[str, Item] = {}
-        self.queues: dict[str, deque[Item]] = {}
+        self.queues: dict[str, _Queue] = {}
         self.semaphores: dict[str, _Semaphore] = {}
         self.events: set[str] = set()
         self.datasets: dict[str, Item] = {}
@@ -303,7 +326,6 @@ class CoordinationState:
         self._multileases: dict[str, tuple[tuple[str, ...], str]] = {}  # lease -> (names, client)
         self._multiwaiting: deque[MultiLockAcquire] = deque()
         self._variable_waiters: dict[str, list[tuple[str, str]]] = {}  # name -> (waiter, client)
-        self._queue_waiters: dict[str, deque[_QueueWaiter]] = {}
         self._event_waiters: dict[str, list[tuple[str, str]]] = {}
         self._held: Counter[str] = Counter()
         self._out: list[CoordinationInstruction] = []
@@ -311,7 +333,8 @@ class CoordinationState:
     # ------------------------------------------------------------ queries
     def qsize(self, name: str) -> int:
         """How many items queue ``name`` holds."""
-        return len(self.queues.get(name, ()))
+        queue = self.queues.get(name)
+        return 0 if queue is None else len(queue.items)
 
     def semaphore_value(self, name: str) -> int:
         """How many leases of semaphore ``name`` are taken."""
@@ -354,13 +377,14 @@ class CoordinationState:
                 if old is not None:
                     self._drop(old, stim)
             case QueuePut():
+                queue = self._queue(event.name, event.maxsize)
                 self._hold(event.item, stim)
-                self.queues.setdefault(event.name, deque()).append(event.item)
-                self._serve_queue(event.name, stim)
+                queue.putters.append((event.waiter, event.client, event.item))
+                self._serve_queue(queue, stim)
             case QueueGet():
-                waiters = self._queue_waiters.setdefault(event.name, deque())
-                waiters.append(_QueueWaiter(event.waiter, event.client, event.batch, event.n))
-                self._serve_queue(event.name, stim)
+                queue = self._queue(event.name, event.maxsize)
+                queue.getters.append(_QueueWaiter(event.waiter, event.client, event.batch, event.n))
+                self._serve_queue(queue, stim)
             case SemaphoreCreate():
                 if event.max_leases < 1:
                     raise ValueError(f"max_leases must be at least 1, got {event.max_leases}")
@@ -417,7 +441,7 @@ class CoordinationState:
                 if old is not None:
                     self._drop(old, stim)
             case CancelWait():
-                if self._forget_waiter(event.waiter):
+                if self._forget_waiter(event.waiter, stim):
                     self._out.append(Reply(waiter=event.waiter, status=TIMED_OUT, stimulus_id=stim))
             case ClientGone():
                 self._client_gone(event.client, stim)
@@ -447,28 +471,50 @@ class CoordinationState:
         if gone:
             self._out.append(DropKeys(keys=tuple(gone), stimulus_id=stimulus_id))
 
-    def _serve_queue(self, name: str, stimulus_id: str) -> None:
-        items = self.queues.get(name)
-        waiters = self._queue_waiters.get(name)
-        while waiters:
-            first = waiters[0]
-            if first.batch:
-                want = len(items or ()) if first.n is None else first.n
-                if len(items or ()) < want:
-                    return
-                taken = [items.popleft() for _ in range(want)] if items else []
-            elif items:
-                taken = [items.popleft()]
-            else:
+    def _queue(self, name: str, maxsize: int) -> _Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            if maxsize < 0:
+                raise ValueError(f"maxsize must be 0 (unbounded) or more, got {maxsize}")
+            queue = self.queues[name] = _Queue(maxsize)
+        return queue
+
+    def _serve_queue(self, queue: _Queue, stimulus_id: str) -> None:
+        """Let waiting puts in while there is room, and answer waiting gets
+        in order, until neither can go on."""
+        items, getters, putters = queue.items, queue.getters, queue.putters
+        while True:
+            while putters and (queue.maxsize <= 0 or len(items) < queue.maxsize):
+                waiter, _, item = putters.popleft()
+                items.append(item)
+                if waiter:
+                    self._reply(waiter, None, stimulus_id)
+            if not getters:
                 return
-            waiters.popleft()
+            first = getters[0]
+            if first.batch and first.n is None:
+                first.taken.extend(items)
+                items.clear()
+            else:
+                want = 1 if not first.batch else first.n or 0
+                while items and len(first.taken) < want:
+                    first.taken.append(items.popleft())
+                if len(first.taken) < want:
+                    if putters and len(items) < queue.maxsize:
+                        continue  # taking made room: let puts in, take again
+                    return
+            getters.popleft()
+            taken, first.taken = first.taken, []
             # the getter holds the futures now: they leave the queue's hold
             # after the reply (the runtime makes the getter want them first)
             self._reply(first.waiter, taken, stimulus_id)
             for item in taken:
                 self._drop(item, stimulus_id)
-        if not waiters:
-            self._queue_waiters.pop(name, None)
+
+    def _give_back(self, queue: _Queue, getter: _QueueWaiter) -> None:
+        """A get of ``n`` gave up: what it took goes back to the queue's front."""
+        queue.items.extendleft(reversed(getter.taken))
+        getter.taken = []
 
     def _serve_semaphore(self, sem: _Semaphore, stimulus_id: str) -> None:
         while sem.waiting and len(sem.leases) < sem.max_leases:
@@ -492,17 +538,15 @@ class CoordinationState:
                 still.append(request)
         self._multiwaiting = still
 
-    def _forget_waiter(self, waiter: str) -> bool:
+    def _forget_waiter(self, waiter: str, stimulus_id: str) -> bool:
         """Drop the waiting request ``waiter``; whether it was waiting."""
         found = False
         for name, waiters in list(self._variable_waiters.items()):
             kept = [w for w in waiters if w[0] != waiter]
             found |= len(kept) != len(waiters)
             self._variable_waiters[name] = kept
-        for qname, qwaiters in self._queue_waiters.items():
-            kept_q = deque(w for w in qwaiters if w.waiter != waiter)
-            found |= len(kept_q) != len(qwaiters)
-            self._queue_waiters[qname] = kept_q
+        for queue in self.queues.values():
+            found |= self._forget_in_queue(queue, lambda w, c: w == waiter, stimulus_id)
         for sem in self.semaphores.values():
             kept_s = deque(w for w in sem.waiting if w[0] != waiter)
             found |= len(kept_s) != len(sem.waiting)
@@ -516,11 +560,30 @@ class CoordinationState:
         self._multiwaiting = kept_m
         return found
 
+    def _forget_in_queue(
+        self, queue: _Queue, match: Callable[[str, str], bool], stimulus_id: str
+    ) -> bool:
+        """Drop the gets and puts of ``queue`` that ``match(waiter, client)``:
+        a get's items go back, a put's item is never stored; whether any was
+        dropped. The queue is served again (a get's items may serve others)."""
+        found = False
+        for getter in [g for g in queue.getters if match(g.waiter, g.client)]:
+            queue.getters.remove(getter)
+            self._give_back(queue, getter)
+            found = True
+        for put in [p for p in queue.putters if match(p[0], p[1])]:
+            queue.putters.remove(put)
+            self._drop(put[2], stimulus_id)
+            found = True
+        if found:
+            self._serve_queue(queue, stimulus_id)
+        return found
+
     def _client_gone(self, client: str, stimulus_id: str) -> None:
         for name, waiters in list(self._variable_waiters.items()):
             self._variable_waiters[name] = [w for w in waiters if w[1] != client]
-        for qname, qwaiters in self._queue_waiters.items():
-            self._queue_waiters[qname] = deque(w for w in qwaiters if w.client != client)
+        for queue in self.queues.values():
+            self._forget_in_queue(queue, lambda w, c: c == client, stimulus_id)
         for name, waiters in list(self._event_waiters.items()):
             self._event_waiters[name] = [w for w in waiters if w[1] != client]
         for sem in self.semaphores.values():

@@ -231,6 +231,14 @@ class RetryTasks:
     stimulus_id: str
 
 
+@dataclass(slots=True, kw_only=True)
+class StealLook:
+    """The runtime's periodic look for stranded tasks
+    (``scheduler.work-stealing-interval``; see scheduler_stealing.py)."""
+
+    stimulus_id: str
+
+
 # ------------------------------------------------------------------ worker side
 
 
@@ -372,7 +380,7 @@ SchedulerEvent = (
     | AddReplicas | TaskStarted | RetireWorkers | ReplicasFailed | TaskSeceded
     | WorkerPaused | ThreadsHeld
     | Replicate | Rebalance
-    | RetryTasks
+    | RetryTasks | StealLook
 )
 WorkerEvent = (
     ComputeRequested | FreeRequested | ExecuteSucceeded | ExecuteFailed | GatherSucceeded

@@ -138,6 +138,7 @@ from trioclust.core.events import (
     RetireWorkers,
     RetryTasks,
     SchedulerEvent,
+    StealLook,
     TaskErred,
     TaskFinished,
     TaskSeceded,
@@ -234,7 +235,8 @@ class SchedulerState(SchedulerTransitions):
             self._dispatch(event)
             self._fill_queue(event.stimulus_id)
         if events or self._unstarted:
-            self._steal(events[-1].stimulus_id if events else "steal")
+            look, self._look = self._look, False
+            self._steal(events[-1].stimulus_id if events else "steal", look)
         self._out = []
         if out:
             self._set_urgency(out)
@@ -389,6 +391,8 @@ class SchedulerState(SchedulerTransitions):
                 self._threads_held(event)
             case RetryTasks():
                 self._retry_tasks(event)
+            case StealLook():
+                self._look = True
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 

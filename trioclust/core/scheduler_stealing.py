@@ -25,6 +25,26 @@
 #   last (the worst priority) among those the thief may run (restrictions and
 #   resources, scheduler_placement.allows).
 #
+# Stranded tasks
+# --------------
+# The rule above leaves a short queue alone, and a short queue can wait for
+# ever: a task that waits on tasks it launched without seceding (the Futures
+# page's ``get_client`` example) holds its worker's only thread, and the
+# sub-task placed behind it never runs, while another worker idles. A worker
+# whose tasks (seceded ones not counted, held threads counted) outnumber its
+# threads by ``w`` has ``w`` of them waiting: first those it has not
+# reported started, then, since its threads take tasks in the order it
+# reports their start, the ``w`` last it reported: they sit in its thread
+# pool's queue (started means handed to the threads). These are *stranded*
+# while some accepting worker has a thread free. On each of the runtime's
+# steal looks (``StealLook``, ``scheduler.work-stealing-interval`` apart)
+# the stranded tasks are noted with when they were first seen so on that
+# worker; one still stranded there ``after`` seconds later moves to a worker
+# with a free thread, best priority first, least occupied thief first. A
+# move that catches the task just as it starts costs a second run, as above.
+# In a stream of short tasks a queued task starts within milliseconds, so
+# nothing moves; only a wait behind a long task does.
+#
 # Durations are not estimated: a steal moves a task that would otherwise wait
 # behind at least ``2 * nthreads`` others, and a thief has spare threads; the
 # dependencies it fetches are the price. ``SchedulerState`` carries a plan out
@@ -39,7 +59,7 @@ from trioclust.core.keys import Key
 from trioclust.core.scheduler_placement import allows
 from trioclust.core.scheduler_tasks import TaskState, WorkerInfo
 
-__all__ = ["plan_steals"]
+__all__ = ["has_thief", "plan_steals", "plan_stranded"]
 
 
 def _pipeline(ws: WorkerInfo) -> int:
@@ -139,3 +159,65 @@ def _steal_from_others(
         if room <= 0:
             break
     return taken
+
+
+def _free_threads(ws: WorkerInfo) -> int:
+    """Threads of ``ws`` that no task sent to it will take."""
+    return max(ws.nthreads, 1) - (len(ws.processing) - len(ws.long_running) + ws.held)
+
+
+def plan_stranded(
+    workers: Mapping[str, WorkerInfo],
+    tasks: Callable[[Key], TaskState],
+    seen: dict[Key, tuple[str, float]],
+    now: float,
+    after: float,
+) -> list[tuple[TaskState, WorkerInfo]]:
+    """The moves of stranded tasks (see "Stranded tasks" above).
+
+    Args:
+        workers: The live workers, by address.
+        tasks: Looks a processing task up by key.
+        seen: Each stranded task's worker and when it was first seen
+            stranded there; updated in place (tasks no longer stranded leave).
+        now: The time of this look.
+        after: Seconds a task stays stranded before it moves.
+
+    Returns:
+        ``(task, thief)`` pairs, in order; empty when nothing should move.
+    """
+    thieves = [ws for ws in workers.values() if ws.accepting and _free_threads(ws) > 0]
+    found: dict[Key, tuple[str, float]] = {}
+    ripe: list[TaskState] = []
+    if thieves:
+        for ws in workers.values():
+            waiting = -_free_threads(ws)
+            if waiting <= 0:
+                continue
+            queued = [
+                ts for ts in map(tasks, ws.processing) if ts.key not in ws.long_running
+            ]
+            queued.sort(key=lambda ts: (ts.started == 0, ts.started))
+            for ts in queued[len(queued) - waiting:]:
+                where, since = seen.get(ts.key, (ws.address, now))
+                if where != ws.address:
+                    since = now
+                found[ts.key] = (ws.address, since)
+                if now - since >= after:
+                    ripe.append(ts)
+    seen.clear()
+    seen.update(found)
+    if not ripe:
+        return []
+    free = {ws.address: _free_threads(ws) for ws in thieves}
+    thieves.sort(key=lambda ws: (ws.occupancy, ws.address))
+    ripe.sort(key=lambda ts: (ts.priority, ts.seq))
+    moves: list[tuple[TaskState, WorkerInfo]] = []
+    for ts in ripe:
+        for thief in thieves:
+            if free[thief.address] > 0 and (ts.restrictions is None or allows(ts.restrictions, thief)):
+                free[thief.address] -= 1
+                moves.append((ts, thief))
+                del seen[ts.key]
+                break
+    return moves

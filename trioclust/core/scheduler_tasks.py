@@ -207,7 +207,9 @@ class TaskState:
         exception_blame: The key whose failure made this task err (itself, or
             a dependency).
         suspicious: How many workers died while running this task.
-        started: Its worker reported that it started running it.
+        started: The order in which its worker reported its start (1 for the
+            first report this scheduler had), 0 before: its worker handed it
+            to a thread, which runs them in that order.
         restrictions: Where it may run (``workers=``, ``resources=``), or
             None for anywhere (see scheduler_placement.py).
         retries: How many more times it is rerun when it raises.
@@ -262,7 +264,7 @@ class TaskState:
         self.exception_text = ""
         self.exception_blame: Key | None = None
         self.suspicious = 0
-        self.started = False
+        self.started = 0
         self.restrictions: Restrictions | None = None
         self.retries = 0
 

@@ -57,7 +57,7 @@ from trioclust.core.instructions import (
 )
 from trioclust.core.keys import Key
 from trioclust.core.scheduler_placement import Placement
-from trioclust.core.scheduler_stealing import has_thief, plan_steals
+from trioclust.core.scheduler_stealing import has_thief, plan_steals, plan_stranded
 from trioclust.core.scheduler_tasks import (
     ACTIVE_STATES,
     EMPTY,
@@ -115,6 +115,7 @@ class SchedulerTransitions:
         transition_log_length: int = 100_000,
         validate: bool = False,
         work_stealing: bool = True,
+        stranded_after: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if allowed_failures < 0:
@@ -167,6 +168,12 @@ class SchedulerTransitions:
         self._unstarted = 0
         # (tasks assigned, workers) when stealing last found nothing to move
         self._steal_checked: tuple[int, int] = (-1, -1)
+        #: stranded tasks (scheduler_stealing.py): their worker and since when
+        self._stranded: dict[Key, tuple[str, float]] = {}
+        self._look = False  # a StealLook came in this pass
+        self._starts = 0  # start reports so far: TaskState.started's order
+        #: seconds a task stays stranded before a steal look moves it
+        self.stranded_after = stranded_after
         self._assigned = 0
         # key -> workers told to drop it when it was stolen from them: a result
         # they report afterwards was dropped there (see _stale_result)
@@ -318,7 +325,7 @@ class SchedulerTransitions:
             ws.nstarted -= 1
         else:
             self._unstarted -= 1
-        ts.started = False
+        ts.started = 0
         ws.processing.discard(ts.key)
         if ws.long_running and ts.key in ws.long_running:
             ws.long_running.discard(ts.key)
@@ -578,7 +585,8 @@ class SchedulerTransitions:
     def _task_started(self, ts: TaskState) -> None:
         """Its worker reported that ``ts`` started there: it may not be stolen."""
         if not ts.started:
-            ts.started = True
+            self._starts += 1
+            ts.started = self._starts
             self._unstarted -= 1
             ws = ts.processing_on
             assert ws is not None
@@ -597,13 +605,22 @@ class SchedulerTransitions:
         ts.set_exception(None, None, "", None)
         return {}
 
-    def _steal(self, stimulus_id: str) -> None:
+    def _steal(self, stimulus_id: str, look: bool = False) -> None:
         """Even out the workers' queues (scheduler_stealing.py), when a worker is
-        hungry and some worker holds tasks it has not started."""
-        if not self.work_stealing or self._unstarted <= 0:
+        hungry and some worker holds tasks it has not started; on a steal
+        ``look`` (a StealLook event) move stranded tasks too."""
+        if not self.work_stealing or (self._unstarted <= 0 and not look):
             return
         if not has_thief(self.workers, self._placement.least_occupied()):
+            self._stranded.clear()
             return
+        if look:
+            moves = plan_stranded(
+                self.workers, self.tasks.__getitem__, self._stranded, self._now, self.stranded_after
+            )
+            self._move(moves, stimulus_id)
+            if self._unstarted <= 0:
+                return
         mark = (self._assigned, len(self.workers))
         if mark == self._steal_checked:
             return  # nothing changed since the last look found nothing to move
@@ -611,6 +628,10 @@ class SchedulerTransitions:
         if not moves:
             self._steal_checked = mark
             return
+        self._move(moves, stimulus_id)
+
+    def _move(self, moves: list[tuple[TaskState, WorkerInfo]], stimulus_id: str) -> None:
+        """Carry steals out: the victim drops each task, its thief computes it."""
         log = self.transition_log
         stolen = self._stolen
         for ts, thief in moves:

@@ -723,21 +723,29 @@ class VariableDeleteMsg(TypedDict):
 
 
 class QueuePutMsg(TypedDict):
+    """Request: answered once the value is in the queue (a bounded queue's
+    put waits for room), or timed out. ``maxsize`` bounds the queue if this
+    is the first request naming it."""
+
     op: Literal["queue-put"]
     name: str
     value: object
     keys: list[Key]
+    timeout: float | None
+    maxsize: int
     stimulus_id: str
 
 
 class QueueGetMsg(TypedDict):
-    """Request: one item (waiting for it), or with ``batch`` all of them (or ``n``)."""
+    """Request: one item (waiting for it), or with ``batch`` all of them (or ``n``);
+    ``maxsize`` as for queue-put."""
 
     op: Literal["queue-get"]
     name: str
     timeout: float | None
     batch: bool
     n: int | None
+    maxsize: int
 
 
 class QueueSizeMsg(TypedDict):

@@ -138,6 +138,7 @@ class Scheduler(CoordinationHandlers, Server):
             transition_log_length=config.get_int("scheduler.transition-log-length"),
             validate=bool(config.get("scheduler.validate")),
             work_stealing=bool(config.get("scheduler.work-stealing")),
+            stranded_after=config.get_float("scheduler.work-stealing-interval"),
         )
         self.worker_ttl = (
             worker_ttl if worker_ttl is not None else config.get_float("scheduler.worker-ttl")
@@ -215,6 +216,7 @@ class Scheduler(CoordinationHandlers, Server):
                     self.dashboard_link = f"{link}/status"
                 nursery.start_soon(self._check_worker_ttl)
                 nursery.start_soon(self._report_passes)
+                nursery.start_soon(self._steal_looks)
                 self.status = "running"
                 logger.info("Scheduler at: %s", self.address)
                 task_status.started(self)
@@ -441,6 +443,21 @@ class Scheduler(CoordinationHandlers, Server):
                 "remove_worker", scheduler=self, worker=address, reason=reason,
                 stimulus_id=f"remove-worker-{address}",
             )
+
+    async def _steal_looks(self) -> None:
+        """The core's look for stranded tasks (core/scheduler_stealing.py),
+        every ``scheduler.work-stealing-interval`` while two workers are
+        connected and some task is processing."""
+        state = self.state
+        if not state.work_stealing:
+            return
+        interval = config.get_float("scheduler.work-stealing-interval")
+        n = 0
+        while True:
+            await trio.sleep(interval)
+            if len(self.worker_links) > 1 and state.count("processing"):
+                n += 1
+                self._handle(ev.StealLook(stimulus_id=f"steal-look-{n}"))
 
     async def _check_worker_ttl(self) -> None:
         if not math.isfinite(self.worker_ttl):

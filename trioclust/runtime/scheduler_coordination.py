@@ -164,15 +164,22 @@ class CoordinationHandlers:
         self._coordinate(co.VariableDelete(name=msg["name"], stimulus_id=msg["stimulus_id"]))
 
     # -------------------------------------------------------------- queues
-    def _client_queue_put(self, client: str, msg: msgs.QueuePutMsg) -> None:
-        self._coordinate(co.QueuePut(name=msg["name"], item=_item(msg), stimulus_id=msg["stimulus_id"]))
+    def _client_queue_put(self, client: str, msg: msgs.QueuePutMsg) -> Awaitable[msgs.CoordinationReply]:
+        return self._wait(
+            client,
+            lambda w: co.QueuePut(
+                name=msg["name"], item=_item(msg), client=client, waiter=w, maxsize=msg["maxsize"],
+                stimulus_id=msg["stimulus_id"],
+            ),
+            msg.get("timeout"),
+        )
 
     def _client_queue_get(self, client: str, msg: msgs.QueueGetMsg) -> Awaitable[msgs.CoordinationReply]:
         return self._wait(
             client,
             lambda w: co.QueueGet(
                 name=msg["name"], client=client, waiter=w, batch=msg["batch"], n=msg.get("n"),
-                stimulus_id=f"get-{w}",
+                maxsize=msg["maxsize"], stimulus_id=f"get-{w}",
             ),
             msg.get("timeout"),
         )

@@ -938,12 +938,14 @@ class Worker(Server):
     def _task_context(self, key: Key, generation: int, *, in_thread: bool) -> task_context.TaskContext:
         return task_context.TaskContext(self, key, generation, in_thread)
 
-    def _secede(self, key: Key, generation: int, in_thread: bool) -> None:
+    def _secede(self, key: Key, generation: int, in_thread: bool) -> bool:
         """``secede()`` in task ``key``: a new thread takes this one's place,
-        and the core frees its slot and tells the scheduler."""
+        and the core frees its slot and tells the scheduler. False when the
+        task had seceded already (a thread task; a coroutine's second
+        secede is the core's no-op)."""
         if in_thread:
             if not self._threads.secede():
-                return  # seceded already
+                return False
             token = self._token
             assert token is not None
             try:
@@ -952,6 +954,7 @@ class Worker(Server):
                 pass
         else:
             self._seceded(key, generation)
+        return True
 
     def _seceded(self, key: Key, generation: int) -> None:
         if generation == self._generation and self.status == "running":
