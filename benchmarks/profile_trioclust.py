@@ -1,6 +1,7 @@
-"""Where trioclust spends its time in scenarios b, c and d, per process, with py-spy.
+"""Where trioclust spends its time in scenarios b, c, d and j1 (the dask.array
+sum of many small chunks), per process, with py-spy.
 
-    python benchmarks/profile_trioclust.py [--scenario b|c|d] [--workers N] [--rate HZ]
+    python benchmarks/profile_trioclust.py [--scenario b|c|d|j1] [--workers N] [--rate HZ]
 
 Starts the benchmarks' trioclust cluster (a scheduler process, nannies, worker
 processes), warms it up, then samples the scheduler, every worker and this
@@ -72,6 +73,15 @@ def _workload(scenario: str, client: Any, scale: float) -> tuple[Callable[[], No
             measure_tree(client, leaves)
 
         return one_tree, 2 * leaves - 1, "task"
+    if scenario == "j1":
+        import dask.array as da
+
+        side = max(400, int(20_000 * math.sqrt(scale)) // 200 * 200)
+
+        def array_sum() -> None:
+            client.compute(da.ones((side, side), chunks=200).sum()).result()
+
+        return array_sum, (side // 200) ** 2, "chunk"
     raise ValueError(f"unknown scenario {scenario!r}")
 
 
@@ -126,7 +136,7 @@ def _short(frame: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", choices=("b", "c", "d"), default="c")
+    parser.add_argument("--scenario", choices=("b", "c", "d", "j1"), default="c")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument("--scale", type=float, default=1.0, help="workload size factor")

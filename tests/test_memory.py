@@ -146,8 +146,8 @@ def test_24_results_of_40_mib_spill_on_a_300_mib_worker_and_all_come_back() -> N
         return bytes([i]) * (40 * MiB)
 
     with (
-        LocalCluster(  # one thread: a result being made while others spill
-            n_workers=1, threads_per_worker=1, memory_limit="300MiB", dashboard_address=None
+        LocalCluster(  # two threads: two results being made while others spill
+            n_workers=1, threads_per_worker=2, memory_limit="300MiB", dashboard_address=None
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -76,6 +76,9 @@ def test_the_store_keeps_target_less_the_unmanaged_memory() -> None:
     policy = MemoryPolicy(LIMIT)
     assert policy.managed_target(MemorySample(process=30 * MiB, managed=10 * MiB)) == 40 * MiB
     assert policy.managed_target(MemorySample(process=90 * MiB, managed=10 * MiB)) == 0
+    # room kept for the results running tasks are building
+    assert policy.managed_target(MemorySample(process=30 * MiB, managed=10 * MiB), making=25 * MiB) == 15 * MiB
+    assert policy.managed_target(MemorySample(process=30 * MiB, managed=10 * MiB), making=60 * MiB) == 0
     assert MemoryPolicy(0).managed_target(MemorySample(process=1, managed=0)) is None
     off = MemoryPolicy(LIMIT, MemoryThresholds(target=None))
     assert off.managed_target(MemorySample(process=30 * MiB, managed=10 * MiB)) is None

@@ -218,18 +218,22 @@ def submit_graph(
     tasks = []
     for i, key in enumerate(order):
         node = graph[key]
-        deps = node.dependencies
-        refs = {dep: TaskRef(dep) for dep in deps}
-        try:
-            spec = dumps_task(run_graph_node, (node, refs), {})
-        except Exception as exc:
-            raise TypeError(f"Could not serialize the task {key!r} ({node!r}): {exc}") from exc
-        task: tuple[Any, ...] = (key, spec, sorted(deps, key=str), base + i)
+        task: tuple[Any, ...] = (key, node, sorted(node.dependencies, key=str), base + i)
         tasks.append((*task, options) if options else task)
     wanted = list(dict.fromkeys(keys))
-    out = dict(zip(wanted, core.submit_tasks(tasks, wanted), strict=True))
+    # the nodes are pickled chunk by chunk, each chunk sent once pickled
+    out = dict(zip(wanted, core.submit_tasks(tasks, wanted, encode=_encode_node), strict=True))
     del futures  # held until the graph was queued
     return out
+
+
+def _encode_node(key: Key, node: Any) -> Any:
+    """A graph node's run_spec (see run_graph_node)."""
+    refs = {dep: TaskRef(dep) for dep in node.dependencies}
+    try:
+        return dumps_task(run_graph_node, (node, refs), {})
+    except Exception as exc:
+        raise TypeError(f"Could not serialize the task {key!r} ({node!r}): {exc}") from exc
 
 
 # ------------------------------------------------------- compute, persist, get

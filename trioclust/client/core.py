@@ -535,17 +535,34 @@ class ClientCore:
         with self._lock:
             return set(self._states)
 
-    def submit_tasks(self, tasks: list[GraphTask], wanted: list[Key]) -> list[Future]:
+    def submit_tasks(
+        self, tasks: list[GraphTask], wanted: list[Key],
+        encode: Callable[[Key, Any], Any] | None = None,
+    ) -> list[Future]:
         """Create the futures for ``wanted`` and queue the graph for the scheduler.
 
         Safe from any thread and never waits: the message leaves from the loop,
         in order with everything else this client sends, batched with the
         submissions around it.
+
+        Args:
+            tasks: the graph's tasks, each after its dependencies.
+            wanted: the keys to make futures of.
+            encode: given, the tasks' run_specs are not pickled yet:
+                ``encode(key, spec)`` pickles one, in the calling thread, a
+                chunk of ``GRAPH_CHUNK`` at a time, and each chunk leaves as
+                soon as it is pickled, so the cluster starts on the first
+                while the caller pickles the rest (a dask graph of 10,000
+                nodes takes a second to pickle). Its exception is raised
+                here; the chunks sent before are then let go of.
         """
         if self.status != "running":
             raise SchedulerLostError(
                 f"This client is {self.status}: it cannot talk to the scheduler at {self.address}."
             )
+        if encode is not None and len(tasks) <= GRAPH_CHUNK:
+            tasks = [(t[0], encode(t[0], t[1]), *t[2:]) for t in tasks]
+            encode = None
         futures = [Future(key, self) for key in wanted]
         # a key the scheduler already knows keeps its state there; resending is harmless
         messages = _graph_messages(tasks, wanted)
@@ -555,11 +572,39 @@ class ClientCore:
             with self._lock:
                 keep.update(self._states)
             bridges = _bridge_keys(messages, keep)
-        if threading.get_ident() == self.loop_thread:
+        if encode is not None:
+            self._stream_graph(messages, bridges, encode)
+        elif threading.get_ident() == self.loop_thread:
             self._send_graph(messages, bridges)
         elif bridges or not self._write_from_thread(messages):
             self.inbox.call_soon(partial(self._send_graph, messages, bridges))
         return futures
+
+    def _stream_graph(
+        self, messages: list[msgs.UpdateGraphMsg], bridges: list[Key], encode: Callable[[Key, Any], Any]
+    ) -> None:
+        """Pickle each message's run_specs, and send it before the next (see
+        :meth:`submit_tasks`); the bridges are released after the last."""
+        on_loop = threading.get_ident() == self.loop_thread
+
+        def send(messages: list[msgs.UpdateGraphMsg], bridges: list[Key]) -> None:
+            if on_loop:
+                self._send_graph(messages, bridges)
+            else:
+                self.inbox.call_soon(partial(self._send_graph, messages, bridges))
+
+        sent: set[Key] = set()
+        for msg in messages:
+            try:
+                for task in msg["tasks"]:
+                    task[1] = encode(task[0], task[1])
+            except BaseException:
+                # what the chunks sent want only to bridge to this one goes
+                send([], [key for key in bridges if key in sent])
+                raise
+            sent.update(msg["wanted"])
+            send([msg], [])
+        send([], bridges)
 
     def _write_from_thread(self, messages: list[msgs.UpdateGraphMsg]) -> bool:
         """Write a one-message graph from this (user) thread, with the
@@ -583,6 +628,7 @@ class ClientCore:
         return False
 
     def _send_graph(self, messages: list[msgs.UpdateGraphMsg], bridges: list[Key]) -> None:
+        """Send the messages, then release ``bridges`` (if any)."""
         for msg in messages:
             self.send(msg, weight=len(msg["tasks"]))
         if bridges:  # the last chunk holds their dependents now

@@ -15,7 +15,12 @@
 #                    Without that, a store filled to ``target`` plus the
 #                    results running tasks build passes ``terminate`` before
 #                    a measurement sees ``spill`` (24 results of 40 MiB on a
-#                    300 MiB worker with two threads do).
+#                    300 MiB worker with two threads do). A measurement
+#                    taken between tasks does not see the results the
+#                    threads will build next, so the runtime also reserves
+#                    ``making`` bytes for them: the tasks running in threads
+#                    times the mean size of recent results (with two threads
+#                    and 40 MiB results, the store keeps one less).
 #   spill      0.7   process memory (RSS) beyond it: spill managed data, the
 #                    least recently used first, until the process would be
 #                    back under ``target`` (SpillData with the bytes to move).
@@ -157,14 +162,15 @@ class MemoryPolicy:
         """The most managed bytes kept in memory (the spill store's size), or None."""
         return self._bytes(self.thresholds.target)
 
-    def managed_target(self, sample: MemorySample) -> int | None:
+    def managed_target(self, sample: MemorySample, making: int = 0) -> int | None:
         """The most managed bytes to keep in memory after this measurement:
-        ``target`` less the unmanaged memory, so that the process as a whole
-        stays near ``target``; None for no limit."""
+        ``target`` less the unmanaged memory and less ``making`` (bytes
+        reserved for the results the running tasks are building), so that
+        the process as a whole stays near ``target``; None for no limit."""
         target = self.target_bytes
         if target is None:
             return None
-        return max(0, target - sample.unmanaged)
+        return max(0, target - sample.unmanaged - making)
 
     def worker_sample(self, sample: MemorySample) -> list[MemoryAction]:
         """What the worker does about this measurement, in order."""

@@ -244,6 +244,11 @@ class Worker(Server):
         self.paused = False
         # held threads: jobs of thread tasks by key, and those cancelled while running
         self._thread_jobs: dict[Key, _ThreadJob] = {}
+        #: the largest recent result's size, fading by a tenth per result:
+        #: what a running task is expected to build, which the spill store
+        #: leaves room for (rises at once with big results, so the first
+        #: ones of a graph are reserved for too)
+        self._result_size = 0.0
         self._held: set[_ThreadJob] = set()
         self._held_reported = 0
         self._prefetch = config.get_int("worker.prefetch-per-thread")
@@ -629,7 +634,10 @@ class Worker(Server):
             again = False
             sample = self._memory_sample()
             if self._store is not None:
-                managed_target = self._memory_policy.managed_target(sample)
+                # room for what the running thread tasks are building
+                running = min(len(self._thread_jobs), self.nthreads)
+                making = int(running * self._result_size)
+                managed_target = self._memory_policy.managed_target(sample, making)
                 if managed_target is not None:
                     self._store.target = managed_target
             for action in self._memory_policy.worker_sample(sample):
@@ -1057,12 +1065,14 @@ class Worker(Server):
         self._timings.pop(key, None)  # read while handling either
         if store is not None:
             store.drop_expected(key)  # not stored after all (cancelled meanwhile)
-            if isinstance(outcome, Success) and outcome.nbytes * 100 >= self.memory_limit:
-                # a big result: measure now rather than at the next tick, as
-                # tasks that make such results quickly outrun the monitor; in
-                # the monitor's task, once the result is referenced by the
-                # store alone (so that spilling it frees its memory)
-                self._memory_poke.set()
+            if isinstance(outcome, Success):
+                self._result_size = max(outcome.nbytes, self._result_size * 0.9)
+                if outcome.nbytes * 100 >= self.memory_limit:
+                    # a big result: measure now rather than at the next tick, as
+                    # tasks that make such results quickly outrun the monitor; in
+                    # the monitor's task, once the result is referenced by the
+                    # store alone (so that spilling it frees its memory)
+                    self._memory_poke.set()
 
     # ------------------------------------------------------------- gathers
     async def _fetch(self, peer: str, keys: list[Key]) -> tuple[dict[Key, Any], list[Key], dict[Key, int]]:
