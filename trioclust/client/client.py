@@ -33,9 +33,10 @@ from trioclust.client import actors as _actors
 from trioclust.client import collections as dask_collections
 from trioclust.client.actors import actor_futures
 from trioclust.client.cluster_admin import ClusterAdmin
-from trioclust.client.core import GRAPH_CHUNK, ClientCore
+from trioclust.client.core import ClientCore
 from trioclust.client.future_ops import FutureOperations
 from trioclust.client.futures import Future
+from trioclust.client.graph_messages import GRAPH_CHUNK
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.client.placement import check_fifo_timeout, task_options
 from trioclust.loop_thread import HostedContext, LoopThread

@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from trioclust.client.core import deserialized
 from trioclust.client.diagnostics import TaskStreamRecording, as_log
 from trioclust.client.future_ops import _collect_futures
 from trioclust.client.futures import Future
 from trioclust.client.keys import funcname
 from trioclust.client.plugins import NannyPlugin, SchedulerPlugin, WorkerPlugin
+from trioclust.client.results import deserialized
 from trioclust.protocol import serialize
 from trioclust.protocol.messages import Key
 

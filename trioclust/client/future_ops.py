@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trioclust.client.actors import as_actor
-from trioclust.client.core import stimulus_id
 from trioclust.client.futures import Future, FutureState
+from trioclust.client.graph_messages import stimulus_id
 from trioclust.client.keys import tokenize, unique_suffix
 from trioclust.protocol.messages import Key
 
