@@ -7,6 +7,13 @@ trio loop on a thread of its own and blocks on a portal into it, which also
 works where an asyncio loop already runs in the calling thread (Jupyter).
 Methods that wait return an awaitable with an asynchronous client and the
 value with a synchronous one, as in dask.
+
+``Client`` is defined here with its life cycle, the sync bridge, submit and
+map, dask collections, actors and datasets; two mixins give it the rest:
+:class:`~trioclust.client.future_ops.FutureOperations` (gather, scatter,
+retry, cancel) and :class:`~trioclust.client.cluster_admin.ClusterAdmin`
+(run, who_has, replicate, rebalance, restart, plugins, upload_file, task
+stream, logs, profile).
 """
 
 from __future__ import annotations
@@ -24,15 +31,15 @@ from typing import TYPE_CHECKING, Any, Self
 from trioclust import config
 from trioclust.client import actors as _actors
 from trioclust.client import collections as dask_collections
-from trioclust.client.actors import actor_futures, as_actor
-from trioclust.client.core import GRAPH_CHUNK, ClientCore, deserialized, stimulus_id
-from trioclust.client.diagnostics import TaskStreamRecording, as_log
-from trioclust.client.futures import Future, FutureState
+from trioclust.client.actors import actor_futures
+from trioclust.client.cluster_admin import ClusterAdmin
+from trioclust.client.core import ClientCore
+from trioclust.client.future_ops import FutureOperations
+from trioclust.client.futures import Future
+from trioclust.client.graph_messages import GRAPH_CHUNK
 from trioclust.client.keys import funcname, make_key, pack_futures, tokenize, unique_suffix
 from trioclust.client.placement import check_fifo_timeout, task_options
-from trioclust.client.plugins import NannyPlugin, SchedulerPlugin, WorkerPlugin
 from trioclust.loop_thread import HostedContext, LoopThread
-from trioclust.protocol import serialize
 from trioclust.protocol.actors import CreateActor
 from trioclust.protocol.messages import Key
 from trioclust.protocol.run_spec import dumps_task
@@ -109,7 +116,7 @@ def _unsupported(**options: Any) -> None:
         )
 
 
-class Client:
+class Client(FutureOperations, ClusterAdmin):
     """Connect to a scheduler and compute on its cluster.
 
     Args:
@@ -606,428 +613,6 @@ class Client:
             return _maybe_await(func, args, kwargs)
         return self._sync(_maybe_await, func, args, kwargs)
 
-    def who_has(self, futures: Any = None) -> Any:
-        """The workers holding each key: ``{key: [address, ...]}``.
-
-        Args:
-            futures: futures (or a structure of them, or keys); None: every
-                key the scheduler holds.
-        """
-        return self._sync(self._core.request, "get-who-has", keys=_keys_of(futures))
-
-    def has_what(self, workers: list[str] | str | None = None) -> Any:
-        """The keys each worker holds: ``{address: [key, ...]}`` (all workers when None)."""
-        return self._sync(self._core.request, "has-what", workers=_worker_list(workers))
-
-    def nthreads(self, workers: list[str] | str | None = None) -> Any:
-        """The threads of each worker: ``{address: n}`` (all workers when None)."""
-        return self._sync(self._core.request, "nthreads", workers=_worker_list(workers))
-
-    ncores = nthreads
-
-    def replicate(
-        self, futures: Any, n: int | None = None, workers: list[str] | None = None,
-        branching_factor: int = 2,
-    ) -> Any:
-        """Copy the futures' data onto ``n`` workers (all when None), among
-        ``workers`` (addresses or names) when given; ``n`` below the present
-        number of copies drops some (never the last). Waits for the futures
-        first, and returns once the copies are made. ``branching_factor`` is
-        accepted for Dask's sake: each copy is fetched from a present holder.
-        """
-        found: list[Future] = []
-        _collect_futures(futures if not isinstance(futures, Future) else [futures], found)
-        return self._sync(self._replicate, found, n, workers)
-
-    async def _replicate(self, futures: list[Future], n: int | None, workers: list[str] | None) -> None:
-        for future in futures:  # computed first, as in Dask
-            await future._state.wait()
-        await self._core.request(
-            "replicate", keys=[f.key for f in futures], n=n, workers=_worker_list(workers)
-        )
-
-    def rebalance(self, futures: Any = None, workers: list[str] | None = None) -> Any:
-        """Move data between workers to even out the bytes they hold: of the
-        futures' keys (all keys when None), over ``workers`` (all when None).
-        Returns once the moves are done."""
-        found: list[Future] | None = None
-        if futures is not None:
-            found = []
-            _collect_futures(futures if not isinstance(futures, Future) else [futures], found)
-        return self._sync(self._rebalance, found, workers)
-
-    async def _rebalance(self, futures: list[Future] | None, workers: list[str] | None) -> None:
-        for future in futures or ():
-            await future._state.wait()
-        await self._core.request(
-            "rebalance", keys=None if futures is None else [f.key for f in futures],
-            workers=_worker_list(workers),
-        )
-
-    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
-        """Restart every worker and cancel every future (of every client).
-
-        Workers under a nanny come back as fresh processes; a worker without a
-        nanny is closed and does not come back (as in Dask: then this times
-        out unless ``wait_for_workers=False``).
-
-        Args:
-            timeout: seconds to wait (default four times ``comm.timeouts.connect``);
-                then ``TimeoutError``.
-            wait_for_workers: wait until as many workers as before are back
-                (True), or only until the old ones are gone.
-        """
-        return self._sync(self._core.request, "restart", timeout=timeout, wait_for_workers=wait_for_workers)
-
-    def register_plugin(
-        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
-    ) -> Any:
-        """Install a :class:`WorkerPlugin` on every worker (also those that join
-        later), a :class:`NannyPlugin` in every worker's nanny (likewise), or
-        a :class:`SchedulerPlugin` on the scheduler.
-
-        Args:
-            plugin: the plugin object; it is pickled and sent.
-            name: its name (default its ``name`` attribute, else the class
-                name and a random suffix); a plugin of the same name is replaced.
-            idempotent: keep an existing plugin of that name instead (default:
-                the plugin's ``idempotent`` attribute, else False).
-
-        A worker plugin's ``setup`` errors are returned as ``{worker: text}``
-        (``"OK"`` for the others); a scheduler plugin's ``start`` error, and a
-        nanny plugin's ``setup`` error (as ``RuntimeError``), are raised.
-        """
-        if name is None:
-            name = getattr(plugin, "name", None) or f"{funcname(type(plugin))}-{uuid.uuid4()}"
-        if idempotent is None:
-            idempotent = bool(getattr(plugin, "idempotent", False))
-        if isinstance(plugin, SchedulerPlugin):
-            return self._sync(
-                self._core.request, "register-scheduler-plugin", plugin=serialize(plugin), name=name,
-                idempotent=idempotent,
-            )
-        if isinstance(plugin, NannyPlugin):
-            return self._sync(self._register_nanny_plugin, plugin, name, idempotent)
-        if not isinstance(plugin, WorkerPlugin) and not hasattr(plugin, "setup"):
-            raise TypeError(
-                f"register_plugin takes a WorkerPlugin, a SchedulerPlugin or a NannyPlugin, "
-                f"got {plugin!r}"
-            )
-        return self._sync(
-            self._core.request, "register-worker-plugin", plugin=serialize(plugin), name=name,
-            idempotent=idempotent,
-        )
-
-    async def _register_nanny_plugin(self, plugin: Any, name: str, idempotent: bool) -> dict[str, str]:
-        replies: dict[str, str] = await self._core.request(
-            "register-nanny-plugin", plugin=serialize(plugin), name=name, idempotent=idempotent
-        )
-        for worker, status in replies.items():
-            if status != "OK":  # as in Dask: a nanny's setup error is raised
-                raise RuntimeError(f"NannyPlugin {name!r} failed in the nanny of {worker}: {status}")
-        return replies
-
-    def register_worker_plugin(self, plugin: Any, name: str | None = None, nanny: bool | None = None) -> Any:
-        """Dask's older name for :meth:`register_plugin` with a worker plugin
-        (or, with ``nanny=True`` or a :class:`NannyPlugin`, a nanny plugin)."""
-        if nanny and not isinstance(plugin, NannyPlugin):
-            raise TypeError(f"register_worker_plugin(nanny=True) takes a NannyPlugin, got {plugin!r}")
-        return self.register_plugin(plugin, name=name)
-
-    def unregister_worker_plugin(self, name: str, nanny: bool | None = None) -> Any:
-        """Tear down and forget the worker plugin ``name`` (with ``nanny=True``,
-        the nanny plugin) on every worker; workers that join later no longer
-        get it.
-
-        Args:
-            name: the name it was registered under.
-            nanny: whether it is a :class:`NannyPlugin`.
-
-        Returns:
-            ``{worker: "OK" or the teardown error's text}``.
-
-        Raises:
-            ValueError: no plugin of that kind has that name.
-        """
-        return self._sync(
-            self._core.request, "unregister-worker-plugin", name=name, nanny=bool(nanny)
-        )
-
-    def register_scheduler_plugin(
-        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
-    ) -> Any:
-        """Dask's older name for :meth:`register_plugin` with a scheduler plugin."""
-        return self.register_plugin(plugin, name=name, idempotent=idempotent)
-
-    def upload_file(self, filename: str | os.PathLike[str], load: bool = True) -> Any:
-        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and joining later.
-
-        Each worker puts it on its import path and, with ``load``, imports it
-        (reloading a module imported before), so tasks can import it. An
-        import that fails on a worker raises its exception here.
-        """
-        path = os.fspath(filename)
-        with open(path, "rb") as f:
-            data = f.read()
-        return self._sync(
-            self._core.request, "upload-file", filename=os.path.basename(path), data=data, load=load
-        )
-
-    # ------------------------------------------------------------- results
-    def gather(self, futures: Any, errors: str = "raise", asynchronous: bool | None = None) -> Any:
-        """The results of futures, in the same structure (lists, tuples, dicts, sets).
-
-        Args:
-            futures: a future, or a (nested) list, tuple, dict or set of them.
-            errors: ``"raise"`` re-raises the first task error; ``"skip"``
-                leaves erred futures out of the result.
-            asynchronous: True returns an awaitable even from a synchronous
-                client, for a coroutine run on its loop by :meth:`sync`
-                (Dask's "Asynchronous Operation" page).
-        """
-        if errors not in ("raise", "skip"):
-            raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-        if asynchronous:
-            return self._gather(futures, errors)
-        return self._sync(self._gather, futures, errors)
-
-    async def _gather(self, futures: Any, errors: str) -> Any:
-        states: list[FutureState] = []
-        _collect_states(futures, states)
-        values = await self._core.gather_states(states, errors)
-        return _replace_futures(futures, {k: as_actor(v, self._core) for k, v in values.items()})
-
-    def scatter(
-        self, data: Any, workers: list[str] | str | None = None, broadcast: bool = False,
-        hash: bool = True, asynchronous: bool | None = None,
-    ) -> Any:
-        """Send local data to workers; returns futures in the same shape as ``data``.
-
-        Args:
-            data: one object; a list, tuple or any other iterable of objects
-                (a list of futures comes back; a tuple for a tuple); or a
-                dict (its keys become the futures' keys). A string, bytes or
-                an array is one object.
-            workers: addresses to send to (default: all, round-robin).
-            broadcast: send every item to every chosen worker.
-            hash: key by content (the same data scatters to the same key);
-                False: a new random key each time.
-            asynchronous: True returns an awaitable even from a synchronous
-                client (as for :meth:`gather`).
-        """
-        if isinstance(workers, str):
-            workers = [workers]
-        if asynchronous:
-            return self._scatter(data, workers, broadcast, hash)
-        return self._sync(self._scatter, data, workers, broadcast, hash)
-
-    async def _scatter(self, data: Any, workers: list[str] | None, broadcast: bool, hash: bool) -> Any:
-        many = _is_collection(data)
-        if many and not isinstance(data, dict | list | tuple):
-            data = list(data)  # a set, a generator, any iterator: read it once
-        if isinstance(data, dict):
-            keys: list[Key] = [str(k) for k in data]
-            items = list(data.values())
-        else:
-            items = list(data) if many else [data]
-            keys = [
-                f"{type(v).__name__}-{tokenize(v)[:32] if hash else unique_suffix()}" for v in items
-            ]
-        named = dict(zip(keys, items, strict=True))
-        futures = await self._core.scatter(named, workers, broadcast)
-        by_key = {f.key: f for f in futures}
-        if isinstance(data, dict):
-            return by_key
-        if many:
-            out = [by_key[k] for k in keys]
-            return tuple(out) if isinstance(data, tuple) else out
-        return futures[0]
-
-    # ------------------------------------------------- placement: retries
-    def retry(self, futures: Any, asynchronous: bool | None = None) -> Any:
-        """Rerun erred futures, and the erred tasks they depend on.
-
-        Their status goes back to ``"pending"`` and they compute again (with
-        the ``retries`` they had left). Awaitable with an asynchronous client,
-        or with ``asynchronous=True`` (as for :meth:`gather`).
-        """
-        found: list[Future] = []
-        _collect_futures(futures, found)
-        if asynchronous:
-            return self._retry(found)
-        return self._sync(self._retry, found)
-
-    async def _retry(self, futures: list[Future]) -> None:
-        erred = [f for f in futures if f._state.status == "error"]
-        for future in erred:
-            future._state.lose()  # pending again; the scheduler's answer follows
-        if erred:
-            await self._core.request(
-                "retry", keys=[f.key for f in erred], stimulus_id=stimulus_id("retry")
-            )
-
-    def cancel(self, futures: Any, asynchronous: bool | None = None) -> Any:
-        """Stop computing these futures and release their results on the cluster.
-
-        Their ``result()`` then raises :class:`CancelledError`. Awaitable with an
-        asynchronous client, or with ``asynchronous=True`` (as for :meth:`gather`).
-        """
-        found: list[Future] = []
-        _collect_futures(futures, found)
-        if asynchronous and not self.asynchronous:
-            return self._cancel_in_loop(found)
-        if self.asynchronous:
-            self._core.cancel(found)
-            return _done()
-        self._call_in_loop(self._core.cancel, found)
-        return None
-
-    async def _cancel_in_loop(self, found: list[Future]) -> None:
-        self._core.cancel(found)
-
-    # --------------------------------------------------------------- admin
-    def run(self, function: Callable[..., Any], *args: Any, workers: list[str] | None = None, **kwargs: Any) -> Any:
-        """Call ``function(*args, **kwargs)`` on every worker (or ``workers``).
-
-        Returns ``{worker address: result}``. A function with a ``dask_worker``
-        parameter receives the Worker object there. Runs in the worker's event
-        loop, outside the task threads.
-        """
-        return self._sync(self._run, function, args, kwargs, workers)
-
-    async def _run(self, function: Any, args: Any, kwargs: Any, workers: Any) -> dict[str, Any]:
-        from trioclust.client.remote_exceptions import rebuild_exception
-
-        reply = await self._core.request(
-            "broadcast", function=serialize(function), args=serialize(tuple(args)),
-            kwargs=serialize(dict(kwargs)), workers=workers,
-        )
-        for address, error in sorted(reply["errors"].items()):
-            exc = rebuild_exception(error.get("exception"), None, error.get("text") or "")
-            if error.get("exception") is None:
-                raise RuntimeError(f"client.run failed on {address}: {error.get('text')}")
-            raise exc
-        return {address: deserialized(value) for address, value in reply["results"].items()}
-
-    def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call ``function(*args, **kwargs)`` in the scheduler's process.
-
-        A function with a ``dask_scheduler`` parameter receives the Scheduler.
-        """
-        return self._sync(self._run_on_scheduler, function, args, kwargs)
-
-    async def _run_on_scheduler(self, function: Any, args: Any, kwargs: Any) -> Any:
-        result = await self._core.request(
-            "run-on-scheduler", function=serialize(function), args=serialize(tuple(args)),
-            kwargs=serialize(dict(kwargs)),
-        )
-        return deserialized(result)
-
-    def scheduler_info(self) -> Any:
-        """The scheduler's address, id, workers (threads, memory, tasks) and task counts."""
-        return self._sync(self._core.request, "scheduler-info")
-
-    def retire_workers(self, workers: list[str] | None = None, n: int | None = None) -> Any:
-        """Close workers gracefully, their data moved to the others first.
-
-        Args:
-            workers: addresses of the workers to retire; or
-            n: how many to retire (those holding the least data go first).
-
-        Returns the retired addresses. A nanny does not restart a retired worker.
-        """
-        return self._sync(self._core.request, "retire-workers", workers=workers, n=n)
-
-    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> Any:
-        """Wait until the cluster has at least ``n_workers`` workers."""
-        return self._sync(self._wait_for_workers, n_workers, timeout)
-
-    async def _wait_for_workers(self, n_workers: int, timeout: float | None) -> None:
-        import anyio
-
-        try:
-            with anyio.fail_after(timeout):
-                await self._core.request("wait-for-workers", n=n_workers)
-        except TimeoutError:
-            raise TimeoutError(
-                f"The scheduler at {self.scheduler_address} did not get {n_workers} workers "
-                f"within {timeout} s"
-            ) from None
-
-    # --------------------------------------------------------- diagnostics
-    def get_task_stream(
-        self, start: float | str | None = None, stop: float | str | None = None,
-        count: int | None = None,
-    ) -> TaskStreamRecording:
-        """Finished task runs, with the times the workers measured.
-
-        ``with client.get_task_stream() as ts:`` records the runs that finish
-        inside the block into ``ts.data``; used without ``with``, ``.data``
-        (or iterating) fetches the runs that stopped between ``start`` and
-        ``stop``; ``await`` it with an asynchronous client.
-
-        Args:
-            start: a timestamp, or how long ago as ``"10s"``, ``"5m"``; None:
-                the oldest run the scheduler keeps (``dashboard.task-stream-length``).
-            stop: likewise; None: now.
-            count: at most this many runs, the newest.
-
-        Returns:
-            A :class:`~trioclust.client.diagnostics.TaskStreamRecording`; its
-            ``data`` is a list of dicts with Dask's fields: ``key``,
-            ``worker``, ``thread``, ``startstops`` (``action``, ``start``,
-            ``stop``), ``status``, ``nbytes``.
-        """
-        return TaskStreamRecording(self, start, stop, count)
-
-    def get_scheduler_logs(self, n: int | None = None) -> Any:
-        """The scheduler's recent log lines as ``(level, line)``, oldest first.
-
-        Args:
-            n: at most this many, the newest.
-        """
-        return self._sync(self._get_logs, n, None, True)
-
-    def get_worker_logs(self, n: int | None = None, workers: list[str] | None = None) -> Any:
-        """Each worker's recent log lines: ``{address: [(level, line), ...]}``.
-
-        Args:
-            n: at most this many per worker, the newest.
-            workers: only these workers' (all by default).
-        """
-        return self._sync(self._get_logs, n, workers, False)
-
-    def profile(
-        self, duration: float = 1.0, *, workers: list[str] | None = None, merge_workers: bool = True,
-        interval: float = 0.01,
-    ) -> Any:
-        """Sample the stacks of the tasks running on the workers, as Dask's profiler does.
-
-        Unlike Dask, nothing is sampled unless asked: this samples the next
-        ``duration`` seconds (every ``interval``) and returns then.
-
-        Args:
-            duration: seconds to sample for.
-            workers: only these workers (all by default).
-            merge_workers: one tree for all workers (True) or ``{address: tree}``.
-            interval: seconds between samples.
-
-        Returns:
-            A tree of counts in Dask's shape: ``{"identifier", "description",
-            "count", "children": {identifier: subtree}}``, rooted at the
-            outermost frames of the tasks' code.
-        """
-        return self._sync(
-            self._core.request, "profile", duration=duration, interval=interval, workers=workers,
-            merge_workers=merge_workers,
-        )
-
-    async def _get_logs(self, n: int | None, workers: list[str] | None, scheduler: bool) -> Any:
-        reply = await self._core.request("get-logs", n=n, workers=workers, scheduler=scheduler)
-        if scheduler:
-            return as_log(reply)
-        return {address: as_log(rows) for address, rows in reply.items()}
-
     # ----------------------------------------------------------- datasets
     def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False, **kwargs: Any) -> Any:
         """Publish futures (or any values) under names, for every client of
@@ -1094,82 +679,11 @@ class Client:
         return f"<pre>{html.escape(repr(self))}</pre>"
 
 
-def _is_collection(data: Any) -> bool:
-    """Whether scatter sends ``data``'s items one by one (any iterable but a
-    string, bytes or an array, which go as one object)."""
-    if isinstance(data, str | bytes | bytearray | memoryview) or hasattr(data, "__array__"):
-        return False
-    return isinstance(data, dict) or hasattr(data, "__iter__")
-
-
-async def _done() -> None:
-    return None
-
-
 async def _maybe_await(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     result = func(*args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-def _keys_of(futures: Any) -> list[Key] | None:
-    if futures is None:
-        return None
-    if isinstance(futures, Future | str):
-        futures = [futures]
-    found: list[Future] = []
-    _collect_futures(futures, found)
-    keys = [f.key for f in found]
-    if isinstance(futures, list | tuple | set):
-        keys += [k for k in futures if isinstance(k, str)]
-    return keys
-
-
-def _worker_list(workers: list[str] | str | None) -> list[str] | None:
-    if isinstance(workers, str):
-        return [workers]
-    return None if workers is None else list(workers)
-
-
-def _collect_states(obj: Any, out: list[FutureState]) -> None:
-    if isinstance(obj, Future):
-        out.append(obj._state)
-    elif isinstance(obj, list | tuple | set | frozenset):
-        for item in obj:
-            _collect_states(item, out)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            _collect_states(item, out)
-
-
-def _collect_futures(obj: Any, out: list[Future]) -> None:
-    if isinstance(obj, Future):
-        out.append(obj)
-    elif isinstance(obj, list | tuple | set | frozenset):
-        for item in obj:
-            _collect_futures(item, out)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            _collect_futures(item, out)
-
-
-def _replace_futures(obj: Any, values: dict[Key, Any]) -> Any:
-    if isinstance(obj, Future):
-        return values[obj.key]
-    if isinstance(obj, list | tuple | set | frozenset):
-        return type(obj)(
-            _replace_futures(item, values)
-            for item in obj
-            if not isinstance(item, Future) or item.key in values
-        )
-    if isinstance(obj, dict):
-        return {
-            k: _replace_futures(v, values)
-            for k, v in obj.items()
-            if not isinstance(v, Future) or v.key in values
-        }
-    return obj
 
 
 _actors.current_client = Client.current

@@ -7,7 +7,11 @@ points safe from any thread are :meth:`ClientCore.submit_tasks`, which
 writes a submission from the caller's thread or queues it for the loop
 through the :class:`ThreadInbox` (see below), and
 :meth:`ClientCore.release_ref`, which the ``Future.__del__`` of a dropped
-future calls.
+future calls. Waiting for results and fetching them from the workers is
+the :class:`~trioclust.client.results.ResultFetching` mixin's; the messages a
+submission or a release sends are built in :mod:`trioclust.client.graph_messages`
+(``GRAPH_CHUNK``, ``stimulus_id`` and ``deserialized`` are importable from
+here too).
 
 Dropped futures. ``release_ref`` runs in a finalizer: on any thread, at any
 moment (a garbage collection), also while that thread holds one of this
@@ -49,13 +53,11 @@ wakes the loop.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 import threading
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -64,14 +66,20 @@ import anyio.abc
 
 from trioclust import config
 from trioclust.client.futures import Future, FutureState
+from trioclust.client.graph_messages import GRAPH_CHUNK as GRAPH_CHUNK
+from trioclust.client.graph_messages import GraphTask, _bridge_keys, _release_message
+from trioclust.client.graph_messages import _graph_messages as _graph_messages
+from trioclust.client.graph_messages import stimulus_id as stimulus_id
 from trioclust.client.inbox import ThreadInbox
 from trioclust.client.remote_exceptions import rebuild_exception
+from trioclust.client.results import ResultFetching
+from trioclust.client.results import deserialized as deserialized
 from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm.pool import ConnectionPool
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError, SchedulerLostError
-from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
+from trioclust.protocol import serialize
 from trioclust.protocol.messages import Key
 
 if TYPE_CHECKING:
@@ -98,93 +106,11 @@ class _ClosedInbox(ThreadInbox):
 _NO_INBOX = _ClosedInbox()
 
 
-def deserialized(value: Any) -> Any:
-    """``value`` itself, or what it holds if it is a :class:`Serialized`."""
-    return value.deserialize() if isinstance(value, Serialized) else value
-
-
 def _wake() -> None:
     """Queued to wake the loop: the drain that runs it counts the drops."""
 
 
-#: Tasks per update-graph message: a large ``map`` goes as several messages,
-#: each its own wire batch (see ``Link.send``'s ``weight``), so the scheduler
-#: starts on the first while the rest are still being encoded, and never holds
-#: the whole decoded graph at once (its transient objects would otherwise
-#: fragment the memory that the tasks it keeps are allocated among).
-GRAPH_CHUNK = 1000
-
-
-#: Numbers this process's stimulus ids (see :func:`stimulus_id`).
-_STIMULI = itertools.count()
-_PROCESS = uuid.uuid4().hex[:8]
-
-
-def stimulus_id(op: str) -> str:
-    """A stimulus id of its own for one message a client sends (``"update-graph-<process>-<n>"``).
-
-    Safe from any thread (``next`` on a count is atomic)."""
-    return f"{op}-{_PROCESS}-{next(_STIMULI)}"
-
-
-#: One task of an update-graph: ``(key, run_spec, dependencies, priority)``,
-#: and a fifth item, its :class:`~trioclust.protocol.messages.TaskOptions`,
-#: only when it has placement options.
-GraphTask = tuple[Any, ...]
-
-
-def _graph_messages(tasks: list[GraphTask], wanted: list[Key]) -> list[msgs.UpdateGraphMsg]:
-    """The update-graph messages for ``tasks``, in order, at most ``GRAPH_CHUNK`` tasks each.
-
-    A task depends only on keys the scheduler knows or on tasks before it, so
-    the chunks go in order; each names the wanted keys among its tasks, and
-    the last also those that are not tasks of this graph. A chunk also wants
-    its tasks that a later chunk depends on: the scheduler forgets a new task
-    that nothing wants or depends on, and the dependent is not there yet (the
-    sender releases those holds after the last chunk, see ``_bridge_keys``).
-    """
-    if len(tasks) <= GRAPH_CHUNK:
-        return [
-            {
-                "op": "update-graph", "tasks": [list(t) for t in tasks], "wanted": wanted,
-                "stimulus_id": stimulus_id("update-graph"),
-            }
-        ]
-    wanted_set = set(wanted)
-    bridges: set[Key] = set()  # tasks that a task of a later chunk depends on
-    if any(t[2] for t in tasks):
-        chunk_of = {t[0]: i // GRAPH_CHUNK for i, t in enumerate(tasks)}
-        for i, t in enumerate(tasks):
-            here = i // GRAPH_CHUNK
-            for dep in t[2]:
-                if chunk_of.get(dep, here) < here:
-                    bridges.add(dep)
-    messages: list[msgs.UpdateGraphMsg] = []
-    for start in range(0, len(tasks), GRAPH_CHUNK):
-        chunk = [list(t) for t in tasks[start : start + GRAPH_CHUNK]]
-        keys = [t[0] for t in chunk if t[0] in wanted_set or t[0] in bridges]
-        messages.append(
-            {
-                "op": "update-graph", "tasks": chunk, "wanted": keys,
-                "stimulus_id": stimulus_id("update-graph"),
-            }
-        )
-    in_graph = {t[0] for t in tasks}
-    messages[-1]["wanted"] += [key for key in wanted if key not in in_graph]
-    return messages
-
-
-def _bridge_keys(messages: list[msgs.UpdateGraphMsg], keep: set[Key]) -> list[Key]:
-    """The keys that the chunks before the last want only to bridge to a later
-    chunk (not in ``keep``): released again once the last chunk is sent."""
-    return [key for msg in messages[:-1] for key in msg["wanted"] if key not in keep]
-
-
-def _release_message(keys: list[Key]) -> msgs.ReleaseKeysMsg:
-    return {"op": "release-keys", "keys": keys, "stimulus_id": stimulus_id("release-keys")}
-
-
-class ClientCore:
+class ClientCore(ResultFetching):
     """The asynchronous machinery behind :class:`trioclust.Client`."""
 
     def __init__(
@@ -633,166 +559,6 @@ class ClientCore:
             self.send(msg, weight=len(msg["tasks"]))
         if bridges:  # the last chunk holds their dependents now
             self.send(_release_message(bridges))
-
-    # ------------------------------------------------------------- results
-    async def result_of(self, future: Future, timeout: float | None) -> Any:
-        state = future._state
-        if timeout is None:  # no cancel scope: this is every await of a future
-            return await self._result(state)
-        with anyio.fail_after(timeout):
-            return await self._result(state)
-
-    async def _result(self, state: FutureState) -> Any:
-        while True:
-            await state.wait()
-            if state.status != "finished":
-                state.reraise()
-            if state.has_value:
-                return state.value
-            values = await self._fetch([state])
-            if state.key in values:
-                return values[state.key]
-
-    async def exception_of(self, future: Future, timeout: float | None) -> Any:
-        state = future._state
-        with anyio.fail_after(timeout):
-            await state.wait()
-        if state.status == "error":
-            return rebuild_exception(state.exception, state.traceback, state.text)
-        if state.status == "cancelled":
-            try:
-                state.reraise()
-            except Exception as exc:
-                return exc
-        return None
-
-    async def traceback_of(self, future: Future, timeout: float | None) -> Any:
-        exc = await self.exception_of(future, timeout)
-        return None if exc is None else exc.__traceback__
-
-    def add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
-        state = future._state
-
-        def call() -> None:
-            fn(future)
-
-        if state.done():
-            call()
-        else:
-            state.callbacks.append(call)
-
-    async def gather_states(self, states: Iterable[FutureState], errors: str) -> dict[Key, Any]:
-        """Values of finished keys; raise (or skip) erred ones; wait for pending ones."""
-        states = list({id(s): s for s in states}.values())
-        values: dict[Key, Any] = {}
-        while states:
-            for state in states:
-                await state.wait()
-            to_fetch = []
-            for state in states:
-                if state.status != "finished":
-                    if errors == "raise":
-                        state.reraise()
-                    continue
-                if state.has_value:
-                    values[state.key] = state.value
-                else:
-                    to_fetch.append(state)
-            values.update(await self._fetch(to_fetch))
-            # keys lost while fetching are being recomputed: wait for them again
-            states = [s for s in to_fetch if s.key not in values]
-        return values
-
-    async def _fetch(self, states: list[FutureState]) -> dict[Key, Any]:
-        """Get values from the workers holding them. Keys not found are left out.
-
-        A key that could not be fetched has gone (its holder died or dropped
-        it: the scheduler says so with ``lost-data`` and recomputes it) or
-        sits where this client cannot reach: this waits for a change of one
-        of the missing keys' states, at most ``comm.timeouts.connect``, and
-        raises ``TimeoutError`` (an ``OSError``, as Dask's connect timeouts)
-        if none came.
-        """
-        if not states:
-            return {}
-        assert self._link is not None
-        assert self._pool is not None
-        marks = [(s, s.changes) for s in states]  # before who-has: a loss meanwhile counts
-        keys = [s.key for s in states]
-        who_has: dict[Key, list[str]] = await self._link.request("who-has", keys=keys)
-        for state in states:
-            if state.key not in who_has:  # released on the scheduler: cancelled, at once
-                with self._lock:  # a new submit of the key starts afresh
-                    if self._states.get(state.key) is state:
-                        del self._states[state.key]
-                state.cancel("the scheduler does not hold this key for this client (it was released)")
-        by_worker: dict[str, list[Key]] = {}
-        for key in keys:
-            holders = who_has.get(key) or []
-            if holders:
-                by_worker.setdefault(random.choice(holders), []).append(key)
-        values: dict[Key, Any] = {}
-        failures: dict[str, str] = {}
-        unloadable: dict[str, Exception] = {}
-
-        async def from_worker(worker: str, worker_keys: list[Key]) -> None:
-            assert self._pool is not None
-            try:
-                link = await self._pool.get(worker)
-                reply = await link.request("get-data", keys=worker_keys)
-            except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
-                logger.info("Could not get %d keys from %s: %s", len(worker_keys), worker, exc)
-                failures[worker] = f"{type(exc).__name__}: {exc}"
-                self._pool.forget(worker)
-                return
-            for key, value in reply["data"].items():
-                try:
-                    # a worker pickles all but scalars and bytes; a large
-                    # bytes arrives as the buffer its frame was read into
-                    values[key] = bytes(value) if isinstance(value, bytearray) else deserialized(value)
-                except Exception as exc:  # this key's error; the others are fine
-                    unloadable[key] = exc
-
-        async with anyio.create_task_group() as tg:
-            for worker, worker_keys in by_worker.items():
-                tg.start_soon(from_worker, worker, worker_keys)
-        for state in states:
-            if state.key in unloadable:
-                state.fail_here(unloadable[state.key])
-        if len(values) < len(keys):
-            missing = [(s, mark) for s, mark in marks if s.key not in values]
-            await self._wait_for_a_change(missing, who_has, failures)
-        return values
-
-    async def _wait_for_a_change(
-        self, missing: list[tuple[FutureState, int]], who_has: dict[Key, list[str]],
-        failures: dict[str, str],
-    ) -> None:
-        """Return once one of the ``missing`` states changed since its mark;
-        raise ``TimeoutError`` after ``comm.timeouts.connect`` without one."""
-        if any(state.changes != mark for state, mark in missing):
-            return
-        timeout = config.get_float("comm.timeouts.connect")
-        with anyio.move_on_after(timeout) as waited:
-            async with anyio.create_task_group() as tg:
-
-                async def watch(state: FutureState, mark: int) -> None:
-                    await state.wait_changed(mark)
-                    tg.cancel_scope.cancel()
-
-                for state, mark in missing:
-                    tg.start_soon(watch, state, mark)
-        if not waited.cancelled_caught:
-            return
-        keys = [state.key for state, _ in missing]
-        holders = sorted({w for key in keys for w in who_has.get(key) or []})
-        why = "; ".join(f"{w}: {failures[w]}" for w in holders if w in failures)
-        raise TimeoutError(
-            f"Could not get {len(keys)} key(s) ({', '.join(map(str, keys[:3]))}{', ...' if len(keys) > 3 else ''}) "
-            f"from the workers holding them ({', '.join(holders) or 'the scheduler names none'}) "
-            f"within {timeout} s (comm.timeouts.connect), and the scheduler reported no loss"
-            f"{': ' + why if why else ''}. Check that this client can reach the workers."
-        )
 
     # ------------------------------------------------------------ requests
     async def request(self, op: str, **kwargs: Any) -> Any:
