@@ -67,7 +67,8 @@ from trioclust.core.memory_policy import (
     SpillData,
     TrimMemory,
 )
-from trioclust.core.worker_state import EXECUTING, WorkerState
+from trioclust.core.worker_state import WorkerState
+from trioclust.core.worker_tasks import EXECUTING
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
 from trioclust.protocol import Serialized, serialize
 from trioclust.protocol import messages as msgs
