@@ -14,20 +14,8 @@
 #
 # Records
 # -------
-# ``tasks`` holds one ``WorkerTask`` per key this worker deals with, in one of
-#   waiting    a task to compute here; some dependency is not in ``data`` yet
-#   fetch      a dependency to get from a peer (``who_has`` lists candidates)
-#   flight     a dependency being fetched from ``peer``
-#   ready      a task whose dependencies are all in ``data``, waiting for a
-#              thread; a heap orders them by (priority, arrival)
-#   executing  running in a thread (its key is in ``executing``)
-#   memory     the value is in ``data``
-#   error      it raised; the scheduler was told and will free it
-#   cancelled  freed while executing or in flight: the thread or transfer
-#              cannot be stopped, so its result is dropped on arrival,
-#              unless the scheduler asks for the key again meanwhile
-# and records leave ``tasks`` altogether once nothing needs them
-# ("forgotten"; ``released`` is the brief state of a record being built).
+# ``tasks`` holds one ``WorkerTask`` per key this worker deals with;
+# worker_tasks.py defines the record and lists the states it can be in.
 #
 # Requested or fetched
 # --------------------
@@ -58,11 +46,7 @@
 # Resources
 # ---------
 # A worker started with ``resources={"GPU": 2}`` runs a task that asks for
-# some (``ComputeRequested.resources``) only while that much is free: such a
-# ready task waits in a heap of its own, and ``_ensure_computing`` starts the
-# better-priority head of the two heaps that can start; the resources are
-# held from ``Execute`` until the run ends (its thread returns), and a task
-# with resources that are busy never holds up the tasks without.
+# some only while that much is free (worker_resources.py).
 #
 # Mechanics
 # ---------
@@ -106,19 +90,22 @@ from trioclust.core.instructions import (
 )
 from trioclust.core.keys import Key
 from trioclust.core.story import InvalidTransition, Story, StoryEntry, story
+from trioclust.core.worker_resources import ResourceAccounting
+from trioclust.core.worker_tasks import (
+    CANCELLED,
+    ERROR,
+    EXECUTING,
+    FETCH,
+    FLIGHT,
+    FORGOTTEN,
+    MEMORY,
+    READY,
+    RELEASED,
+    WAITING,
+    WorkerTask,
+)
 
 __all__ = ["WorkerState", "WorkerTask"]
-
-RELEASED = "released"
-WAITING = "waiting"
-FETCH = "fetch"
-FLIGHT = "flight"
-READY = "ready"
-EXECUTING = "executing"
-MEMORY = "memory"
-ERROR = "error"
-CANCELLED = "cancelled"
-FORGOTTEN = "forgotten"
 
 Recs = dict[Key, str]
 
@@ -127,77 +114,7 @@ Recs = dict[Key, str]
 _STALE: frozenset[tuple[str, str]] = frozenset()
 
 
-class WorkerTask:
-    """What a worker knows about one key.
-
-    Attributes:
-        key: The key.
-        state: See the module's theory of operation.
-        run_spec: What to run (requested tasks), passed through untouched.
-        priority: Lower runs (and is fetched) first.
-        seq: Arrival order; breaks ties between equal priorities.
-        requested: The scheduler asked for this key here (computed or
-            scattered): report it and keep it until freed.
-        dependencies: Records of the keys this task needs, until it has run.
-        dependents: Local tasks that still need this key.
-        waiting_for_data: The dependencies not yet in ``data``.
-        who_has: Peers that hold this key (fetch, flight, cancelled records).
-        peer: The peer it is being fetched from (flight).
-        previous: What a cancelled record was doing: executing or flight.
-        nbytes: The size of the value.
-        type_name: The type of the value.
-        exception: The opaque exception object (state error).
-        traceback: The opaque traceback (state error).
-        exception_text: A printable form of the exception.
-        resources: What one run holds of the worker's resources (None: nothing).
-    """
-
-    __slots__ = (
-        "dependencies",
-        "dependents",
-        "exception",
-        "exception_text",
-        "key",
-        "nbytes",
-        "peer",
-        "previous",
-        "priority",
-        "requested",
-        "resources",
-        "run_spec",
-        "seq",
-        "state",
-        "traceback",
-        "type_name",
-        "waiting_for_data",
-        "who_has",
-    )
-
-    def __init__(self, key: Key, *, priority: int, seq: int) -> None:
-        self.key = key
-        self.state = RELEASED
-        self.run_spec: object = None
-        self.priority = priority
-        self.seq = seq
-        self.requested = False
-        self.resources: Mapping[str, float] | None = None
-        self.dependencies: dict[WorkerTask, None] = {}
-        self.dependents: dict[WorkerTask, None] = {}
-        self.waiting_for_data: set[WorkerTask] = set()
-        self.who_has: list[str] = []
-        self.peer: str | None = None
-        self.previous: str | None = None
-        self.nbytes = 0
-        self.type_name = ""
-        self.exception: object = None
-        self.traceback: object = None
-        self.exception_text = ""
-
-    def __repr__(self) -> str:
-        return f"<WorkerTask {self.key!r} {self.state}>"
-
-
-class WorkerState:
+class WorkerState(ResourceAccounting):
     """All of a worker's decisions, as a state machine with no I/O.
 
     Args:
@@ -552,47 +469,6 @@ class WorkerState:
             ts = self.tasks.get(key)
             if ts is not None and ts.state == READY:
                 self._transitions({key: EXECUTING}, stimulus_id)
-
-    # ------------------------------------------------------------ resources
-
-    def _ensure_computing_constrained(self, stimulus_id: str) -> None:
-        """Start ready tasks from both heaps, best priority first, those with
-        resources only while theirs are free (see "Resources" above)."""
-        ready = self._ready
-        constrained = self._constrained
-        tasks = self.tasks
-        while len(self.executing) - len(self.long_running) < self.nthreads:
-            for heap in (ready, constrained):
-                while heap and ((t := tasks.get(heap[0][2])) is None or t.state != READY):
-                    heapq.heappop(heap)  # left READY another way meanwhile
-            head = None
-            if constrained and self._fits(tasks[constrained[0][2]]):
-                head = constrained
-            if ready and (head is None or ready[0] < constrained[0]):
-                head = ready
-            if head is None:
-                return
-            key = heapq.heappop(head)[2]
-            self._transitions({key: EXECUTING}, stimulus_id)
-
-    def _fits(self, ts: WorkerTask) -> bool:
-        available = self.available_resources
-        return all(available.get(name, 0.0) >= n for name, n in (ts.resources or {}).items())
-
-    def _hold_resources(self, ts: WorkerTask) -> None:
-        if ts.resources:
-            available = self.available_resources
-            for name, n in ts.resources.items():
-                available[name] = available.get(name, 0.0) - n
-            self._holding[ts.key] = ts.resources
-
-    def _release_resources(self, key: Key) -> None:
-        """The run of ``key`` ended (its thread returned): free what it held."""
-        held = self._holding.pop(key, None)
-        if held:
-            available = self.available_resources
-            for name, n in held.items():
-                available[name] = available.get(name, 0.0) + n
 
     def _ensure_communicating(self, stimulus_id: str) -> None:
         if not self._fetch or len(self.in_flight) >= self.max_concurrent_gathers or self.paused:

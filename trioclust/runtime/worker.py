@@ -14,35 +14,30 @@ events; the instructions that come back are carried out without blocking:
 * ``Gather``: a child task asks the peer for the keys over a pooled link.
 * ``Send*``: one ``Link.send`` to the scheduler.
 
-Each finished or failed task reports when its code ran (``start``/``stop``,
-measured around the call on the thread that ran it), that thread's ident, and
-the fetches of its dependencies from peers (``transfers``). The times are
-taken with ``time.time()`` here and shifted onto the scheduler's clock by
-:class:`ClockOffset`, which the replies to ``register-worker`` and to each
-heartbeat (a request, answered with the scheduler's time) keep up to date.
-The timings wait in ``_timings`` from the end of the run until the report
-leaves, as small results wait in ``_inline``.
-
 Peers and clients connect to the worker's own listener for ``get-data`` and
 ``update-data`` (scatter). If the scheduler link breaks, the worker drops all
 its state (the scheduler has already rescheduled its work) and keeps trying
 to reconnect for ``reconnect_timeout`` seconds; then it stops, with
 ``close_reason`` saying why.
+
+The Worker's methods are grouped by concept in mixins, each in a module of
+its own under runtime/: ``worker_execution.py`` (running ``Execute``, threads
+held by cancelled tasks, task timings), ``worker_task_clients.py`` (tasks'
+contexts, ``secede``, ``get_client``), ``worker_memory.py`` (the spill store
+and the memory monitor), ``worker_transfers.py`` (``get-data``,
+``update-data``, fetches from peers), ``worker_actors.py`` (actors) and
+``worker_plugins.py`` (plugins, uploaded files, restart). This module keeps
+the serving: connecting, registering, reconnecting, heartbeats, closing, and
+the core's events and instructions.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import os
-import shutil
-import sys
-import tempfile
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, MutableMapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -54,42 +49,35 @@ from trioclust import config, task_context
 from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm import serve as comm_serve
-from trioclust.comm.link import error_reply
 from trioclust.comm.pool import ConnectionPool
 from trioclust.core import events as ev
 from trioclust.core import instructions as ins
 from trioclust.core.keys import Key
 from trioclust.core.memory_policy import (
     MemoryPolicy,
-    MemorySample,
-    PauseWorker,
-    ResumeWorker,
-    SpillData,
-    TrimMemory,
 )
-from trioclust.core.worker_state import EXECUTING, WorkerState
+from trioclust.core.worker_state import WorkerState
+from trioclust.core.worker_tasks import EXECUTING
 from trioclust.errors import CommClosedError, ProtocolError, RemoteError
-from trioclust.protocol import Serialized, serialize
+from trioclust.protocol import Serialized
 from trioclust.protocol import messages as msgs
-from trioclust.protocol.actors import ActorRef, CreateActor
-from trioclust.protocol.run_spec import loads_task
-from trioclust.protocol.task_spec import substitute
 from trioclust.runtime import profiling
 from trioclust.runtime.actor_calls import ActorCalls
 from trioclust.runtime.execution import (
-    Failure,
-    Success,
     call_function,
-    pack_failure,
-    pack_success,
-    run_sync,
 )
 from trioclust.runtime.log_capture import process_logs, server_label
 from trioclust.runtime.nanny_plugins import NannyPipe
 from trioclust.runtime.resources import parse_resources
 from trioclust.runtime.server import Server
-from trioclust.runtime.spill import SpillStore, memory_thresholds, trim_memory
+from trioclust.runtime.spill import SpillStore, memory_thresholds
 from trioclust.runtime.thread_pool import ThreadPool
+from trioclust.runtime.worker_actors import ActorHosting
+from trioclust.runtime.worker_execution import ClockOffset, TaskExecution, _ThreadJob
+from trioclust.runtime.worker_memory import MemoryManagement
+from trioclust.runtime.worker_plugins import PluginHosting
+from trioclust.runtime.worker_task_clients import TaskClients
+from trioclust.runtime.worker_transfers import DataTransfers
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
 
 if TYPE_CHECKING:
@@ -100,76 +88,10 @@ _HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
 logger = logging.getLogger("trioclust.worker")
 
-# transfer timings kept for dependencies no task here has used yet, at most
-_MAX_PENDING_TRANSFERS = 4096
 
-
-class ClockOffset:
-    """The offset of another clock (the scheduler's) to this one, from round trips.
-
-    Each sample is a request sent at ``sent`` and answered at ``received`` (this
-    clock) carrying the other clock's ``remote`` time: the offset is taken as
-    ``remote - (sent + received) / 2``, which is wrong by at most half the round
-    trip. The estimate is the sample with the shortest round trip among the
-    last ``keep``: a reply delayed by a busy loop says little about the clocks.
-
-    Args:
-        keep: how many recent samples to choose from.
-    """
-
-    __slots__ = ("_samples", "keep", "offset")
-
-    def __init__(self, keep: int = 8) -> None:
-        self.keep = keep
-        self._samples: list[tuple[float, float]] = []  # (round trip, offset)
-        #: seconds to add to this clock's times to get the other's; 0.0 before a sample
-        self.offset = 0.0
-
-    def add(self, sent: float, received: float, remote: float) -> float:
-        """Take one round trip into account; returns the new estimate."""
-        self._samples.append((max(received - sent, 0.0), remote - (sent + received) / 2))
-        del self._samples[: -self.keep]
-        self.offset = min(self._samples)[1]
-        return self.offset
-
-
-# values a worker sends a peer as they are: msgpack carries these, exactly
-_SENT_AS_IS = frozenset({bytes, str, int, float, bool, type(None)})
-
-_SKIPPED = object()  # a thread job's outcome when it was cancelled before it began
-
-
-class _ThreadJob:
-    """One task handed to the thread pool: queued, then running or skipped.
-
-    A task cancelled while queued is skipped when a thread reaches it; one
-    cancelled while running holds its thread until it returns (see
-    ``Worker._held``)."""
-
-    __slots__ = ("_lock", "state")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.state = "queued"
-
-    def begin(self) -> bool:
-        """In the thread: whether to run (False: it was cancelled meanwhile)."""
-        with self._lock:
-            if self.state == "skipped":
-                return False
-            self.state = "running"
-            return True
-
-    def cancel(self) -> bool:
-        """On the loop: skip it if it has not begun; returns whether it runs."""
-        with self._lock:
-            if self.state == "queued":
-                self.state = "skipped"
-            return self.state == "running"
-
-
-
-class Worker(Server):
+class Worker(
+    TaskExecution, TaskClients, MemoryManagement, DataTransfers, ActorHosting, PluginHosting, Server
+):
     """A worker: runs tasks in its threads and keeps their results in memory.
 
     Args:
@@ -297,26 +219,6 @@ class Worker(Server):
             data=self._store,
             resources=self.resources,
         )
-
-    def _slots(self) -> int:
-        """How many tasks the threads take at once (the core's ``nthreads``).
-
-        One running per thread, and a queue per thread, so that a thread that
-        finishes one task starts the next at once instead of waiting for the
-        event loop: ``worker.prefetch-per-thread`` tasks, or
-        ``worker.prefetch-short-tasks`` while the recent tasks were so short
-        that this deeper queue holds less than ``worker.prefetch-duration``
-        of work (a task sent later with a better priority then waits for
-        little; each queued task is one wake-up of a thread fewer).
-        """
-        queue = self._prefetch
-        mean = self._threads.mean_duration
-        if 0 < mean * self._prefetch_short < self._prefetch_duration:
-            queue = max(queue, self._prefetch_short)
-        # a thread held by a cancelled task takes its one slot, and no queue
-        held = len(self._held)
-        free = max(0, self.nthreads - held)
-        return max(1, held + free * (1 + queue))
 
     def __repr__(self) -> str:
         return (
@@ -598,95 +500,7 @@ class Worker(Server):
             "time": time.time(),
         }
 
-    # -------------------------------------------------------------- memory
-    def _open_store(self) -> None:
-        """The spill store, when there is a limit to keep to (see runtime/spill.py)."""
-        thresholds = self._memory_policy.thresholds
-        if self._store is None and self.memory_limit and (thresholds.target or thresholds.spill):
-            directory = config.get("worker.memory.spill-directory")
-            self._store = SpillStore(self._memory_policy.target_bytes, directory)
 
-    def _memory_sample(self) -> MemorySample:
-        try:
-            rss = self._process.memory_info().rss
-        except psutil.Error:
-            rss = 0
-        store = self._store
-        if store is not None:
-            return MemorySample(process=rss, managed=store.memory_bytes, spilled=store.spilled_bytes)
-        managed = sum(ts.nbytes for ts in self.state.tasks.values() if ts.state == "memory")
-        return MemorySample(process=rss, managed=managed)
-
-    async def _monitor_memory(self) -> None:
-        """Measure every ``worker.memory.monitor-interval``, and at once when
-        a big result comes in (``_memory_poke``)."""
-        while True:
-            with trio.move_on_after(self._monitor_interval):
-                await self._memory_poke.wait()
-            self._check_memory()
-
-    def _check_memory(self) -> None:
-        """One turn of the memory monitor (core/memory_policy.py decides)."""
-        if self._memory_poke.is_set():
-            self._memory_poke = trio.Event()
-        spilled_before = self._store.spilled_bytes if self._store is not None else 0
-        for _ in range(2):  # after a trim or a spill, measure again at once
-            again = False
-            sample = self._memory_sample()
-            if self._store is not None:
-                # room for what the running thread tasks are building
-                running = min(len(self._thread_jobs), self.nthreads)
-                making = int(running * self._result_size)
-                managed_target = self._memory_policy.managed_target(sample, making)
-                if managed_target is not None:
-                    self._store.target = managed_target
-            for action in self._memory_policy.worker_sample(sample):
-                if isinstance(action, SpillData):
-                    if self._store is not None and self._store.evict(action.nbytes):
-                        again = True
-                elif isinstance(action, TrimMemory):
-                    again = trim_memory() or again
-                elif isinstance(action, PauseWorker):
-                    self._set_paused(True, action.reason)
-                elif isinstance(action, ResumeWorker):
-                    self._set_paused(False, "")
-            if not again:
-                break
-        if self._store is not None and self._store.spilled_bytes != spilled_before:
-            self._send_heartbeat()  # the scheduler shows spilled bytes without waiting
-
-    def _set_paused(self, paused: bool, reason: str) -> None:
-        self.paused = paused
-        stim = f"worker-memory-{time.time()}"
-        sample = self._memory_sample()
-        if paused:
-            logger.warning(
-                "Worker %s pauses (%s); unmanaged %d bytes, spilled %d bytes",
-                self.name, reason, sample.unmanaged, sample.spilled,
-            )
-        else:
-            logger.warning(
-                "Worker %s resumes: process memory %d bytes is under worker.memory.pause",
-                self.name, sample.process,
-            )
-        status: msgs.WorkerStatusChangeMsg = {
-            "op": "worker-status-change", "status": "paused" if paused else "running",
-            "reason": reason, "stimulus_id": stim,
-        }
-        self._send(status)
-        self._handle(ev.PauseChanged(paused=paused, stimulus_id=stim))
-
-    # -------------------------------------------------------- held threads
-    def _report_held(self, stimulus_id: str) -> None:
-        """Tell the scheduler (and the core's slots) how many threads are held."""
-        held = len(self._held)
-        if held != self._held_reported:
-            self._held_reported = held
-            msg: msgs.ThreadsHeldMsg = {"op": "threads-held", "held": held, "stimulus_id": stimulus_id}
-            self._send(msg)
-        slots = self._slots()
-        if slots != self.state.nthreads:
-            self._handle(ev.SlotsChanged(slots=slots, stimulus_id=stimulus_id))
 
     # -------------------------------------------------- scheduler messages
     def _on_compute_task(self, msg: msgs.ComputeTaskMsg) -> None:
@@ -733,33 +547,6 @@ class Worker(Server):
             name=f"worker {self.address} <- {comm.peer_address}",
         )
         await link.run()
-
-    def _on_get_data(self, msg: msgs.GetDataMsg) -> msgs.GetDataReply:
-        data = self.state.data
-        # Anything but a plain scalar is pickled whole: the codec would send a
-        # container as msgpack with only the objects inside pickled (and the
-        # receiver unpickles top-level values only: a dask reduction's
-        # {"n": array, ...} chunk), and a subclass of a msgpack type as its
-        # base type (a dask shuffle's groups, a dict subclass, would arrive a
-        # dict of still-pickled frames)
-        found = {
-            k: v if type(v) in _SENT_AS_IS else serialize(v)
-            for k in msg["keys"] if k in data for v in (data[k],)
-        }
-        missing = [k for k in msg["keys"] if k not in data]
-        return {"data": found, "missing": missing}
-
-    def _on_update_data(self, msg: msgs.ScatterDataMsg) -> msgs.ScatterDataReply:
-        values = {
-            k: (v.deserialize() if isinstance(v, Serialized) else v) for k, v in msg["data"].items()
-        }
-        nbytes = {
-            k: (v.nbytes if isinstance(v, Serialized) else len(v) if isinstance(v, bytes) else 0)
-            for k, v in msg["data"].items()
-        }
-        self._expect_sizes(nbytes)
-        self._handle(ev.DataUpdated(data=values, nbytes=nbytes, stimulus_id=f"update-data-{time.time()}"))
-        return {"nbytes": nbytes}
 
     # ------------------------------------------------------------ the core
     def _handle(self, *events: Any) -> None:
@@ -850,309 +637,8 @@ class Worker(Server):
         else:  # pragma: no cover - a new instruction type without a dispatcher
             raise TypeError(f"Worker cannot dispatch {i!r}")
 
-    def _add_timing(
-        self, msg: msgs.TaskFinishedMsg | msgs.TaskErredMsg,
-        timing: tuple[float, float, int, list[list[Any]] | None],
-    ) -> None:
-        """Put a run's timings into its report, on the scheduler's clock."""
-        offset = self.clock.offset
-        start, stop, thread, transfers = timing
-        msg["start"] = start + offset
-        msg["stop"] = stop + offset
-        msg["thread"] = thread
-        if transfers:
-            msg["transfers"] = [[t[0] + offset, t[1] + offset, t[2], t[3]] for t in transfers]
 
-    # ----------------------------------------------------------- execution
-    def _execute(self, key: Key, stimulus_id: str) -> None:
-        ts = self.state.tasks[key]
-        generation = self._generation
-        try:
-            fn, args, kwargs = loads_task(ts.run_spec)
-            if ts.dependencies:
-                args = substitute(args, self.state.data)
-                kwargs = substitute(kwargs, self.state.data)
-        except BaseException as exc:
-            self._finish(key, generation, pack_failure(exc, skip_frames=0))
-            return
-        if isinstance(fn, CreateActor):
-            fn = partial(self._create_actor, key, fn.cls)
-        transfers = None
-        if self._transfers and ts.dependencies:
-            pending = self._transfers
-            transfers = [pending.pop(d.key) for d in ts.dependencies if d.key in pending]
-        if inspect.iscoroutinefunction(fn):
-            nursery = self._nursery
-            assert nursery is not None
 
-            def start() -> None:
-                nursery.start_soon(self._run_coroutine, key, generation, fn, args, kwargs, transfers)
-
-        else:
-            limit = self.inline_limit
-            context = self._task_context(key, generation, in_thread=True)
-            job = _ThreadJob()
-            self._thread_jobs[key] = job
-
-            def run() -> Any:
-                if not job.begin():
-                    return _SKIPPED
-                task_context.bind_thread(context)
-                try:
-                    return _run_timed(fn, args, kwargs, limit)
-                finally:
-                    task_context.unbind_thread()
-
-            def start() -> None:
-                if self._memory_poke.is_set():
-                    # a big result came in since the last measure: spill first,
-                    # so that this task's memory does not add to it
-                    self._check_memory()
-                self._threads.submit(
-                    run, lambda timed: self._thread_done(key, generation, job, timed, transfers)
-                )
-
-        # the code starts once the scheduler can know that it started: a task that
-        # kills this worker is then blamed (with any queued behind it in its
-        # thread), and not the tasks still waiting here for a thread
-        started: msgs.TaskStartedMsg = {"op": "task-started", "key": key, "stimulus_id": stimulus_id}
-        self._send(started, on_written=start)
-
-    async def _run_coroutine(
-        self, key: Key, generation: int, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-        transfers: list[list[Any]] | None = None,
-    ) -> None:
-        start = time.time()
-        with trio.CancelScope() as scope:
-            self._cancel_scopes[key] = scope
-            task_context.set_coroutine_task(self._task_context(key, generation, in_thread=False))
-            try:
-                if self.task_client_async is None and _may_get_client(fn):
-                    await self._start_task_client_async()
-                value = await fn(*args, **kwargs)
-            except Exception as exc:
-                outcome: Success | Failure = pack_failure(exc)
-            else:
-                outcome = pack_success(value, self.inline_limit)
-        timed = (start, time.time(), threading.get_ident())
-        if self._cancel_scopes.get(key) is scope:
-            del self._cancel_scopes[key]
-        if scope.cancelled_caught:
-            # only CancelExecute cancels this scope: the core drops the outcome
-            outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled while running"))
-        self._finish(key, generation, outcome, timed, transfers)
-
-    # ------------------------------------------------ tasks that launch tasks
-    def _task_context(self, key: Key, generation: int, *, in_thread: bool) -> task_context.TaskContext:
-        return task_context.TaskContext(self, key, generation, in_thread)
-
-    def _secede(self, key: Key, generation: int, in_thread: bool) -> bool:
-        """``secede()`` in task ``key``: a new thread takes this one's place,
-        and the core frees its slot and tells the scheduler. False when the
-        task had seceded already (a thread task; a coroutine's second
-        secede is the core's no-op)."""
-        if in_thread:
-            if not self._threads.secede():
-                return False
-            token = self._token
-            assert token is not None
-            try:
-                token.run_sync_soon(self._seceded, key, generation)
-            except trio.RunFinishedError:
-                pass
-        else:
-            self._seceded(key, generation)
-        return True
-
-    def _seceded(self, key: Key, generation: int) -> None:
-        if generation == self._generation and self.status == "running":
-            self._handle(ev.Seceded(key=key, stimulus_id=f"secede-{key}-{time.time()}"))
-
-    def get_task_client(self, timeout: float | None = None) -> Any:
-        """The client of the calling task (see ``get_client``): the
-        worker's shared synchronous one on a thread, made on first use."""
-        context = task_context.current_task()
-        if context is not None and not context.in_thread:
-            if self.task_client_async is None:
-                raise RuntimeError(
-                    "get_client() in a coroutine task needs the worker's asynchronous client, which "
-                    "the worker starts before running a coroutine function that names get_client "
-                    "or worker_client; call get_client() in the task's own function"
-                )
-            return self.task_client_async
-        with self._task_client_lock:
-            if self.status != "running":
-                raise RuntimeError(f"Worker {self.name} is {self.status}: no client for its tasks")
-            if self.task_client is None:
-                factory = task_context.sync_client_factory
-                if factory is None:  # pragma: no cover - importing trioclust sets it
-                    raise RuntimeError("get_client() needs trioclust's client layer imported")
-                self.task_client = factory(self, timeout)
-            return self.task_client
-
-    async def _start_task_client_async(self) -> None:
-        async with self._task_client_async_lock:
-            if self.task_client_async is None and task_context.async_client_factory is not None:
-                assert self._nursery is not None
-                self.task_client_async = await self._nursery.start(self._serve_task_client_async)
-
-    async def _serve_task_client_async(self, *, task_status: trio.TaskStatus[Any]) -> None:
-        """Own the coroutine tasks' client: open it here, close it when the worker stops."""
-        factory = task_context.async_client_factory
-        assert factory is not None
-        closed = self._task_client_async_closed = trio.Event()
-        try:
-            async with factory(self) as client:
-                task_status.started(client)
-                await self._close_requested.wait()
-        finally:
-            self.task_client_async = None
-            closed.set()
-
-    def _thread_done(
-        self, key: Key, generation: int, job: _ThreadJob, timed: Any,
-        transfers: list[list[Any]] | None,
-    ) -> None:
-        if self._thread_jobs.get(key) is job:
-            del self._thread_jobs[key]
-        if job in self._held:
-            self._held.discard(job)
-            self._report_held(f"thread-returned-{key}")
-        if timed is _SKIPPED:
-            ts = self.state.tasks.get(key)
-            if generation == self._generation and ts is not None and ts.state == EXECUTING:
-                self._execute(key, f"execute-again-{key}")  # asked for again meanwhile
-                return
-            outcome = pack_failure(RuntimeError(f"task {key!r} was cancelled before it started"))
-            self._finish(key, generation, outcome)
-            return
-        self._finish(key, generation, timed[0], timed[1:], transfers)
-
-    def _finish(
-        self, key: Key, generation: int, outcome: Success | Failure,
-        timed: tuple[float, float, int] | None = None, transfers: list[list[Any]] | None = None,
-    ) -> None:
-        if generation != self._generation:
-            return  # the state it belonged to was reset
-        if timed is not None:
-            self._timings[key] = (timed[0], timed[1], timed[2], transfers)
-        stim = f"execute-{key}"
-        events: list[Any] = []
-        slots = self._slots()
-        if slots != self.state.nthreads:
-            events.append(ev.SlotsChanged(slots=slots, stimulus_id=stim))
-        store = self._store
-        if isinstance(outcome, Success):
-            if store is not None:
-                store.expect_size(key, outcome.nbytes)
-            if outcome.inline is not None:
-                self._inline[key] = outcome.inline
-            events.append(
-                ev.ExecuteSucceeded(
-                    key=key, value=outcome.value, nbytes=outcome.nbytes,
-                    type_name=outcome.type_name, stimulus_id=stim,
-                )
-            )
-        else:
-            events.append(
-                ev.ExecuteFailed(
-                    key=key, exception=outcome.exception, traceback=outcome.traceback,
-                    exception_text=outcome.text, stimulus_id=stim,
-                )
-            )
-        self._handle(*events)
-        self._inline.pop(key, None)  # read while handling ExecuteSucceeded
-        self._timings.pop(key, None)  # read while handling either
-        if store is not None:
-            store.drop_expected(key)  # not stored after all (cancelled meanwhile)
-            if isinstance(outcome, Success):
-                self._result_size = max(outcome.nbytes, self._result_size * 0.9)
-                if outcome.nbytes * 100 >= self.memory_limit:
-                    # a big result: measure now rather than at the next tick, as
-                    # tasks that make such results quickly outrun the monitor; in
-                    # the monitor's task, once the result is referenced by the
-                    # store alone (so that spilling it frees its memory)
-                    self._memory_poke.set()
-
-    # ------------------------------------------------------------- gathers
-    async def _fetch(self, peer: str, keys: list[Key]) -> tuple[dict[Key, Any], list[Key], dict[Key, int]]:
-        """Values of ``keys`` from ``peer``: (data, keys it lacked, sizes).
-
-        Raises ``TimeoutError`` (an ``OSError``) if the peer does not answer
-        within ``worker.fetch-timeout``, and forgets the connection to it."""
-        assert self._pool is not None
-        timeout = config.get_float("worker.fetch-timeout")
-        with trio.move_on_after(timeout) as waited:
-            link = await self._pool.get(peer)
-            reply = await link.request("get-data", keys=keys)
-        if waited.cancelled_caught:
-            self._pool.forget(peer)
-            raise TimeoutError(
-                f"{peer} did not answer a fetch of {len(keys)} key(s) within {timeout:g} s "
-                f"(worker.fetch-timeout)"
-            )
-        data: dict[Key, Any] = {}
-        nbytes: dict[Key, int] = {}
-        for k, v in reply["data"].items():
-            if isinstance(v, Serialized):
-                nbytes[k] = v.nbytes
-                v = v.deserialize()
-            elif isinstance(v, bytearray | memoryview):
-                v = bytes(v)  # a bytes value, sent out of band (see _on_get_data)
-            data[k] = v
-        return data, list(reply.get("missing") or ()), nbytes
-
-    def _expect_sizes(self, nbytes: dict[Key, int]) -> None:
-        store = self._store
-        if store is not None:
-            for key, n in nbytes.items():
-                if n:
-                    store.expect_size(key, n)
-
-    async def _gather(self, peer: str, keys: tuple[Key, ...], generation: int) -> None:
-        try:
-            start = time.time()
-            data, _, nbytes = await self._fetch(peer, list(keys))
-            self._expect_sizes(nbytes)
-            if generation == self._generation:
-                self._note_transfers(start, time.time(), peer, nbytes, data)
-            event: Any = ev.GatherSucceeded(peer=peer, data=data, stimulus_id=f"gather-{peer}")
-        except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
-            logger.warning("Worker %s could not gather %d keys from %s: %s", self.name, len(keys), peer, exc)
-            event = ev.GatherFailed(peer=peer, keys=keys, reason=str(exc), stimulus_id=f"gather-failed-{peer}")
-        if generation == self._generation:
-            self._handle(event)
-
-    def _note_transfers(
-        self, start: float, stop: float, peer: str, nbytes: dict[Key, int], data: dict[Key, Any]
-    ) -> None:
-        """Keep each fetched key's transfer for the task that needed it (see ``_execute``)."""
-        pending = self._transfers
-        for key, value in data.items():
-            size = nbytes.get(key)
-            if size is None:  # bytes travel as a frame of their own, unpickled
-                size = len(value) if isinstance(value, bytes | bytearray) else 0
-            pending[key] = [start, stop, peer, size]
-        while len(pending) > _MAX_PENDING_TRANSFERS:  # fetched for tasks that never ran here
-            del pending[next(iter(pending))]
-
-    async def _on_acquire_replicas(self, msg: msgs.AcquireReplicasMsg) -> msgs.AcquireReplicasReply:
-        """Copy keys from the workers holding them (another worker is retiring)."""
-        by_peer: dict[str, list[Key]] = {}
-        for key, holders in msg["who_has"].items():
-            if holders:
-                by_peer.setdefault(holders[0], []).append(key)
-        got: list[Key] = []
-        for peer, keys in by_peer.items():
-            try:
-                data, _, nbytes = await self._fetch(peer, keys)
-            except (OSError, CommClosedError, ProtocolError, RemoteError) as exc:
-                logger.warning("Worker %s could not copy %d keys from %s: %s", self.name, len(keys), peer, exc)
-                continue
-            self._expect_sizes(nbytes)
-            self._handle(ev.DataUpdated(data=data, nbytes=nbytes, stimulus_id=msg["stimulus_id"]))
-            got.extend(data)
-        return {"keys": got}
 
     def _on_get_logs(self, msg: msgs.GetWorkerLogsMsg) -> list[tuple[str, str]]:
         """``client.get_worker_logs()``: this worker's recent log lines."""
@@ -1167,220 +653,6 @@ class Worker(Server):
         self.close_reason = msg["reason"] or "the scheduler asked it to close"
         logger.info("Worker %s closes: %s", self.name, self.close_reason)
         self._request_close()
-
-    # -------------------------------------------------------------- actors
-    # An actor is an instance made by a task (``CreateActor``) and kept in
-    # ``actors`` while the scheduler keeps its key here; the task's result is
-    # an ``ActorRef``. Clients call its methods over this worker's port. Each
-    # call or attribute read goes into one queue as it arrives (the link's
-    # handlers run in the order the messages came) and ``ActorCalls``
-    # (runtime/actor_calls.py) runs them one at a time, plain methods in a
-    # thread of their own as Dask's single actor thread does, coroutine
-    # methods on this event loop.
-
-    def _create_actor(self, key: Key, cls: type, *args: Any, **kwargs: Any) -> ActorRef:
-        """On a task thread: make the instance and keep it; the task's result is its reference."""
-        instance = cls(*args, **kwargs)
-        self.actors[key] = instance
-        return ActorRef(key=key, address=self.address, cls=cls)
-
-    def _actor(self, key: Key) -> Any:
-        try:
-            return self.actors[key]
-        except KeyError:
-            raise ValueError(
-                f"Worker {self.address} holds no actor {key!r}: it was released, or this "
-                f"worker restarted since it was made (actors are not recovered)"
-            ) from None
-
-    def _on_actor_execute(self, link: Link, msg: msgs.ActorExecuteMsg) -> None:
-        try:
-            method = getattr(self._actor(msg["key"]), msg["method"])
-            args: Any = msg["args"]
-            kwargs: Any = msg["kwargs"]
-            if isinstance(args, Serialized):
-                args = args.deserialize()
-            if isinstance(kwargs, Serialized):
-                kwargs = kwargs.deserialize()
-        except Exception as exc:
-            link.send(error_reply(msg["call"], exc))
-            return
-        call = partial(method, *(args or ()), **(kwargs or {}))
-        self._actor_calls.submit(link, msg["call"], call, inspect.iscoroutinefunction(method))
-
-    def _on_actor_attribute(self, link: Link, msg: msgs.ActorAttributeMsg) -> None:
-        try:
-            instance = self._actor(msg["key"])
-        except ValueError as exc:
-            link.send(error_reply(msg["call"], exc))
-            return
-        self._actor_calls.submit(link, msg["call"], partial(getattr, instance, msg["attribute"]), False)
-
-    # --------------------------------------------------- client operations
-    def _on_upload_file(self, msg: msgs.UploadFileWorkerMsg) -> None:
-        """``client.upload_file``: keep the file on the import path; import it when asked.
-
-        A ``.py`` file goes into a directory of this worker's own at the front of
-        ``sys.path``; a ``.zip`` or ``.egg`` goes there too and is put on the
-        path itself. Loading imports the module (the archive's top-level
-        modules and packages), reloading one imported before.
-        """
-        directory = self._upload_directory
-        if directory is None:
-            directory = self._upload_directory = tempfile.mkdtemp(prefix="trioclust-uploads-")
-            sys.path.insert(0, directory)
-        name = os.path.basename(msg["filename"])
-        path = os.path.join(directory, name)
-        with open(path, "wb") as f:
-            f.write(msg["data"])
-        modules: list[str] = []
-        if name.endswith((".zip", ".egg")):
-            if path not in sys.path:
-                sys.path.insert(0, path)
-            with zipfile.ZipFile(path) as archive:
-                for member in archive.namelist():
-                    top, _, rest = member.partition("/")
-                    if (rest == "__init__.py" or (not rest and top.endswith(".py"))) and top != "EGG-INFO":
-                        modules.append(top.removesuffix(".py"))
-        elif name.endswith(".py"):
-            modules.append(name.removesuffix(".py"))
-        importlib.invalidate_caches()
-        if msg["load"]:
-            for module in dict.fromkeys(modules):
-                if module in sys.modules:
-                    importlib.reload(sys.modules[module])
-                else:
-                    importlib.import_module(module)
-        logger.info("Worker %s got the uploaded file %s", self.name, name)
-
-    def _on_restart(self, msg: msgs.RestartWorkerMsg) -> None:
-        """``client.restart``: stop; under a nanny the process exits so that a
-        fresh worker starts (a worker without one stays closed, as in Dask)."""
-        self.restart_requested = True
-        self.close_reason = "restarted by client.restart()"
-        logger.info("Worker %s restarts (client.restart)", self.name)
-        self._request_close()
-
-    def _on_plugin_add(self, msg: msgs.PluginAddMsg) -> Any:
-        """``client.register_plugin(WorkerPlugin)``: set it up (tearing down
-        the one it replaces); ``setup`` may be async, and its error is the
-        registering client's."""
-        plugin = msg["plugin"].deserialize() if isinstance(msg["plugin"], Serialized) else msg["plugin"]
-        old = self.plugins.pop(msg["name"], None)
-        if old is not None and hasattr(old, "teardown"):
-            _call_logged(old.teardown, self, f"worker plugin {msg['name']!r} teardown")
-        self.plugins[msg["name"]] = plugin
-        setup = getattr(plugin, "setup", None)
-        return setup(worker=self) if setup is not None else None
-
-    async def _on_nanny_plugin_add(self, msg: msgs.NannyPluginAddMsg) -> dict[str, Any] | None:
-        """Pass a ``NannyPlugin`` on to this worker's nanny; ``None`` without one."""
-        if self.nanny_pipe is None:
-            return None
-        answer = await self.nanny_pipe.request(msg["name"], msg["plugin"])
-        if answer["restart"] and "id" not in msg:
-            # given as this worker registered: nobody waits for an answer
-            self._on_restart({"op": "restart"})
-        return {"status": answer["error"] or "OK", "restart": answer["restart"]}
-
-    async def _on_plugin_remove(self, msg: msgs.PluginRemoveMsg) -> str | None:
-        """``client.unregister_worker_plugin``: tear the plugin down here (or in the nanny)."""
-        name = msg["name"]
-        if msg["nanny"]:
-            if self.nanny_pipe is None:
-                return None
-            answer = await self.nanny_pipe.request(name, None)
-            return str(answer["error"] or "OK")
-        plugin = self.plugins.pop(name, None)
-        teardown = getattr(plugin, "teardown", None)
-        if teardown is not None:
-            try:
-                result = teardown(worker=self)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                return f"{type(exc).__name__}: {exc}"
-        return "OK"
-
-    def _plugin_transitions(self, mark: Any) -> None:
-        log = self.state.transition_log
-        new = []
-        for entry in reversed(log):
-            if entry is mark:
-                break
-            new.append(entry)
-        for key, start, finish, stimulus_id, _ in reversed(new):
-            for name, plugin in list(self.plugins.items()):
-                hook = getattr(plugin, "transition", None)
-                if hook is not None:
-                    _call_logged(
-                        partial(hook, key, start, finish, stimulus_id=stimulus_id),
-                        None, f"worker plugin {name!r} transition",
-                    )
-
-    async def _teardown_plugins(self) -> None:
-        for name, plugin in list(self.plugins.items()):
-            teardown = getattr(plugin, "teardown", None)
-            if teardown is None:
-                continue
-            try:
-                result = teardown(worker=self)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("Worker plugin %r failed in teardown", name)
-        self.plugins.clear()
-
-    def _remove_uploads(self) -> None:
-        directory, self._upload_directory = self._upload_directory, None
-        if directory is None:
-            return
-        sys.path[:] = [p for p in sys.path if not (p == directory or p.startswith(directory + os.sep))]
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _call_logged(fn: Callable[..., Any], arg: Any, what: str) -> None:
-    """``fn(arg)`` (``fn()`` when ``arg`` is None), logging its error."""
-    try:
-        fn() if arg is None else fn(arg)
-    except Exception:
-        logger.exception("%s failed", what)
-
-
-def _run_timed(
-    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], inline_limit: int
-) -> tuple[Success | Failure, float, float, int]:
-    """On a worker thread: run the task, and say when and on which thread."""
-    start = time.time()
-    outcome = run_sync(fn, args, kwargs, inline_limit)
-    return outcome, start, time.time(), threading.get_ident()
-
-_CLIENT_NAMES = frozenset({"get_client", "worker_client"})
-
-
-_names_client: dict[Any, bool] = {}  # by code object; bounded below
-
-
-def _may_get_client(fn: Any) -> bool:
-    """Whether coroutine function ``fn``'s code (nested functions included)
-    names ``get_client`` or ``worker_client``: then the worker starts its
-    asynchronous client for it before it runs (see ``get_task_client``)."""
-    top = getattr(fn, "__code__", None)
-    if top is None:
-        return False
-    known = _names_client.get(top)
-    if known is not None:
-        return known
-    found = False
-    codes = [top]
-    while codes and not found:
-        code = codes.pop()
-        found = not _CLIENT_NAMES.isdisjoint(code.co_names)
-        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    if len(_names_client) > 1024:
-        _names_client.clear()
-    _names_client[top] = found
-    return found
 
 
 # ------------------------------------------------------------ in a task
