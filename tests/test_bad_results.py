@@ -97,6 +97,26 @@ def test_sync_unloadable_result_fails_only_its_future(address: str, size: int) -
         assert client.gather(futures, errors="skip") == [i for i in range(200) if i != 57]
 
 
+def payload_size(value: Any) -> int:
+    return len(value.payload)
+
+
+@pytest.mark.parametrize("size", [0, LARGE], ids=["inline", "frames"])
+def test_sync_a_dependency_that_will_not_unpickle_errs_its_dependent(address: str, size: int) -> None:
+    """A result that pickles where it was made but whose unpickling raises on
+    the worker that fetches it for a dependent: the dependent errs with that
+    error (as in Dask, where the failed fetch fails the task), at once; both
+    workers live on and serve the next tasks."""
+    with Client(address) as client:
+        workers = sorted(client.scheduler_info()["workers"])
+        made = client.submit(LoadFails, size, workers=[workers[0]], pure=False)
+        used = client.submit(payload_size, made, workers=[workers[1]], pure=False)
+        with pytest.raises(RuntimeError, match="refuses to be unpickled"):
+            used.result(timeout=30)
+        assert sorted(client.scheduler_info()["workers"]) == workers
+        assert client.gather(client.map(abs, [-1, -2], workers=[workers[1]])) == [1, 2]
+
+
 # ----------------------------------------------------------------- asynchronous
 @pytest.fixture(params=["trio", "asyncio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

@@ -77,7 +77,7 @@ from trioclust.runtime.worker_execution import ClockOffset, TaskExecution, _Thre
 from trioclust.runtime.worker_memory import MemoryManagement
 from trioclust.runtime.worker_plugins import PluginHosting
 from trioclust.runtime.worker_task_clients import TaskClients
-from trioclust.runtime.worker_transfers import DataTransfers
+from trioclust.runtime.worker_transfers import DataTransfers, Unloadable
 from trioclust.transport.addresses import parse_address, parse_host_port, unparse_host_port
 
 if TYPE_CHECKING:
@@ -183,6 +183,8 @@ class Worker(
         self._timings: dict[Key, tuple[float, float, int, list[list[Any]] | None]] = {}
         # dependency key -> [start, stop, source, nbytes] of its fetch (worker clock)
         self._transfers: dict[Key, list[Any]] = {}
+        #: fetched keys stored as an Unloadable (runtime/worker_transfers.py)
+        self._unloadable: dict[Key, Unloadable] = {}
         self.clock = ClockOffset()
         self._cancel_scopes: dict[Key, trio.CancelScope] = {}
         self._scheduler_link: Link | None = None
@@ -422,6 +424,7 @@ class Worker(
         self._inline.clear()
         self._timings.clear()
         self._transfers.clear()
+        self._unloadable.clear()
         for job in self._thread_jobs.values():
             if job.cancel():  # still running: it holds its thread until it returns
                 self._held.add(job)

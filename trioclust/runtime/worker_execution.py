@@ -54,6 +54,7 @@ from trioclust.protocol.run_spec import loads_task
 from trioclust.protocol.task_spec import substitute
 from trioclust.runtime.execution import Failure, Success, pack_failure, pack_success, run_sync
 from trioclust.runtime.worker_task_clients import _may_get_client
+from trioclust.runtime.worker_transfers import Unloadable
 
 if TYPE_CHECKING:
     from trioclust.runtime.spill import SpillStore
@@ -141,6 +142,7 @@ class TaskExecution:
         memory_limit: int
         clock: ClockOffset
         _generation: int
+        _unloadable: dict[Key, Unloadable]
         _threads: ThreadPool
         _prefetch: int
         _prefetch_short: int
@@ -209,12 +211,29 @@ class TaskExecution:
         if slots != self.state.nthreads:
             self._handle(ev.SlotsChanged(slots=slots, stimulus_id=stimulus_id))
 
+    def _raise_unloadable(self, dependencies: Any) -> None:
+        """Raise the exception of a dependency fetched here that would not
+        unpickle (runtime/worker_transfers.py's Unloadable); forget those no
+        longer held."""
+        data = self.state.data
+        unloadable = self._unloadable
+        for key in [key for key in unloadable if key not in data]:
+            del unloadable[key]
+        for dep in dependencies:
+            stand_in = unloadable.get(dep.key)
+            if stand_in is not None:
+                if data.get(dep.key) is stand_in:
+                    raise stand_in.error
+                del unloadable[dep.key]  # a value came in since
+
     def _execute(self, key: Key, stimulus_id: str) -> None:
         ts = self.state.tasks[key]
         generation = self._generation
         try:
             fn, args, kwargs = loads_task(ts.run_spec)
             if ts.dependencies:
+                if self._unloadable:
+                    self._raise_unloadable(ts.dependencies)
                 args = substitute(args, self.state.data)
                 kwargs = substitute(kwargs, self.state.data)
         except BaseException as exc:

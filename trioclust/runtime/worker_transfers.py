@@ -15,11 +15,19 @@ or ``GatherFailed``, dropped if the worker's state was reset meanwhile
 (``_generation``); each key's fetch (start, stop, peer, size) waits in
 ``_transfers`` until a task that needed it runs, and goes out with that
 task's timings (runtime/worker_execution.py).
+
+A fetched value whose unpickling raises here (a class that will not load on
+this worker) is stored as an :class:`Unloadable` holding the exception: the
+tasks that need it err with that exception when they would run (as in Dask,
+where the failed fetch fails the task) instead of waiting for a value that
+never comes, and a peer or client fetching it from here gets the same error
+when it unpickles it.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +54,28 @@ _MAX_PENDING_TRANSFERS = 4096
 _SENT_AS_IS = frozenset({bytes, str, int, float, bool, type(None)})
 
 
+class Unloadable:
+    """Stands in a worker's store for a fetched value whose unpickling raised
+    here (see the module's notes): ``error`` is that exception."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:
+            error = RuntimeError(f"{type(error).__name__}: {error}")
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, tuple[BaseException]]:
+        return (_reraise, (self.error,))
+
+
+def _reraise(error: BaseException) -> Any:
+    """Unpickling an :class:`Unloadable` raises its exception again."""
+    raise error
+
+
 class DataTransfers:
     """The Worker's data transfers (a mixin; see the module's notes)."""
 
@@ -57,6 +87,7 @@ class DataTransfers:
         _pool: ConnectionPool | None
         _store: SpillStore | None
         _transfers: dict[Key, list[Any]]
+        _unloadable: dict[Key, Unloadable]
 
         def _handle(self, *events: Any) -> None: ...
 
@@ -108,7 +139,14 @@ class DataTransfers:
         for k, v in reply["data"].items():
             if isinstance(v, Serialized):
                 nbytes[k] = v.nbytes
-                v = v.deserialize()
+                try:
+                    v = v.deserialize()
+                except Exception as exc:
+                    logger.warning(
+                        "Worker %s could not unpickle %r fetched from %s: %s: %s; the tasks "
+                        "that need it err with that", self.name, k, peer, type(exc).__name__, exc,
+                    )
+                    v = self._unloadable[k] = Unloadable(exc)
             elif isinstance(v, bytearray | memoryview):
                 v = bytes(v)  # a bytes value, sent out of band (see _on_get_data)
             data[k] = v
