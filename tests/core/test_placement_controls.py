@@ -1,6 +1,6 @@
 """Restrictions, resources, retries and work stealing, decided in the core
 without an event loop (scheduler_placement.py, scheduler_stealing.py,
-worker_state.py's resources)."""
+worker_resources.py, WorkerState's resource accounting)."""
 
 from __future__ import annotations
 
