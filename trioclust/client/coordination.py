@@ -214,10 +214,7 @@ class Queue(_Named):
             maxsize=self.maxsize, stimulus_id=stimulus_id("queue-put"),
         )
         if reply["status"] != "OK":
-            raise TimeoutError(
-                f"Timed out after {timeout} s waiting for room in queue {self.name!r} "
-                f"(maxsize {self.maxsize})"
-            )
+            raise _timed_out("room in queue", self.name, timeout)
 
     def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
         """The oldest item, waiting for one; ``batch=True``: every item there

@@ -62,6 +62,11 @@ from trioclust.core.scheduler_tasks import TaskState, WorkerInfo
 __all__ = ["has_thief", "plan_steals", "plan_stranded"]
 
 
+def _may_run(ts: TaskState, thief: WorkerInfo) -> bool:
+    """Whether ``thief`` may run ``ts`` (its restrictions and resources)."""
+    return ts.restrictions is None or allows(ts.restrictions, thief)
+
+
 def _pipeline(ws: WorkerInfo) -> int:
     """Tasks a worker keeps for its threads: one running and one queued per thread."""
     return 2 * max(ws.nthreads, 1)
@@ -116,7 +121,7 @@ def plan_steals(
             candidates = stealable[victim]
             for i in range(len(candidates) - 1, -1, -1):
                 ts = candidates[i]
-                if ts.restrictions is None or allows(ts.restrictions, thief):
+                if _may_run(ts, thief):
                     del candidates[i]
                     moves.append((ts, thief))
                     room -= 1
@@ -150,7 +155,7 @@ def _steal_from_others(
         i = len(candidates) - 1
         while room > 0 and i >= 0 and taken.get(victim, 0) < spare[victim]:
             ts = candidates[i]
-            if ts.restrictions is None or allows(ts.restrictions, thief):
+            if _may_run(ts, thief):
                 del candidates[i]
                 moves.append((ts, thief))
                 room -= 1
@@ -215,7 +220,7 @@ def plan_stranded(
     moves: list[tuple[TaskState, WorkerInfo]] = []
     for ts in ripe:
         for thief in thieves:
-            if free[thief.address] > 0 and (ts.restrictions is None or allows(ts.restrictions, thief)):
+            if free[thief.address] > 0 and _may_run(ts, thief):
                 free[thief.address] -= 1
                 moves.append((ts, thief))
                 del seen[ts.key]
