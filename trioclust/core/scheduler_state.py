@@ -235,8 +235,7 @@ class SchedulerState(SchedulerTransitions):
             self._dispatch(event)
             self._fill_queue(event.stimulus_id)
         if events or self._unstarted:
-            look, self._look = self._look, False
-            self._steal(events[-1].stimulus_id if events else "steal", look)
+            self._steal(events[-1].stimulus_id if events else "steal")
         self._out = []
         if out:
             self._set_urgency(out)
@@ -392,7 +391,7 @@ class SchedulerState(SchedulerTransitions):
             case RetryTasks():
                 self._retry_tasks(event)
             case StealLook():
-                self._look = True
+                self._look_for_stranded(event.stimulus_id)
             case _:  # pragma: no cover - the union is exhaustive
                 raise TypeError(f"not a scheduler event: {event!r}")
 

@@ -170,7 +170,6 @@ class SchedulerTransitions:
         self._steal_checked: tuple[int, int] = (-1, -1)
         #: stranded tasks (scheduler_stealing.py): their worker and since when
         self._stranded: dict[Key, tuple[str, float]] = {}
-        self._look = False  # a StealLook came in this pass
         self._starts = 0  # start reports so far: TaskState.started's order
         #: seconds a task stays stranded before a steal look moves it
         self.stranded_after = stranded_after
@@ -605,22 +604,24 @@ class SchedulerTransitions:
         ts.set_exception(None, None, "", None)
         return {}
 
-    def _steal(self, stimulus_id: str, look: bool = False) -> None:
-        """Even out the workers' queues (scheduler_stealing.py), when a worker is
-        hungry and some worker holds tasks it has not started; on a steal
-        ``look`` (a StealLook event) move stranded tasks too."""
-        if not self.work_stealing or (self._unstarted <= 0 and not look):
-            return
-        if not has_thief(self.workers, self._placement.least_occupied()):
+    def _look_for_stranded(self, stimulus_id: str) -> None:
+        """A StealLook: move the tasks stranded behind long ones (see
+        scheduler_stealing.py), when some worker has a thread free."""
+        if not self.work_stealing or not has_thief(self.workers, self._placement.least_occupied()):
             self._stranded.clear()
             return
-        if look:
-            moves = plan_stranded(
-                self.workers, self.tasks.__getitem__, self._stranded, self._now, self.stranded_after
-            )
-            self._move(moves, stimulus_id)
-            if self._unstarted <= 0:
-                return
+        self._move(
+            plan_stranded(self.workers, self.tasks.__getitem__, self._stranded, self._now, self.stranded_after),
+            stimulus_id,
+        )
+
+    def _steal(self, stimulus_id: str) -> None:
+        """Even out the workers' queues (scheduler_stealing.py), when a worker is
+        hungry and some worker holds tasks it has not started."""
+        if not self.work_stealing or self._unstarted <= 0:
+            return
+        if not has_thief(self.workers, self._placement.least_occupied()):
+            return
         mark = (self._assigned, len(self.workers))
         if mark == self._steal_checked:
             return  # nothing changed since the last look found nothing to move
