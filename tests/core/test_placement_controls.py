@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from core_checks import check_scheduler, check_worker
 
 from trioclust.core.events import (
@@ -336,6 +337,13 @@ def test_a_task_stranded_behind_a_long_task_moves_to_an_idle_worker() -> None:
     assert h.where("outer") == "tcp://a:1"
     now[0] = 9.0
     assert computes(h(StealLook(stimulus_id="look-5"))) == []
+
+
+def test_a_steal_look_interval_must_be_positive() -> None:
+    """``scheduler.work-stealing-interval`` of 0 would make the runtime look
+    in a busy loop: refused at once."""
+    with pytest.raises(ValueError, match="work-stealing-interval must be > 0"):
+        SchedulerState(stranded_after=0)
 
 
 def test_a_queue_that_moves_strands_nothing() -> None:

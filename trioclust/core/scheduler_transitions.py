@@ -124,6 +124,10 @@ class SchedulerTransitions:
             raise ValueError(f"worker_saturation must be > 0, got {worker_saturation!r}")
         if not root_saturation > 0:
             raise ValueError(f"root_saturation must be > 0, got {root_saturation!r}")
+        if not stranded_after > 0:  # also the runtime's steal-look interval
+            raise ValueError(
+                f"scheduler.work-stealing-interval must be > 0 seconds, got {stranded_after!r}"
+            )
         self.allowed_failures = allowed_failures
         self.worker_saturation = worker_saturation
         self.root_saturation = root_saturation

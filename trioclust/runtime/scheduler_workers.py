@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from trioclust import config
 from trioclust.comm import Link, writes_deferred
 from trioclust.core import events as ev
 from trioclust.protocol import messages as msgs
@@ -257,7 +256,7 @@ class WorkerHandlers:
         state = self.state
         if not state.work_stealing:
             return
-        interval = config.get_float("scheduler.work-stealing-interval")
+        interval = state.stranded_after  # scheduler.work-stealing-interval
         n = 0
         while True:
             await trio.sleep(interval)
