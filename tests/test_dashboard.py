@@ -242,6 +242,12 @@ async def test_json_status_shows_workers_tasks_and_stream() -> None:
         # the page asks only for what is new
         newer = (await http_get(link + f"/json/status?since={stream['last_id']}")).json()
         assert newer["task_stream"]["finished"] == []
+        # what the page asks: the runs merged into spans, and the newest in full
+        merged = (await http_get(link + "/json/status?since=0&resolution=1")).json()["task_stream"]
+        assert sum(span["count"] for span in merged["spans"]) == 7
+        assert [r["id"] for r in merged["recent"]] == [r["id"] for r in runs]
+        for bad in ("-1", "nan", "x", ""):  # not a resolution: the runs, one by one
+            assert "finished" in (await http_get(link + f"/json/status?resolution={bad}")).json()["task_stream"]
         two = (await http_get(link + "/json/task-stream?n=2")).json()
         assert [r["id"] for r in two["finished"]] == [r["id"] for r in runs[-2:]]
         assert (await http_get(link + "/json/identity")).json()["address"] == s.address
@@ -457,5 +463,8 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         assert '<div class="wname">beta</div>' in dom
         assert 'class="conn up"' in dom
         assert '<div class="state" data-state="erred">' in dom
+        # the table of recent runs, from the runs the page got in full
+        assert '<td class="status-erred">erred</td>' in dom
+        assert dom.count('<td class="status-memory">memory</td>') == 6
         assert shot.read_bytes().startswith(b"\x89PNG")
         assert all(f.key in s.state.tasks for f in held)

@@ -8,11 +8,18 @@ const STATE_COLORS = {
   released: "#d5dbe5", waiting: "#b9c2d0", queued: "#8e9bb0", "no-worker": "#e0a640",
   processing: "#3b7ddd", memory: "#2e9d5b", erred: "#d64545",
 };
-const STREAM_KEEP = 3000;   // finished runs kept by the page
+const STREAM_KEEP = 3000;   // spans kept by the page
+const RECENT_KEEP = 12;     // runs in the table of recent runs
 const LANE_PX = 16;
 
 let lastId = 0;
-let finished = [];          // task runs, oldest first
+// Finished runs arrive merged into spans: runs in a row on one worker thread,
+// of one prefix and outcome, less than a pixel apart (the server merges what
+// one poll brings; addSpan joins it to what the poll before brought).
+let finished = [];          // spans, oldest first
+let recentRuns = [];        // the newest runs, in full, oldest first
+let resolution = 0.01;      // seconds one pixel of the task stream covers
+const lastSpan = new Map(); // worker + thread -> its newest span
 let latest = null;          // the last /json/status document
 let clockOffset = 0;        // server time minus this browser's time, seconds
 
@@ -145,11 +152,25 @@ function assignLanes(runs) {
   return Math.max(lanes.length, 1);
 }
 
+function addSpan(span) {
+  const thread = `${span.worker} ${span.thread}`;
+  const tail = lastSpan.get(thread);
+  if (tail && tail.prefix === span.prefix && tail.status === span.status
+      && Math.abs(span.start - tail.stop) <= resolution) {
+    tail.stop = Math.max(tail.stop, span.stop);
+    tail.count += span.count;
+  } else {
+    finished.push(span);
+    lastSpan.set(thread, span);
+  }
+}
+
 function renderStream(doc) {
   const now = serverNow();
   const running = doc.task_stream.running.filter((r) => r.start !== null)  // not queued on the worker
     .map((r) => ({ ...r, stop: now, status: "running" }));
-  const recentStarts = finished.slice(-300).map((r) => r.start).concat(running.map((r) => r.start));
+  // back to where the last 300 spans ended, or the oldest run under way began
+  const recentStarts = finished.slice(-300).map((r) => r.stop).concat(running.map((r) => r.start));
   const oldest = recentStarts.length ? Math.min(...recentStarts) : now - 10;
   const span = Math.min(Math.max(now - oldest, 5), 60) * 1.05;
   const t0 = now - span;
@@ -172,15 +193,19 @@ function renderStream(doc) {
   const height = Math.max(top + rows.reduce((n, r) => n + r.lanes * LANE_PX + 6, 0) + axisH, 90);
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 800;
-  canvas.style.height = height + "px";
-  canvas.width = Math.round(width * ratio);
-  canvas.height = Math.round(height * ratio);
+  const pxW = Math.round(width * ratio), pxH = Math.round(height * ratio);
+  if (canvas.width !== pxW || canvas.height !== pxH) {  // resizing reallocates: only when it changes
+    canvas.style.height = height + "px";
+    canvas.width = pxW;
+    canvas.height = pxH;
+  }
   const ctx = canvas.getContext("2d");
-  ctx.scale(ratio, ratio);
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
   ctx.font = "12px ui-monospace, 'DejaVu Sans Mono', monospace";
   ctx.textBaseline = "middle";
   const x = (t) => labelW + ((t - t0) / span) * (width - labelW - 10);
+  resolution = span / Math.max(width - labelW - 10, 100);
 
   let y = top;
   const names = new Map(doc.workers.map((w) => [w.address, w.name]));
@@ -228,7 +253,7 @@ function renderStream(doc) {
     swatch("#d64545", "erred", "muted"), swatch("#9aa3b2", "cancelled / lost", "muted"),
   ]);
 
-  const recent = finished.slice(-12).reverse().map((r) => el("tr", {},
+  const recent = recentRuns.slice().reverse().map((r) => el("tr", {},
     el("td", { class: "mono", title: r.key }, r.key.length > 60 ? r.key.slice(0, 57) + "…" : r.key),
     el("td", { class: "mono" }, names.get(r.worker) || r.worker),
     el("td", { class: "num" }, fmtSeconds(r.stop - r.sent)),
@@ -272,17 +297,22 @@ function nextDelay() {
 
 async function poll() {
   try {
-    const response = await fetch(`json/status?since=${lastId}`, { cache: "no-store" });
+    const response = await fetch(`json/status?since=${lastId}&resolution=${resolution.toPrecision(3)}`, { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const doc = await response.json();
     clockOffset = doc.now - Date.now() / 1000;
-    if (doc.task_stream.last_id < lastId) { finished = []; lastId = 0; }  // a new scheduler
-    for (const run of doc.task_stream.finished) {
-      if (run.id > lastId) { finished.push(run); lastId = run.id; }
+    const stream = doc.task_stream;
+    if (stream.last_id < lastId) {  // a new scheduler
+      finished = []; recentRuns = []; lastSpan.clear();
+    }
+    if (stream.last_id !== lastId) {
+      stream.spans.forEach(addSpan);
+      recentRuns = recentRuns.concat(stream.recent).slice(-RECENT_KEEP);
+      lastId = stream.last_id;
     }
     if (finished.length > STREAM_KEEP) finished = finished.slice(-STREAM_KEEP);
     const shape = shapeOf(doc);
-    const busy = doc.task_stream.finished.length > 0 || doc.task_stream.running.length > 0 || shape !== lastShape;
+    const busy = stream.spans.length > 0 || stream.running.length > 0 || shape !== lastShape;
     idlePolls = busy ? 0 : idlePolls + 1;
     lastShape = shape;
     latest = doc;
