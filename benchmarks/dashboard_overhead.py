@@ -1,40 +1,49 @@
 """Scenario c with the dashboard watched and the task stream recorded, against without.
 
-    python benchmarks/dashboard_overhead.py [--rounds R] [--tasks N] [--watcher chromium|http]
+    python benchmarks/dashboard_overhead.py [--rounds R] [--tasks N]
+        [--watcher chromium|http|none] [--nice N]
 
 One ``LocalCluster(2 workers of one thread, processes=True)`` serving its
 dashboard. Each round runs two blocks of ``gather(map(inc, range(N)))``, in
 the order watched, plain, then plain, watched, ...:
 
-* watched: headless Chromium has ``/status`` open in a tab (it polls every
+* watched: headless Chromium shows ``/status`` (it polls every
   ``dashboard.refresh-interval`` and redraws), and the block runs inside
   ``with client.get_task_stream() as ts:``;
-* plain: no tab on the dashboard, no recording.
+* plain: the same Chromium frozen (``SIGSTOP`` to its process group: it
+  neither polls nor draws, and takes no CPU), no recording.
 
-One headless Chromium runs for the whole benchmark on ``about:blank`` (idle,
-it costs nothing measurable); each watched block opens a tab on ``/status``
-through Chromium's DevTools HTTP endpoint a second before it starts, and
-closes it when it ends. So the rounds can be many and short: on a small
-shared machine the noise between blocks is what limits the measurement.
+Chromium loads the page once, at the start; between blocks it is frozen or
+thawed (``SIGCONT``), at once. So blocks can be short and run back to back,
+and the rounds many: on a small machine shared with other work, the noise
+between blocks (other work coming and going) is what limits the measurement,
+and many short rounds average it out. A thawed page polls at once (its
+timer is due) for what the frozen time brought, and then every refresh
+interval: each block starts a refresh interval after the thaw (a plain
+block, after as long a pause), so that a watched block pays for polls about
+its own runs, not for those of the plain block before it.
 
-``--watcher http`` replaces the browser by a thread that fetches what the
-page fetches (``json/status?since=...&resolution=...`` every refresh interval): the
-scheduler's side of the cost alone, without the browser's own CPU, which on
-a small machine competes with the workers (a real browser runs elsewhere).
+``--watcher http`` replaces the browser by a process that fetches what the
+page fetches (``json/status?since=...&resolution=...`` every refresh
+interval), frozen and thawed as the browser is: the scheduler's side of the
+cost alone, without the browser's own CPU, which on a small machine competes
+with the workers (a real browser runs elsewhere). ``--watcher none``: the
+watched blocks only record the task stream, the control. ``--nice N`` runs
+the watcher at niceness N (a browser that yields the CPU to the work).
 
-Prints each block's tasks/s and the median of the per-round ratios
-watched/plain (the issue's bar: at least 0.95), and the CPU time the
-scheduler's loop thread spent per task in each kind of block (from
-``/proc/self/task/<tid>/stat``): a figure that does not depend on how busy
-the machine is, where the rate does. The scheduler shares the cluster's
-loop thread only with the cluster's bookkeeping: the client has its own.
+Prints the median of the per-round ratios watched/plain (the issue's bar: at
+least 0.95) with a bootstrap range of that median, the CPU the watcher used
+while it watched, and the CPU time the scheduler's loop thread spent per
+task in each kind of block (from ``/proc/self/task/<tid>/stat``). The
+scheduler shares the cluster's loop thread only with the cluster's
+bookkeeping: the client has its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import gc
 import os
 import random
 import signal
@@ -42,9 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,84 +64,111 @@ from bench_tasks import inc  # noqa: E402
 
 from trioclust import Client, LocalCluster, config  # noqa: E402
 
+_POLLER = """
+import json, sys, time, urllib.request
+base, interval = sys.argv[1], float(sys.argv[2])
+since = 0
+while True:
+    # the page's resolution at its narrowest window (5 s over about 600 px)
+    with urllib.request.urlopen(f"{base}/json/status?since={since}&resolution=0.0087") as response:
+        since = json.loads(response.read())["task_stream"]["last_id"]
+    time.sleep(interval)
+"""
 
-@contextlib.contextmanager
-def chromium(path: str) -> Iterator[tuple[str, int]]:
-    """Headless Chromium on ``about:blank``; yields its DevTools HTTP address
-    and the id of the session its processes run in."""
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen(
-            [path, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+
+class Watcher:
+    """A process group that watches the dashboard, frozen or thawed at will."""
+
+    def __init__(self, argv: list[str], nice: int) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
+
+    def thaw(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def freeze(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def cpu(self) -> float:
+        """CPU seconds its processes have used (all of them: a session of its own)."""
+        return session_cpu(self.proc.pid)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def watcher(kind: str, link: str, chromium: str, nice: int) -> Iterator[Watcher | None]:
+    """The watcher of ``kind`` on the dashboard at ``link``, its page loaded, frozen."""
+    if kind == "none":
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as profile:
+        if kind == "chromium":
+            argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    f"--user-data-dir={profile}", link]
+        else:
+            interval = config.get_float("dashboard.refresh-interval")
+            argv = [sys.executable, "-c", _POLLER, link.rsplit("/status", 1)[0], str(interval)]
+        w = Watcher(argv, nice)
         try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + 30
-            while not port_file.exists() or not port_file.read_text().strip():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{path} did not start its DevTools endpoint")
-                time.sleep(0.1)
-            yield f"http://127.0.0.1:{port_file.read_text().split()[0]}", proc.pid
+            time.sleep(3.0)  # started, the page loaded and polling
+            w.freeze()
+            yield w
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@contextlib.contextmanager
-def tab_on(devtools: str, url: str) -> Iterator[None]:
-    """A Chromium tab showing ``url`` until the block ends."""
-    request = urllib.request.Request(f"{devtools}/json/new?{url}", method="PUT")
-    with urllib.request.urlopen(request) as response:
-        target = json.loads(response.read())["id"]
-    try:
-        time.sleep(1.0)  # let it load the page and start polling
-        yield
-    finally:
-        urllib.request.urlopen(f"{devtools}/json/close/{target}").close()
-
-
-@contextlib.contextmanager
-def http_poller_on(url: str) -> Iterator[None]:
-    """A thread polling ``json/status`` as the page does, until the block ends."""
-    base = url.rsplit("/status", 1)[0]
-    interval = config.get_float("dashboard.refresh-interval")
-    stop = threading.Event()
-
-    def poll() -> None:
-        since = 0
-        while not stop.wait(interval):
-            # a resolution as the page's at its narrowest window (5 s over ~600 px)
-            query = f"since={since}&resolution=0.0087"
-            with urllib.request.urlopen(f"{base}/json/status?{query}") as response:
-                since = json.loads(response.read())["task_stream"]["last_id"]
-
-    thread = threading.Thread(target=poll, name="dashboard-poller")
-    thread.start()
-    try:
-        time.sleep(1.0)  # as long as Chromium's tab is given to load
-        yield
-    finally:
-        stop.set()
-        thread.join()
+            w.close()
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def session_cpu(sid: int) -> float:
-    """CPU seconds (user + system) the live processes of session ``sid`` have used."""
-    total = 0.0
+def _processes() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, session id)."""
+    out = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # ended meanwhile
-        if int(fields[3]) == sid:
-            total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
+        out[int(pid)] = (int(fields[1]), int(fields[3]))
+    return out
+
+
+def _runtime(pids: list[int]) -> float:
+    """CPU seconds the live threads of ``pids`` have run, to the nanosecond
+    (``/proc/<pid>/task/<tid>/schedstat``: the 100 Hz ticks of ``stat`` are
+    too coarse for blocks of half a second)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+    return total / 1e9
+
+
+def session_cpu(sid: int) -> float:
+    """CPU seconds the live processes of session ``sid`` have used."""
+    return _runtime([pid for pid, (_, s) in _processes().items() if s == sid])
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds process ``root`` and its live descendants have used."""
+    procs = _processes()
+    found = []
+    for pid in procs:
+        p = pid
+        while p > 1 and p != root:
+            p = procs.get(p, (0, 0))[0]
+        if p == root:
+            found.append(pid)
+    return _runtime(found)
 
 
 def thread_cpu(native_id: int) -> float:
@@ -152,12 +186,26 @@ def scheduler_thread(cluster: LocalCluster) -> int:
     return int(thread.native_id)
 
 
-def block(client: Client, tasks: int, tid: int, cpu: list[float]) -> float:
+def block(
+    client: Client, tasks: int, tid: int, cpu: list[float], total: list[float],
+    watcher: Watcher | None = None,
+) -> float:
+    # each block starts with the same heap: a recording's records still held,
+    # or garbage of the block before, would make the next block's collections
+    # slower (they did: with the records of the last watched block held, plain
+    # blocks ran 5% slower than recorded ones, nothing watching)
+    gc.collect()
+
+    def everything() -> float:
+        return tree_cpu(os.getpid()) + (watcher.cpu() if watcher else 0.0)
+
+    all0 = everything()
     start = time.perf_counter()
     cpu0 = thread_cpu(tid)
     client.gather(client.map(inc, range(tasks), pure=False))
     elapsed = time.perf_counter() - start
     cpu.append((thread_cpu(tid) - cpu0) / tasks)
+    total.append((everything() - all0) / tasks)
     return tasks / elapsed
 
 
@@ -170,53 +218,73 @@ def bootstrap_median(values: list[float], n: int = 10_000) -> tuple[float, float
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--tasks", type=int, default=5_000)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
-    parser.add_argument("--watcher", choices=("chromium", "http"), default="chromium")
+    parser.add_argument("--watcher", choices=("chromium", "http", "none"), default="chromium")
+    parser.add_argument("--nice", type=int, default=0, help="run the watcher at this niceness")
+    parser.add_argument("--no-record", action="store_true",
+                        help="watched blocks do not record the task stream (with --watcher none: A/A)")
     args = parser.parse_args()
-    with contextlib.ExitStack() as stack:
-        devtools, browser = (
-            stack.enter_context(chromium(args.chromium)) if args.watcher == "chromium" else ("", 0)
-        )
-        browser_cpu: list[float] = []  # Chromium's CPU seconds per second of a watched block
-        cluster = stack.enter_context(LocalCluster(
+    with (
+        LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
-        ))
-        client = stack.enter_context(Client(cluster))
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         link = cluster.dashboard_link
         assert link is not None
         tid = scheduler_thread(cluster)
         cpu: dict[str, list[float]] = {"watched": [], "plain": []}
-        block(client, 2000, tid, [])  # warm-up
+        # CPU per task of the whole cluster (this process, its nannies and
+        # workers) and of the watcher while it watches: on a machine whose
+        # cores the work keeps busy, what watching costs the work
+        total: dict[str, list[float]] = {"watched": [], "plain": []}
+        watcher_cpu: list[float] = []  # its CPU seconds per second of a watched block
         ratios = []
-        for r in range(args.rounds):
-            rates = {}
-            order = ("watched", "plain") if r % 2 == 0 else ("plain", "watched")
-            for name in order:
-                if name == "watched":
-                    watcher = (
-                        tab_on(devtools, link) if args.watcher == "chromium"
-                        else http_poller_on(link)
-                    )
-                    with watcher, client.get_task_stream() as ts:
-                        cpu0, t0 = session_cpu(browser) if browser else 0.0, time.perf_counter()
-                        rates[name] = block(client, args.tasks, tid, cpu[name])
-                        if browser:
-                            browser_cpu.append((session_cpu(browser) - cpu0) / (time.perf_counter() - t0))
-                    assert len(ts.data) == min(args.tasks, 10_000)
-                else:
-                    time.sleep(1.0)  # as long as a watched block waits for its tab
-                    rates[name] = block(client, args.tasks, tid, cpu[name])
-                print(f"round {r} {name}: {rates[name]:,.0f} tasks/s, scheduler CPU "
-                      f"{cpu[name][-1] * 1e6:.0f} µs/task", flush=True)
-            ratios.append(rates["watched"] / rates["plain"])
+        settle = config.get_float("dashboard.refresh-interval") + 0.1
+        with watcher(args.watcher, link, args.chromium, args.nice) as w:
+            block(client, 2000, tid, [], [])  # warm-up
+            for r in range(args.rounds):
+                rates = {}
+                order = ("watched", "plain") if r % 2 == 0 else ("plain", "watched")
+                for name in order:
+                    if name == "plain":
+                        time.sleep(settle)
+                        rates[name] = block(client, args.tasks, tid, cpu[name], total[name])
+                        continue
+                    recorder = contextlib.nullcontext() if args.no_record else client.get_task_stream()
+                    with recorder as ts:
+                        if w is not None:
+                            w.thaw()
+                        time.sleep(settle)  # its poll for what came while it was frozen
+                        cpu0, t0 = (w.cpu() if w else 0.0), time.perf_counter()
+                        rates[name] = block(client, args.tasks, tid, cpu[name], total[name], w)
+                        if w is not None:
+                            watcher_cpu.append((w.cpu() - cpu0) / (time.perf_counter() - t0))
+                            w.freeze()
+                    # every run recorded (besides, a task stolen from a busy
+                    # worker leaves a "cancelled" run there)
+                    if ts is not None:
+                        done = sum(run["status"] == "memory" for run in ts.data)
+                        assert done == args.tasks or len(ts.data) == 10_000, (done, len(ts.data))
+                    del ts  # its records: not held through the next block
+                ratios.append(rates["watched"] / rates["plain"])
+                print(f"round {r}: watched {rates['watched']:,.0f} tasks/s, plain "
+                      f"{rates['plain']:,.0f} tasks/s", flush=True)
     low, high = bootstrap_median(ratios)
+    print(f"watcher {args.watcher}{f' (nice {args.nice})' if args.nice else ''}, "
+          f"{args.rounds} rounds of {args.tasks:,} tasks")
     print(f"watched/plain per round: median {statistics.median(ratios):.3f} "
           f"(95% bootstrap range of the median {low:.3f}-{high:.3f}; "
-          f"{', '.join(f'{x:.2f}' for x in sorted(ratios))})")
-    if browser_cpu:
-        print(f"Chromium while watching: {statistics.median(browser_cpu) * 100:.1f}% of one core (median)")
+          f"rounds {min(ratios):.2f} to {max(ratios):.2f})")
+    if watcher_cpu:
+        print(f"the watcher while watching: {statistics.median(watcher_cpu) * 100:.1f}% of one core (median)")
+    per_round = [w / p for w, p in zip(total["watched"], total["plain"], strict=True)]
+    low, high = bootstrap_median(per_round)
+    print(f"CPU per task, cluster and watcher: watched {statistics.median(total['watched']) * 1e6:.1f} µs, "
+          f"plain {statistics.median(total['plain']) * 1e6:.1f} µs; per round watched/plain median "
+          f"{statistics.median(per_round):.3f} ({low:.3f}-{high:.3f})")
     watched, plain = statistics.median(cpu["watched"]), statistics.median(cpu["plain"])
     print(f"scheduler CPU per task: watched {watched * 1e6:.1f} µs, plain {plain * 1e6:.1f} µs, "
           f"ratio {watched / plain:.3f}")

@@ -54,3 +54,19 @@ def test_tiny_run_of_every_scenario_for_trioclust(tmp_path: Path) -> None:
     # the table on stdout has a line per row
     for name in rows:
         assert name in done.stdout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("watcher", ["http", "chromium"])
+def test_tiny_run_of_the_dashboard_overhead_benchmark(watcher: str) -> None:
+    if watcher == "chromium" and not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium package (/usr/bin/chromium)")
+    script = RUNNER.parent / "dashboard_overhead.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--rounds", "2", "--tasks", "300", "--watcher", watcher],
+        capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert done.returncode == 0, f"the benchmark failed:\n{done.stdout}\n{done.stderr}"
+    assert "watched/plain per round: median" in done.stdout
+    assert "CPU per task, cluster and watcher" in done.stdout
+    assert "the watcher while watching" in done.stdout

@@ -302,10 +302,9 @@ async function poll() {
     const doc = await response.json();
     clockOffset = doc.now - Date.now() / 1000;
     const stream = doc.task_stream;
-    if (stream.last_id < lastId) {  // a new scheduler
-      finished = []; recentRuns = []; lastSpan.clear();
-    }
-    if (stream.last_id !== lastId) {
+    if (stream.last_id < lastId) {  // a new scheduler: the next poll asks for all it has
+      finished = []; recentRuns = []; lastSpan.clear(); lastId = 0;
+    } else if (stream.last_id !== lastId) {
       stream.spans.forEach(addSpan);
       recentRuns = recentRuns.concat(stream.recent).slice(-RECENT_KEEP);
       lastId = stream.last_id;
