@@ -6,10 +6,14 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+
+if TYPE_CHECKING:
+    from trioclust import Scheduler, Worker
 
 # The state machines check themselves throughout the suite (an unknown
 # transition raises InvalidTransition instead of being dropped), here and in
@@ -67,3 +71,20 @@ def check_leaks() -> Iterator[None]:
         problems.append(f"sockets left open: {conns}")
     if problems:
         pytest.fail("; ".join(problems))
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every ``@pytest.mark.anyio`` test runs under trio and under asyncio
+    (client and transport code is tested under both); a module that needs one
+    overrides this fixture, a test parametrizes ``anyio_backend``."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[tuple[Scheduler, Worker, Worker]]:
+    """An in-process scheduler with two one-thread workers, on the test's event loop."""
+    from trioclust import Scheduler, Worker
+
+    async with Scheduler() as s, Worker(s.address) as a, Worker(s.address) as b:
+        yield s, a, b

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import anyio
 import anyio.lowlevel
@@ -178,16 +178,6 @@ def test_the_actor_lives_while_its_handle_does(client: Client) -> None:
 
 
 # ----------------------------------------------------------- asynchronous
-
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[tuple[Scheduler, Worker, Worker]]:
-    async with Scheduler() as s, Worker(s.address) as a, Worker(s.address) as b:
-        yield s, a, b
 
 
 @pytest.mark.anyio

@@ -118,9 +118,6 @@ def test_sync_a_dependency_that_will_not_unpickle_errs_its_dependent(address: st
 
 
 # ----------------------------------------------------------------- asynchronous
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -21,11 +21,6 @@ from trioclust import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def c() -> AsyncIterator[tuple[Client, Scheduler]]:
     async with Scheduler() as s, Worker(s.address, nthreads=2) as _a, Worker(s.address) as _b:

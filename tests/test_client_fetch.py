@@ -13,11 +13,6 @@ from trioclust import Client, Scheduler, Worker, config
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def c() -> AsyncIterator[tuple[Client, Worker]]:
     async with Scheduler() as s, Worker(s.address) as worker:

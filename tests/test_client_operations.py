@@ -147,11 +147,6 @@ def test_upload_file_zip_and_a_failing_import(client: Client, tmp_path: Path) ->
 # ----------------------------------------------------------- asynchronous
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def servers() -> AsyncIterator[Scheduler]:
     async with Scheduler() as s, Worker(s.address, nthreads=2), Worker(s.address):

@@ -17,11 +17,6 @@ from trioclust.transport.addresses import parse_address, parse_host_port
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def reconnect_timeout() -> Iterator[float]:
     with config.set(**{"client.reconnect-timeout": 20.0}):

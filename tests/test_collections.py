@@ -30,11 +30,6 @@ from trioclust import config as trioclust_config
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def c() -> AsyncIterator[tuple[Client, Scheduler]]:
     async with Scheduler() as s, Worker(s.address, nthreads=2) as _a, Worker(s.address) as _b:

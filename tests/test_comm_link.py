@@ -21,11 +21,6 @@ from trioclust.testing import comm_pair, stream_pair
 ADDRESSES = {"tcp": "tcp://127.0.0.1:0", "inproc": "inproc://"}
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(params=sorted(ADDRESSES))
 def address(request: pytest.FixtureRequest) -> str:
     return ADDRESSES[request.param]

@@ -305,11 +305,6 @@ def test_a_killed_workers_lock_and_semaphore_lease_are_released() -> None:
 # ------------------------------------------------------ asynchronous client
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def aclient() -> AsyncIterator[Client]:
     async with Scheduler() as s, Worker(s.address, nthreads=2) as _a, Worker(s.address) as _b:

@@ -281,11 +281,6 @@ async def test_taken_port_falls_back_and_warns(caplog: pytest.LogCaptureFixture)
             assert (await http_get(link + "/health")).text() == "ok"
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.mark.anyio
 async def test_taken_port_gives_dasks_user_warning() -> None:
     # under asyncio the scheduler runs on a trio thread: the warning reaches

@@ -41,11 +41,6 @@ def test_parse_since() -> None:
         parse_since("yesterday")
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def c() -> AsyncIterator[tuple[Client, Scheduler, list[Worker]]]:
     async with Scheduler() as s, Worker(s.address, nthreads=2) as a, Worker(s.address) as b:

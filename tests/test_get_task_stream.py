@@ -29,11 +29,6 @@ def inc(x: int) -> int:
     return x + 1
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
     async with Scheduler() as s, Worker(s.address, nthreads=2), Client(s.address, asynchronous=True) as c:

@@ -26,11 +26,6 @@ from trioclust.transport import Listener, TransportAttribute
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 class Records(logging.Handler):
     """Collects ``trioclust.comm`` warnings; a test waits for one without sleeping."""
 

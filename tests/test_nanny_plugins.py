@@ -22,11 +22,6 @@ pytestmark = pytest.mark.anyio
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 class Environ(NannyPlugin):
     """Dask's ``distributed.diagnostics.plugin.Environ``: environment variables
     for the worker processes, which need a restart to see them."""

@@ -23,11 +23,6 @@ pytestmark = pytest.mark.anyio
 CLUSTER = {"processes": False, "n_workers": 2, "dashboard_address": None}
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 async def test_basic_operation() -> None:
     """"Basic Operation": ``await Client(asynchronous=True)``, submit without
     awaiting, await the future, or await ``client.gather``."""

@@ -24,11 +24,6 @@ from trioclust.runtime.resources import parse_resources
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def where() -> str:
     """The name of the worker running this task (its threads carry it)."""
     return threading.current_thread().name.removeprefix("trioclust-worker-").rsplit("-", 1)[0]

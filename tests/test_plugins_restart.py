@@ -5,7 +5,6 @@ synchronous client and the asynchronous one under trio and asyncio."""
 from __future__ import annotations
 
 import operator
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -80,17 +79,6 @@ class WorkerRecorder(WorkerPlugin):
 
     def transition(self, key: str, start: str, finish: str, **kwargs: Any) -> None:
         self.transitions.append((key, start, finish))
-
-
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[tuple[Scheduler, Worker, Worker]]:
-    async with Scheduler() as s, Worker(s.address) as a, Worker(s.address) as b:
-        yield s, a, b
 
 
 @pytest.mark.anyio

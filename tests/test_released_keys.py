@@ -57,11 +57,6 @@ def test_sync_gather_and_result_of_a_released_key_raise_at_once(address: str) ->
         assert client.submit(big, 0).result(timeout=10)[-1] == 0
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def aclient() -> AsyncIterator[Client]:
     async with Scheduler() as s, Worker(s.address):

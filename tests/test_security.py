@@ -226,11 +226,6 @@ def transport_log() -> Iterator[LogLines]:
     logger.setLevel(old_level)
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def tls_scheduler() -> AsyncIterator[Scheduler]:
     async with Scheduler(security=security) as s, Worker(s.address, security=security):

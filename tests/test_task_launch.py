@@ -126,11 +126,6 @@ def test_outside_of_tasks_there_is_no_worker() -> None:
 # ------------------------------------------------------- the asynchronous client
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def async_cluster() -> AsyncIterator[Client]:
     async with Scheduler() as s, Worker(s.address) as _a, Worker(s.address) as _b:

@@ -26,11 +26,6 @@ from trioclust.transport.inproc import InprocBackend
 from trioclust.transport.registry import _backends
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def _ipv6_works() -> bool:
     if not socket.has_ipv6:
         return False

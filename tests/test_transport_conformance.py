@@ -19,11 +19,6 @@ SECURE = {"tls", "wss"}
 SECURITY = Security.temporary()
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(params=sorted(ADDRESSES))
 def scheme(request: pytest.FixtureRequest) -> str:
     return str(request.param)

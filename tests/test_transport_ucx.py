@@ -37,11 +37,6 @@ needs_ucxx = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def ucx_runtime() -> None:
     """Start the process's UCX runtime before the first test's leak check."""

@@ -25,11 +25,6 @@ from trioclust.protocol import PROTOCOL_VERSION, FrameReader, dumps, frame_prefi
 SECURITY = Security.temporary()
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def comm_address(s: Scheduler) -> str:
     """``ws[s]://HOST:DASHBOARD_PORT/trioclust-comm`` of a scheduler's dashboard."""
     assert s.dashboard_link is not None

@@ -21,11 +21,6 @@ from trioclust import Client, Scheduler, Worker
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["trio", "asyncio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 class Groups(dict):  # type: ignore[type-arg]
     """A dict subclass, as a task result (a dask shuffle's ``shuffle_group``)."""
 
