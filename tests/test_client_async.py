@@ -62,7 +62,7 @@ async def test_submit_map_gather(c: tuple[Client, Scheduler]) -> None:
 
 
 async def test_a_large_map_goes_in_chunks_and_computes_right(c: tuple[Client, Scheduler]) -> None:
-    from trioclust.client.core import GRAPH_CHUNK
+    from trioclust.client.graph_messages import GRAPH_CHUNK
 
     client, _ = c
     base = client.submit(inc, 0)
@@ -87,7 +87,7 @@ class _Probe:
 async def test_a_map_sends_each_chunk_before_building_the_next(
     c: tuple[Client, Scheduler],
 ) -> None:
-    from trioclust.client.core import GRAPH_CHUNK
+    from trioclust.client.graph_messages import GRAPH_CHUNK
 
     client, _ = c
     stats = client._core._link.statistics()  # type: ignore[union-attr]
@@ -104,7 +104,7 @@ async def test_a_map_that_fails_midway_leaves_nothing_behind(
 ) -> None:
     import threading
 
-    from trioclust.client.core import GRAPH_CHUNK
+    from trioclust.client.graph_messages import GRAPH_CHUNK
 
     client, s = c
     args: list[object] = list(range(GRAPH_CHUNK + 10))
@@ -117,7 +117,7 @@ async def test_a_map_that_fails_midway_leaves_nothing_behind(
 
 
 def test_graph_messages_keep_order_and_wanted_keys() -> None:
-    from trioclust.client.core import GRAPH_CHUNK, _graph_messages
+    from trioclust.client.graph_messages import GRAPH_CHUNK, _graph_messages
 
     tasks = [(f"k{i}", [], [], i) for i in range(GRAPH_CHUNK + 1)]
     messages = _graph_messages(tasks, ["old", *(f"k{i}" for i in range(0, GRAPH_CHUNK + 1, 2))])  # type: ignore[arg-type]

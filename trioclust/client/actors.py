@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from trioclust import task_context
-from trioclust.client.core import deserialized
 from trioclust.client.futures import Future
 from trioclust.client.remote_exceptions import rebuild_exception
+from trioclust.client.results import deserialized
 from trioclust.errors import (
     ActorLostError,
     CommClosedError,

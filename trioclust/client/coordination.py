@@ -22,8 +22,8 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from trioclust.client.core import stimulus_id
 from trioclust.client.futures import Future
+from trioclust.client.graph_messages import stimulus_id
 from trioclust.client.stored import pack, replace, unpack
 from trioclust.client.worker_client import get_client
 from trioclust.protocol import messages as msgs

@@ -9,9 +9,7 @@ through the :class:`ThreadInbox` (see below), and
 :meth:`ClientCore.release_ref`, which the ``Future.__del__`` of a dropped
 future calls. Waiting for results and fetching them from the workers is
 the :class:`~trioclust.client.results.ResultFetching` mixin's; the messages a
-submission or a release sends are built in :mod:`trioclust.client.graph_messages`
-(``GRAPH_CHUNK``, ``stimulus_id`` and ``deserialized`` are importable from
-here too).
+submission or a release sends are built in :mod:`trioclust.client.graph_messages`.
 
 Dropped futures. ``release_ref`` runs in a finalizer: on any thread, at any
 moment (a garbage collection), also while that thread holds one of this
@@ -66,14 +64,17 @@ import anyio.abc
 
 from trioclust import config
 from trioclust.client.futures import Future, FutureState
-from trioclust.client.graph_messages import GRAPH_CHUNK as GRAPH_CHUNK
-from trioclust.client.graph_messages import GraphTask, _bridge_keys, _release_message
-from trioclust.client.graph_messages import _graph_messages as _graph_messages
-from trioclust.client.graph_messages import stimulus_id as stimulus_id
+from trioclust.client.graph_messages import (
+    GRAPH_CHUNK,
+    GraphTask,
+    _bridge_keys,
+    _graph_messages,
+    _release_message,
+    stimulus_id,
+)
 from trioclust.client.inbox import ThreadInbox
 from trioclust.client.remote_exceptions import rebuild_exception
 from trioclust.client.results import ResultFetching
-from trioclust.client.results import deserialized as deserialized
 from trioclust.comm import Link
 from trioclust.comm import connect as comm_connect
 from trioclust.comm.pool import ConnectionPool

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from trioclust.client.core import stimulus_id
+from trioclust.client.graph_messages import stimulus_id
 from trioclust.client.stored import pack, unpack
 from trioclust.protocol import messages as msgs
 

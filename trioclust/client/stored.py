@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trioclust.client.core import deserialized, stimulus_id
 from trioclust.client.futures import Future
+from trioclust.client.graph_messages import stimulus_id
+from trioclust.client.results import deserialized
 from trioclust.protocol import messages as msgs
 from trioclust.protocol import serialize
 from trioclust.protocol.messages import Key
