@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+from collections import deque
 
 import pytest
 from test_scheduler_state import Harness, done, graph, nt
@@ -14,7 +15,7 @@ from test_worker_state import compute, ok
 from trioclust.core.events import AddWorker, ReleaseKeys, RemoveWorker, TaskStarted
 from trioclust.core.scheduler_state import SchedulerState
 from trioclust.core.scheduler_transitions import SchedulerTransitions
-from trioclust.core.story import InvalidTransition
+from trioclust.core.story import InvalidTransition, entries_after
 from trioclust.core.worker_state import WorkerState
 
 
@@ -175,3 +176,16 @@ def test_a_lost_key_released_before_its_own_recommendation_is_skipped() -> None:
     h(RemoveWorker(address="w1", stimulus_id="dead"))
     assert (h.state("lost"), h.state("p")) == ("released", "erred")
     assert h.s.story("lost")[-1][1:4] == ("memory", "released", "dead")
+
+
+def test_entries_after_a_mark_are_what_was_appended_since() -> None:
+    log: deque[tuple[str, str, str, str, float]] = deque(maxlen=3)
+    assert entries_after(log, None) == []
+    log.append(("a", "released", "waiting", "s1", 0.0))
+    mark = log[-1]
+    for key in "bcd":  # "a" falls out of the bounded log: everything left is new
+        log.append((key, "released", "waiting", "s2", 1.0))
+    assert [e[0] for e in entries_after(log, mark)] == ["b", "c", "d"]
+    mark = log[-2]
+    assert [e[0] for e in entries_after(log, mark)] == ["d"]
+    assert entries_after(log, log[-1]) == []

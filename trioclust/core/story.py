@@ -14,17 +14,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from trioclust.core.keys import Key
 from trioclust.errors import InvalidTransition
 
-__all__ = ["InvalidTransition", "Story", "StoryEntry", "story"]
+__all__ = ["InvalidTransition", "Story", "StoryEntry", "entries_after", "story"]
 
 #: One transition: (key, start, finish, stimulus_id, time).
 StoryEntry = tuple[Key, str, str, str, float]
 #: A sequence of transitions, oldest first.
 Story = list[StoryEntry]
+
+
+def entries_after(log: Sequence[StoryEntry], mark: StoryEntry | None) -> Story:
+    """The entries appended to ``log`` after ``mark`` (its last entry when
+    read before; None: all it holds), oldest first. Walks back from the end,
+    so it costs what was appended, not the log's length."""
+    new = []
+    for entry in reversed(log):
+        if entry is mark:
+            break
+        new.append(entry)
+    new.reverse()
+    return new
 
 
 def story(log: Iterable[StoryEntry], keys: Iterable[Key]) -> Story:

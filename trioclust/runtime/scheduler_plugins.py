@@ -27,6 +27,7 @@ import trio
 
 from trioclust import config
 from trioclust.comm import Link
+from trioclust.core.story import entries_after
 from trioclust.errors import CommClosedError, RemoteError
 from trioclust.protocol import Serialized
 from trioclust.protocol import messages as msgs
@@ -165,13 +166,7 @@ class PluginHandlers:
 
     def _plugin_transitions(self, mark: Any) -> None:
         """Tell plugins the transitions logged after ``mark`` (the log's last entry before)."""
-        log = self.state.transition_log
-        new = []
-        for entry in reversed(log):
-            if entry is mark:
-                break
-            new.append(entry)
-        for key, start, finish, stimulus_id, _ in reversed(new):
+        for key, start, finish, stimulus_id, _ in entries_after(self.state.transition_log, mark):
             self._plugins_call("transition", key, start, finish, stimulus_id=stimulus_id)
 
     async def _close_plugins(self) -> None:

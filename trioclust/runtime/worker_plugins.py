@@ -29,6 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from trioclust.core.story import entries_after
 from trioclust.protocol import Serialized
 from trioclust.protocol import messages as msgs
 
@@ -140,13 +141,7 @@ class PluginHosting:
         return "OK"
 
     def _plugin_transitions(self, mark: Any) -> None:
-        log = self.state.transition_log
-        new = []
-        for entry in reversed(log):
-            if entry is mark:
-                break
-            new.append(entry)
-        for key, start, finish, stimulus_id, _ in reversed(new):
+        for key, start, finish, stimulus_id, _ in entries_after(self.state.transition_log, mark):
             for name, plugin in list(self.plugins.items()):
                 hook = getattr(plugin, "transition", None)
                 if hook is not None:
